@@ -1,0 +1,30 @@
+//! `skiff-runtime`: a runc-compatible command line over the skiff_runtime library.
+
+mod cli;
+mod commands;
+mod wait;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let format = match cli.log_format.as_str() {
+        "json" => skiff_runtime::log::Format::Json,
+        _ => skiff_runtime::log::Format::Text,
+    };
+    skiff_runtime::log::init(cli.log.clone(), format, cli.debug);
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if skiff_runtime::log::to_stderr() {
+                eprintln!("skiff-runtime: {msg}");
+            } else {
+                skiff_runtime::log::error(&msg);
+                eprintln!("skiff-runtime: {msg}");
+            }
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,77 @@
+//! The sync channel between the runtime and the container's init during create/exec:
+//! newline-delimited JSON messages over a socketpair.
+
+use crate::error::{Context, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    /// Child created a user namespace: write its id maps.
+    Userns,
+    /// The id maps are written / hooks ran: go on.
+    Ack,
+    /// Host pid of the container init (or exec'd process).
+    Pid {
+        pid: i32,
+    },
+    /// Mounts are done, before pivot_root: run prestart and createRuntime hooks.
+    Hooks,
+    /// Setup finished; init is waiting on the exec fifo.
+    Ready,
+    Error {
+        msg: String,
+    },
+}
+
+pub struct Channel {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Channel {
+    pub fn pair() -> Result<(Channel, Channel)> {
+        let (a, b) = UnixStream::pair().step(|| "create sync socketpair")?;
+        Ok((Channel::new(a)?, Channel::new(b)?))
+    }
+
+    fn new(s: UnixStream) -> Result<Channel> {
+        let w = s.try_clone().step(|| "clone sync socket")?;
+        Ok(Channel {
+            reader: BufReader::new(s),
+            writer: w,
+        })
+    }
+
+    pub fn send(&mut self, m: &Msg) -> Result<()> {
+        let mut line = serde_json::to_vec(m).expect("message serializes");
+        line.push(b'\n');
+        self.writer.write_all(&line).step(|| "send on sync channel")
+    }
+
+    /// Next message; `None` when the peer closed without a word (it died).
+    pub fn recv(&mut self) -> Result<Option<Msg>> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .step(|| "read sync channel")?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| Error::Init(format!("bad sync message {line:?}: {e}")))
+    }
+
+    pub fn expect_ack(&mut self) -> Result<()> {
+        match self.recv()? {
+            Some(Msg::Ack) => Ok(()),
+            other => Err(Error::Init(format!(
+                "expected ack from runtime, got {other:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The child side of create and exec: everything between fork and execve.
+//!
+//! Stage one joins the cgroup and namespaces (a new user namespace first, waiting for
+//! the runtime to write its id maps); pid and time namespaces only take effect for
+//! children, so when either is set stage one forks the real init and exits.
+
+use crate::cgroups::Manager;
+use crate::channel::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+use crate::namespaces::Plan;
+use crate::process::{self, CapMasks};
+use crate::{devices, hooks, mounts, seccomp};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+/// Everything the child needs, prepared by the parent before fork.
+pub struct InitArgs<'a> {
+    pub spec: &'a Spec,
+    pub process: &'a Process,
+    pub rootfs: &'a Path,
+    pub plan: &'a Plan,
+    pub cgroup: &'a Manager,
+    pub seccomp: Option<(Vec<seccomp::SockFilter>, u32)>,
+    /// O_PATH fd of the exec fifo (create only).
+    pub fifo: Option<RawFd>,
+    /// Socket to send a pty master on, when process.terminal is set.
+    pub console: Option<RawFd>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    /// State JSON for createContainer/startContainer hooks.
+    pub state: serde_json::Value,
+    /// Exec into an existing container: skip rootfs setup.
+    pub exec: bool,
+    /// Inherited fds the child must close first (the container's state lock).
+    pub close_fds: Vec<RawFd>,
+}
+
+/// Run the child; never returns. Errors go to the parent over the channel.
+pub fn run(args: InitArgs, mut chan: Channel) -> ! {
+    for fd in &args.close_fds {
+        unsafe { libc::close(*fd) };
+    }
+    let res = stage_one(&args, &mut chan).and_then(|()| {
+        if args.exec {
+            exec_process(&args, &mut chan)
+        } else {
+            container_init(&args, &mut chan)
+        }
+    });
+    let msg = match res {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    };
+    let _ = chan.send(&Msg::Error { msg });
+    unsafe { libc::_exit(1) }
+}
+
+/// Give the container a clean signal state: the runtime may have blocked signals (to
+/// forward them) and Rust ignores SIGPIPE; neither must leak into the container.
+fn reset_signals() {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+fn stage_one(a: &InitArgs, chan: &mut Channel) -> Result<()> {
+    reset_signals();
+    a.cgroup.add(nix::unistd::getpid().as_raw())?;
+    a.plan.join_all()?;
+    if a.plan.new_user {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+            .step(|| "create user namespace")?;
+        chan.send(&Msg::Userns)?;
+        chan.expect_ack()?;
+        let root = nix::unistd::Uid::from_raw(0);
+        let rootg = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(rootg, rootg, rootg)
+            .step(|| "become gid 0 in the user namespace")?;
+        nix::unistd::setresuid(root, root, root).step(|| "become uid 0 in the user namespace")?;
+    }
+    if !a.plan.unshare.is_empty() {
+        nix::sched::unshare(a.plan.unshare)
+            .step(|| format!("unshare namespaces {:?}", a.plan.unshare))?;
+    }
+    if a.plan.fork_init {
+        match unsafe { fork() }.step(|| "fork container init")? {
+            ForkResult::Parent { child } => {
+                let _ = chan.send(&Msg::Pid {
+                    pid: child.as_raw(),
+                });
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Child => {}
+        }
+    } else {
+        chan.send(&Msg::Pid {
+            pid: nix::unistd::getpid().as_raw(),
+        })?;
+    }
+    Ok(())
+}
+
+fn write_sysctls(spec: &Spec) -> Result<()> {
+    for (k, v) in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if k.contains("..") {
+            return Err(Error::InvalidConfig(format!(
+                "sysctl {k:?} is not a sysctl name"
+            )));
+        }
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&p, v).step(|| format!("set sysctl {k}={v}"))?;
+    }
+    Ok(())
+}
+
+fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infallible> {
+    let spec = a.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let in_userns = a.plan.has(LinuxNamespaceType::User);
+
+    mounts::prepare_rootfs(a.rootfs, linux.rootfs_propagation().as_deref())?;
+    let v1 = a.cgroup.v1_hierarchies();
+    let ctx = mounts::MountContext {
+        rootfs: a.rootfs,
+        cgroup_v1: &v1,
+        in_user_ns: in_userns,
+    };
+    let spec_mounts = spec.mounts().clone().unwrap_or_default();
+    mounts::mount_all(&spec_mounts, &ctx)?;
+    // A fresh /dev (tmpfs) gets the default nodes and links; device nodes from the config always.
+    let dev_mounted = spec_mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev"));
+    let mut nodes = if dev_mounted {
+        devices::defaults()
+    } else {
+        Vec::new()
+    };
+    nodes.extend(linux.devices().iter().flatten().map(devices::from_spec));
+    devices::create(a.rootfs, &nodes, in_userns)?;
+    if dev_mounted {
+        devices::symlinks(a.rootfs)?;
+    }
+    // The working directory must exist (runc creates it too).
+    let cwd = mounts::secure_join(a.rootfs, a.process.cwd());
+    if !cwd.exists() {
+        std::fs::create_dir_all(&cwd)
+            .step(|| format!("create cwd {}", a.process.cwd().display()))?;
+    }
+
+    chan.send(&Msg::Hooks)?;
+    chan.expect_ack()?;
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+    {
+        hooks::run("createContainer", &h, &a.state)?;
+    }
+
+    mounts::enter_rootfs(a.rootfs, a.no_pivot)?;
+    mounts::set_root_propagation(linux.rootfs_propagation().as_deref())?;
+    write_sysctls(spec)?;
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).step(|| format!("set hostname {h}"))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        let c = CString::new(d.as_str())
+            .map_err(|_| Error::InvalidConfig("domainname has a NUL".into()))?;
+        nix::errno::Errno::result(unsafe { libc::setdomainname(c.as_ptr(), d.len()) })
+            .step(|| format!("set domainname {d}"))?;
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        mounts::readonly_path(p)?;
+    }
+    for p in linux.masked_paths().iter().flatten() {
+        mounts::mask_path(p)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        mounts::readonly_root()?;
+    }
+
+    let (env, argv0) = prepare_process(a)?;
+    chan.send(&Msg::Ready)?;
+
+    // Block until `start` opens the fifo for reading, then tell it we are going ahead.
+    let fifo = a.fifo.expect("create has a fifo");
+    let fd = nix::fcntl::open(
+        format!("/proc/self/fd/{fifo}").as_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .step(|| "open exec fifo")?;
+    nix::unistd::write(&fd, b"0").step(|| "write exec fifo")?;
+    drop(fd);
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+    {
+        hooks::run("startContainer", &h, &a.state)?;
+    }
+    finish_and_exec(a, &env, &argv0)
+}
+
+/// Console, limits, identity: the steps shared by container init and exec. Returns the
+/// environment and resolved executable.
+fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
+    let p = a.process;
+    let linux = a.spec.linux().as_ref().expect("validated");
+    if p.terminal() == Some(true) {
+        let sock = a.console.ok_or_else(|| {
+            Error::InvalidConfig("process.terminal needs a console socket".into())
+        })?;
+        let size = p
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        crate::console::setup_pty(sock, size)?;
+    } else {
+        let _ = nix::unistd::setsid();
+    }
+    if !a.no_new_keyring && !a.exec {
+        // A fresh session keyring per container; ENOSYS/EPERM (e.g. in nested setups) is not fatal.
+        unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                1, /* KEYCTL_JOIN_SESSION_KEYRING */
+                std::ptr::null::<libc::c_char>(),
+            )
+        };
+    }
+    if let Some(pers) = linux.personality() {
+        let dom = match pers.domain() {
+            oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+            _ => 0,
+        };
+        nix::errno::Errno::result(unsafe { libc::personality(dom) }).step(|| "set personality")?;
+    }
+    if let Some(adj) = p.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    if let Some(rl) = p.rlimits() {
+        process::set_rlimits(rl)?;
+    }
+    if let Some(io) = p.io_priority() {
+        let class = match io.class() {
+            oci_spec::runtime::IOPriorityClass::IoprioClassRt => 1,
+            oci_spec::runtime::IOPriorityClass::IoprioClassBe => 2,
+            oci_spec::runtime::IOPriorityClass::IoprioClassIdle => 3,
+        };
+        let prio = (class << 13) | (io.priority() as i32 & 0x1fff);
+        nix::errno::Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                1, /* IOPRIO_WHO_PROCESS */
+                0,
+                prio,
+            )
+        })
+        .step(|| "set io priority")?;
+    }
+    nix::unistd::chdir(p.cwd()).step(|| format!("chdir to cwd {}", p.cwd().display()))?;
+    let uid = p.user().uid();
+    let env = process::environment(p, || process::home_of(uid));
+    let args = p.args().clone().unwrap_or_default();
+    let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
+
+    let nnp = p.no_new_privileges() == Some(true);
+    if let (Some((prog, flags)), false) = (&a.seccomp, nnp) {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps.
+        seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+    }
+    let caps = CapMasks::from_spec(p.capabilities().as_ref());
+    process::drop_bounding(caps.bounding)?;
+    let gids = p.user().additional_gids().clone().unwrap_or_default();
+    process::set_user(uid, p.user().gid(), &gids, a.plan.new_user)?;
+    process::set_caps(&caps)?;
+    Ok((env, exe))
+}
+
+fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::convert::Infallible> {
+    let p = a.process;
+    if p.no_new_privileges() == Some(true) {
+        nix::errno::Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+            .step(|| "set no_new_privs")?;
+        if let Some((prog, flags)) = &a.seccomp {
+            seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+        }
+    }
+    let argv = process::cstrings(p.args().as_deref().unwrap_or(&[]))?;
+    let envp = process::cstrings(env)?;
+    let path = CString::new(exe.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::InvalidConfig("executable path has a NUL".into()))?;
+    // Everything above fd 2 + preserve_fds must not leak into the container.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 + a.preserve_fds as u32,
+            u32::MAX,
+            4, /* CLOSE_RANGE_CLOEXEC */
+        )
+    };
+    unsafe { libc::umask(p.user().umask().unwrap_or(0o022) as libc::mode_t) };
+    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    Err(Error::Sys {
+        step: format!("exec {}", exe.display()),
+        errno: e,
+    })
+}
+
+fn exec_process(a: &InitArgs, _chan: &mut Channel) -> Result<std::convert::Infallible> {
+    let (env, exe) = prepare_process(a)?;
+    // The channel is close-on-exec: the parent sees EOF on success, an Error message otherwise.
+    finish_and_exec(a, &env, &exe)
+}

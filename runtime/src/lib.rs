@@ -1,0 +1,26 @@
+//! skiff-runtime: an OCI container runtime (runc-compatible) built on Linux namespaces,
+//! cgroups (v2 and v1), seccomp and capabilities.
+//!
+//! [`Runtime`] is the library entry point used by the CLI and by Skiff's CRI server.
+
+pub mod cgroups;
+mod channel;
+pub mod console;
+pub mod container;
+pub mod devices;
+pub mod error;
+pub mod features;
+pub mod hooks;
+mod init;
+pub mod log;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod seccomp;
+pub mod spec;
+pub mod state;
+mod syscalls;
+
+pub use container::{CreateOptions, ExecOptions, Runtime};
+pub use error::{Error, Result};
+pub use state::{ContainerState, Status};

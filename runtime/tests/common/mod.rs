@@ -1,0 +1,160 @@
+//! Shared fixtures for root integration tests: busybox bundles and a CLI wrapper.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Root integration tests need root and a busybox-static binary; anything else is a skip
+/// with a printed reason (CI runs as root and installs busybox-static).
+pub fn require_root() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root");
+        return false;
+    }
+    if busybox().is_none() {
+        eprintln!("SKIP: no static busybox (apt-get install busybox-static)");
+        return false;
+    }
+    true
+}
+
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// A unique name for containers, directories and cgroups of one test.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A bundle directory with a busybox rootfs and a config from `skiff-runtime spec`.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub config: Value,
+}
+
+impl Bundle {
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = std::env::temp_dir().join(unique("skiff-bundle"));
+        let bin = dir.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
+            std::fs::create_dir_all(dir.join("rootfs").join(d)).unwrap();
+        }
+        std::fs::copy(busybox().unwrap(), bin.join("busybox")).unwrap();
+        for applet in ["sh", "cat", "echo", "id", "ls", "sleep", "grep", "hostname", "mkdir", "touch", "pwd", "head", "tr", "seq", "wc", "readlink", "mount", "ps", "dd", "true", "false", "env", "test", "ulimit", "stat", "tail"] {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+        std::fs::write(dir.join("rootfs/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n").unwrap();
+        std::fs::write(dir.join("rootfs/etc/group"), "root:x:0:\n").unwrap();
+        let mut config = skiff_runtime::features::default_spec(false);
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = serde_json::json!(args);
+        let b = Bundle { dir, config };
+        b.save();
+        b
+    }
+
+    pub fn save(&self) {
+        std::fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The CLI with a private state root, so tests never see each other's containers.
+pub struct Cli {
+    pub root: PathBuf,
+}
+
+impl Cli {
+    pub fn new() -> Cli {
+        let root = std::env::temp_dir().join(unique("skiff-root"));
+        Cli { root }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff-runtime"));
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// Run with stdout/stderr in files, not pipes: a container started by `create` or
+    /// `run -d` inherits them and would keep a pipe open forever.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let base = std::env::temp_dir().join(unique("skiff-out"));
+        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .expect("run skiff-runtime");
+        let o = Output { status, stdout: std::fs::read(&out).unwrap(), stderr: std::fs::read(&err).unwrap() };
+        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(err);
+        o
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "skiff-runtime {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `run` a bundle to completion: (exit code, stdout, stderr).
+    pub fn run_bundle(&self, id: &str, b: &Bundle) -> (i32, String, String) {
+        let o = self.run(&["run", "--bundle", b.dir.to_str().unwrap(), id]);
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        // Force-delete anything a failed test left behind, then the root.
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = self.run(&["delete", "--force", &id]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
