@@ -151,6 +151,12 @@ impl Runtime {
         let fifo_path = dir.join(state::FIFO_FILE);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .step(|| format!("create {}", fifo_path.display()))?;
+        // Writable by the container's user, whoever it is (mkfifo applied our umask).
+        std::fs::set_permissions(
+            &fifo_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o622),
+        )
+        .step(|| format!("chmod {}", fifo_path.display()))?;
         let fifo = nix::fcntl::open(
             &fifo_path,
             nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,

@@ -39,6 +39,8 @@ pub struct InitArgs<'a> {
     pub close_fds: Vec<RawFd>,
 }
 
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Run the child; never returns. Errors go to the parent over the channel.
 pub fn run(args: InitArgs, mut chan: Channel) -> ! {
     for fd in &args.close_fds {
@@ -55,7 +57,12 @@ pub fn run(args: InitArgs, mut chan: Channel) -> ! {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
     };
-    let _ = chan.send(&Msg::Error { msg });
+    // After Ready the runtime no longer listens: the container's stderr is the only witness.
+    if chan.send(&Msg::Error { msg: msg.clone() }).is_err()
+        || READY.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        eprintln!("skiff-runtime init: {msg}");
+    }
     unsafe { libc::_exit(1) }
 }
 
@@ -199,6 +206,10 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
 
     let (env, argv0) = prepare_process(a)?;
     chan.send(&Msg::Ready)?;
+    READY.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Changing uid cleared the dumpable flag, which makes /proc/self/fd root-owned and
+    // unopenable for a non-root user; execve sets it again anyway.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
 
     // Block until `start` opens the fifo for reading, then tell it we are going ahead.
     let fifo = a.fifo.expect("create has a fifo");

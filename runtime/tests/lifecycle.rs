@@ -15,26 +15,50 @@ fn create_start_kill_delete() {
     let id = unique("life");
     let pidfile = b.dir.join("pid");
     // Options after the id, as youki's suite and containerd use them.
-    cli.ok(&["create", &id, "--bundle", path_str(&b.dir), "--pid-file", path_str(&pidfile)]);
+    cli.ok(&[
+        "create",
+        &id,
+        "--bundle",
+        path_str(&b.dir),
+        "--pid-file",
+        path_str(&pidfile),
+    ]);
     let st = cli.state(&id);
     assert_eq!(st["status"], "created");
     assert_eq!(st["ociVersion"], "1.2.0");
     let pid = st["pid"].as_i64().unwrap();
     assert!(pid > 0);
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
     // Blocked on the exec fifo: the user process has not run yet.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(!String::from_utf8_lossy(&cmdline).contains("sleep"), "user process ran before start");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("sleep"),
+        "user process ran before start"
+    );
 
     cli.ok(&["start", &id]);
     assert_eq!(cli.status(&id), "running");
-    wait_for(|| String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).starts_with("sleep"), "sleep to exec");
+    wait_for(
+        || {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+            .starts_with("sleep")
+        },
+        "sleep to exec",
+    );
     let again = cli.run(&["start", &id]);
     assert!(!again.status.success(), "second start must fail");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not created"));
 
     let del = cli.run(&["delete", &id]);
-    assert!(!del.status.success(), "delete of a running container needs --force");
+    assert!(
+        !del.status.success(),
+        "delete of a running container needs --force"
+    );
 
     cli.ok(&["kill", &id, "KILL"]);
     wait_for(|| cli.status(&id) == "stopped", "stopped");
@@ -44,7 +68,11 @@ fn create_start_kill_delete() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
     assert!(!cli.root.join(&id).exists());
-    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/skiff/{id}")).exists() && !std::path::Path::new(&format!("/sys/fs/cgroup/skiff/{id}")).exists(), "cgroup removed");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/pids/skiff/{id}")).exists()
+            && !std::path::Path::new(&format!("/sys/fs/cgroup/skiff/{id}")).exists(),
+        "cgroup removed"
+    );
 }
 
 #[test]
@@ -65,7 +93,11 @@ fn run_returns_exit_status_and_output() {
     b.save();
     let (code, _, _) = cli.run_bundle(&unique("sig"), &b);
     assert_eq!(code, 137, "killed by SIGKILL reads as 128+9");
-    assert_eq!(cli.ok(&["list", "-q"]), "", "run removes the container after it exits");
+    assert_eq!(
+        cli.ok(&["list", "-q"]),
+        "",
+        "run removes the container after it exits"
+    );
 }
 
 #[test]
@@ -79,7 +111,10 @@ fn delete_created_container_kills_it() {
     cli.ok(&["create", "--bundle", path_str(&b.dir), &id]);
     let pid = cli.state(&id)["pid"].as_i64().unwrap();
     cli.ok(&["delete", &id]);
-    wait_for(|| skiff_runtime::state::proc_stat(pid as i32).is_none_or(|(s, _)| s == 'Z'), "init gone");
+    wait_for(
+        || skiff_runtime::state::proc_stat(pid as i32).is_none_or(|(s, _)| s == 'Z'),
+        "init gone",
+    );
 }
 
 #[test]
@@ -95,14 +130,28 @@ fn force_delete_and_kill_all() {
     b.save();
     let id = unique("killall");
     cli.ok(&["run", "-d", "--bundle", path_str(&b.dir), &id]);
-    wait_for(|| serde_json::from_str::<Vec<i32>>(&cli.ok(&["ps", "--format", "json", &id])).unwrap().len() >= 3, "3 processes");
+    wait_for(
+        || {
+            serde_json::from_str::<Vec<i32>>(&cli.ok(&["ps", "--format", "json", &id]))
+                .unwrap()
+                .len()
+                >= 3
+        },
+        "3 processes",
+    );
     let pids: Vec<i32> = serde_json::from_str(&cli.ok(&["ps", "--format", "json", &id])).unwrap();
     let table = cli.ok(&["ps", &id]);
-    assert!(table.contains("PID") && table.contains("sleep 1000"), "{table}");
+    assert!(
+        table.contains("PID") && table.contains("sleep 1000"),
+        "{table}"
+    );
     cli.ok(&["kill", "--all", &id, "9"]);
     for p in &pids {
         let p = *p;
-        wait_for(|| skiff_runtime::state::proc_stat(p).is_none_or(|(s, _)| s == 'Z'), "process killed");
+        wait_for(
+            || skiff_runtime::state::proc_stat(p).is_none_or(|(s, _)| s == 'Z'),
+            "process killed",
+        );
     }
     let b2 = Bundle::new(&["sleep", "1000"]);
     let id2 = unique("force");
@@ -123,8 +172,23 @@ fn exec_into_running_container() {
     let id = unique("exec");
     cli.ok(&["run", "-d", "--bundle", path_str(&b.dir), &id]);
     let out = cli.ok(&["exec", &id, "cat", "/proc/1/cmdline"]);
-    assert!(out.starts_with("sleep"), "exec sees the container's pid 1: {out:?}");
-    let out = cli.ok(&["exec", "--env", "FOO=bar", "--cwd", "/tmp", "-u", "65534:65534", &id, "sh", "-c", "echo $FOO $(pwd) $(id -u) $(id -g)"]);
+    assert!(
+        out.starts_with("sleep"),
+        "exec sees the container's pid 1: {out:?}"
+    );
+    let out = cli.ok(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "-u",
+        "65534:65534",
+        &id,
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u) $(id -g)",
+    ]);
     assert_eq!(out.trim(), "bar /tmp 65534 65534");
     assert_eq!(cli.ok(&["exec", &id, "hostname"]).trim(), "skiff");
     let o = cli.run(&["exec", &id, "sh", "-c", "exit 3"]);
@@ -136,10 +200,25 @@ fn exec_into_running_container() {
     let pj = b.dir.join("process.json");
     std::fs::write(&pj, json!({"args": ["sleep", "500"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"]}).to_string()).unwrap();
     let pidf = b.dir.join("exec.pid");
-    cli.ok(&["exec", "--process", path_str(&pj), "--detach", "--pid-file", path_str(&pidf), &id]);
-    let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    cli.ok(&[
+        "exec",
+        "--process",
+        path_str(&pj),
+        "--detach",
+        "--pid-file",
+        path_str(&pidf),
+        &id,
+    ]);
+    let epid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let pids: Vec<i32> = serde_json::from_str(&cli.ok(&["ps", "-f", "json", &id])).unwrap();
-    assert!(pids.contains(&epid), "exec'd process is in the container cgroup");
+    assert!(
+        pids.contains(&epid),
+        "exec'd process is in the container cgroup"
+    );
     cli.ok(&["delete", "-f", &id]);
     let o = cli.run(&["exec", &id, "true"]);
     assert!(!o.status.success());
@@ -164,7 +243,10 @@ fn pause_and_resume() {
         cli.ok(&["resume", &id]);
     }
     assert_eq!(cli.status(&id), "running");
-    assert!(!cli.run(&["resume", &id]).status.success(), "resume of a running container fails");
+    assert!(
+        !cli.run(&["resume", &id]).status.success(),
+        "resume of a running container fails"
+    );
     cli.ok(&["delete", "-f", &id]);
 }
 
@@ -180,7 +262,8 @@ fn list_formats() {
     let table = cli.ok(&["list"]);
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains(&id) && table.contains("created"));
-    let v: serde_json::Value = serde_json::from_str(&cli.ok(&["list", "--format", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["list", "--format", "json"])).unwrap();
     assert_eq!(v[0]["id"], id.as_str());
     assert_eq!(v[0]["status"], "created");
     cli.ok(&["delete", &id]);
@@ -195,8 +278,21 @@ fn concurrent_starts_serialize() {
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("race");
     cli.ok(&["create", "--bundle", path_str(&b.dir), &id]);
-    let handles: Vec<_> = (0..4).map(|_| cli.cmd().args(["start", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()).collect();
-    let ok = handles.into_iter().map(|mut h| h.wait().unwrap().success()).filter(|s| *s).count();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            cli.cmd()
+                .args(["start", &id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|mut h| h.wait().unwrap().success())
+        .filter(|s| *s)
+        .count();
     assert_eq!(ok, 1, "exactly one start wins");
     assert_eq!(cli.status(&id), "running");
     cli.ok(&["delete", "-f", &id]);
@@ -212,14 +308,25 @@ fn failed_create_leaves_nothing() {
     let id = unique("fail");
     let o = cli.run(&["create", "--bundle", path_str(&b.dir), &id]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/binary"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/no/such/binary"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(!cli.root.join(&id).exists(), "no state left");
-    for d in [format!("/sys/fs/cgroup/pids/skiff/{id}"), format!("/sys/fs/cgroup/memory/skiff/{id}"), format!("/sys/fs/cgroup/skiff/{id}")] {
+    for d in [
+        format!("/sys/fs/cgroup/pids/skiff/{id}"),
+        format!("/sys/fs/cgroup/memory/skiff/{id}"),
+        format!("/sys/fs/cgroup/skiff/{id}"),
+    ] {
         assert!(!std::path::Path::new(&d).exists(), "{d} left behind");
     }
     // No mount of the rootfs leaked into the host mount table.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(path_str(&b.rootfs())), "rootfs mount leaked");
+    assert!(
+        !mounts.contains(path_str(&b.rootfs())),
+        "rootfs mount leaked"
+    );
     // The same id is usable afterwards.
     b.config.clone();
     let ok = Bundle::new(&["true"]);
@@ -237,19 +344,36 @@ fn invalid_configs_are_rejected_by_name() {
     b.config["ociVersion"] = json!("9.0.0");
     b.save();
     let o = cli.run(&["create", "-b", path_str(&b.dir), &id]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("ociVersion \"9.0.0\""), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ociVersion \"9.0.0\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     b.config["ociVersion"] = json!("1.3.0");
     b.config["linux"]["intelRdt"] = json!({"closID": "x"});
     b.save();
     let o = cli.run(&["create", "-b", path_str(&b.dir), &id]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("linux.intelRdt"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("linux.intelRdt"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::write(b.dir.join("config.json"), "{ not json").unwrap();
     let o = cli.run(&["create", "-b", path_str(&b.dir), &id]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not valid JSON"));
     assert!(!cli.root.join(&id).exists());
     // JSON log format for containerd's shim.
     let log = b.dir.join("log.json");
-    let o = cli.run(&["--log", path_str(&log), "--log-format", "json", "create", "-b", path_str(&b.dir), &id]);
+    let o = cli.run(&[
+        "--log",
+        path_str(&log),
+        "--log-format",
+        "json",
+        "create",
+        "-b",
+        path_str(&b.dir),
+        &id,
+    ]);
     assert!(!o.status.success());
     let line = std::fs::read_to_string(&log).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
@@ -268,12 +392,26 @@ fn spec_and_features() {
     std::fs::create_dir_all(&dir).unwrap();
     let cli = Cli::new();
     cli.ok(&["spec", "--bundle", path_str(&dir)]);
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(v["process"]["args"], json!(["sh"]));
-    assert!(!cli.run(&["spec", "--bundle", path_str(&dir)]).status.success(), "refuses to overwrite");
+    assert!(
+        !cli.run(&["spec", "--bundle", path_str(&dir)])
+            .status
+            .success(),
+        "refuses to overwrite"
+    );
     let f: serde_json::Value = serde_json::from_str(&cli.ok(&["features"])).unwrap();
     assert_eq!(f["ociVersionMin"], "1.0.0");
-    assert!(f["linux"]["seccomp"]["actions"].as_array().unwrap().contains(&json!("SCMP_ACT_ERRNO")));
-    assert!(cli.run(&["--systemd-cgroup", "list"]).stderr.starts_with(b"skiff-runtime: --systemd-cgroup") || !cli.run(&["--systemd-cgroup", "list"]).status.success());
+    assert!(f["linux"]["seccomp"]["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("SCMP_ACT_ERRNO")));
+    assert!(
+        cli.run(&["--systemd-cgroup", "list"])
+            .stderr
+            .starts_with(b"skiff-runtime: --systemd-cgroup")
+            || !cli.run(&["--systemd-cgroup", "list"]).status.success()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

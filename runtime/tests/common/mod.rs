@@ -23,12 +23,19 @@ pub fn require_root() -> bool {
 }
 
 pub fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// A unique name for containers, directories and cgroups of one test.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A bundle directory with a busybox rootfs and a config from `skiff-runtime spec`.
@@ -46,10 +53,18 @@ impl Bundle {
             std::fs::create_dir_all(dir.join("rootfs").join(d)).unwrap();
         }
         std::fs::copy(busybox().unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "cat", "echo", "id", "ls", "sleep", "grep", "hostname", "mkdir", "touch", "pwd", "head", "tr", "seq", "wc", "readlink", "mount", "ps", "dd", "true", "false", "env", "test", "ulimit", "stat", "tail"] {
+        for applet in [
+            "sh", "cat", "echo", "id", "ls", "sleep", "grep", "hostname", "mkdir", "touch", "pwd",
+            "head", "tr", "seq", "wc", "readlink", "mount", "ps", "dd", "true", "false", "env",
+            "test", "ulimit", "stat", "tail",
+        ] {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
-        std::fs::write(dir.join("rootfs/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.join("rootfs/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("rootfs/etc/group"), "root:x:0:\n").unwrap();
         let mut config = skiff_runtime::features::default_spec(false);
         config["process"]["terminal"] = Value::Bool(false);
@@ -60,7 +75,11 @@ impl Bundle {
     }
 
     pub fn save(&self) {
-        std::fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -104,7 +123,11 @@ impl Cli {
             .stderr(std::fs::File::create(&err).unwrap())
             .status()
             .expect("run skiff-runtime");
-        let o = Output { status, stdout: std::fs::read(&out).unwrap(), stderr: std::fs::read(&err).unwrap() };
+        let o = Output {
+            status,
+            stdout: std::fs::read(&out).unwrap(),
+            stderr: std::fs::read(&err).unwrap(),
+        };
         let _ = std::fs::remove_file(out);
         let _ = std::fs::remove_file(err);
         o
@@ -113,14 +136,23 @@ impl Cli {
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "skiff-runtime {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "skiff-runtime {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// `run` a bundle to completion: (exit code, stdout, stderr).
     pub fn run_bundle(&self, id: &str, b: &Bundle) -> (i32, String, String) {
         let o = self.run(&["run", "--bundle", b.dir.to_str().unwrap(), id]);
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     pub fn state(&self, id: &str) -> Value {
