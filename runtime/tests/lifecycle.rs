@@ -328,7 +328,6 @@ fn failed_create_leaves_nothing() {
         "rootfs mount leaked"
     );
     // The same id is usable afterwards.
-    b.config.clone();
     let ok = Bundle::new(&["true"]);
     cli.ok(&["run", "--bundle", path_str(&ok.dir), &id]);
 }
