@@ -11,8 +11,12 @@ use std::os::unix::net::UnixStream;
 pub enum Msg {
     /// Child created a user namespace: write its id maps.
     Userns,
-    /// The id maps are written / hooks ran: go on.
-    Ack,
+    /// The id maps are written / hooks ran: go on. After the hooks it carries the
+    /// container state (with the init pid) for the hooks init runs itself.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<serde_json::Value>,
+    },
     /// Host pid of the container init (or exec'd process).
     Pid {
         pid: i32,
@@ -66,9 +70,9 @@ impl Channel {
             .map_err(|e| Error::Init(format!("bad sync message {line:?}: {e}")))
     }
 
-    pub fn expect_ack(&mut self) -> Result<()> {
+    pub fn expect_ack(&mut self) -> Result<Option<serde_json::Value>> {
         match self.recv()? {
-            Some(Msg::Ack) => Ok(()),
+            Some(Msg::Ack { state }) => Ok(state),
             other => Err(Error::Init(format!(
                 "expected ack from runtime, got {other:?}"
             ))),

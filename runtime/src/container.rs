@@ -216,7 +216,7 @@ impl Runtime {
                         linux.uid_mappings().as_deref().unwrap_or(&[]),
                         linux.gid_mappings().as_deref().unwrap_or(&[]),
                     )?;
-                    parent.send(&Msg::Ack)?;
+                    parent.send(&Msg::Ack { state: None })?;
                 }
                 Some(Msg::Pid { pid }) => {
                     if reap_first {
@@ -236,11 +236,13 @@ impl Runtime {
                             &hs,
                         )?;
                     }
-                    parent.send(&Msg::Ack)?;
+                    parent.send(&Msg::Ack {
+                        state: Some(hook_state(&st, Status::Created)),
+                    })?;
                 }
                 Some(Msg::Ready) => break,
                 Some(Msg::Error { msg }) => return Err(Error::Init(msg)),
-                Some(Msg::Ack) => {
+                Some(Msg::Ack { .. }) => {
                     return Err(Error::Init("unexpected ack from container init".into()))
                 }
                 None => return Err(Error::Init("container init exited during setup".into())),

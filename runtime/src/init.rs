@@ -173,13 +173,13 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
     }
 
     chan.send(&Msg::Hooks)?;
-    chan.expect_ack()?;
+    let state = chan.expect_ack()?.unwrap_or_else(|| a.state.clone());
     if let Some(h) = spec
         .hooks()
         .as_ref()
         .and_then(|h| h.create_container().clone())
     {
-        hooks::run("createContainer", &h, &a.state)?;
+        hooks::run("createContainer", &h, &state)?;
     }
 
     mounts::enter_rootfs(a.rootfs, a.no_pivot)?;
@@ -211,7 +211,8 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
     // unopenable for a non-root user; execve sets it again anyway.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
 
-    // Block until `start` opens the fifo for reading, then tell it we are going ahead.
+    // Block until `start` opens the fifo for reading. startContainer hooks run before the
+    // byte that releases `start`, so they always precede its poststart hooks.
     let fifo = a.fifo.expect("create has a fifo");
     let fd = nix::fcntl::open(
         format!("/proc/self/fd/{fifo}").as_str(),
@@ -219,15 +220,15 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
         nix::sys::stat::Mode::empty(),
     )
     .step(|| "open exec fifo")?;
-    nix::unistd::write(&fd, b"0").step(|| "write exec fifo")?;
-    drop(fd);
     if let Some(h) = spec
         .hooks()
         .as_ref()
         .and_then(|h| h.start_container().clone())
     {
-        hooks::run("startContainer", &h, &a.state)?;
+        hooks::run("startContainer", &h, &state)?;
     }
+    nix::unistd::write(&fd, b"0").step(|| "write exec fifo")?;
+    drop(fd);
     finish_and_exec(a, &env, &argv0)
 }
 
