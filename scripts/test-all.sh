@@ -10,5 +10,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== build"
+# The VM tests run the workspace binaries inside QEMU (shared over 9p): build them first.
+cargo build --workspace --bins
+trap 'target/debug/skiff-vm down --all || true' EXIT
 echo "== tests"
 cargo nextest run --workspace --no-fail-fast

@@ -100,10 +100,16 @@ pub fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         block.push(ins(MOV_K, 0, 0, 0, i32::from(r.allow())));
         block.push(ins(EXIT, 0, 0, 0, 0));
         let len = block.len();
+        let unconditional = jumps.is_empty();
         for j in jumps {
             block[j].off = (len - j - 1) as i16;
         }
         p.extend(block);
+        // Nothing after a rule that matches everything can run, and the verifier
+        // rejects unreachable instructions.
+        if unconditional {
+            return p;
+        }
     }
     p.push(ins(MOV_K, 0, 0, 0, 0));
     p.push(ins(EXIT, 0, 0, 0, 0));
@@ -263,6 +269,15 @@ mod tests {
             0,
             "mknod+read is not a subset of m"
         );
+    }
+
+    #[test]
+    fn no_unreachable_code_after_a_catch_all() {
+        let cfg = vec![rule(false, LinuxDeviceType::A, None, None, "rwm")];
+        let p = compile(&cfg);
+        // The catch-all is the whole program after the loads: mov r0, 0; exit.
+        assert_eq!(p.len(), 6 + 2);
+        assert_eq!(p[p.len() - 1].code, EXIT);
     }
 
     #[test]

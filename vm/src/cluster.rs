@@ -1,0 +1,371 @@
+//! A cluster of test VMs: boot, address, run commands, tear down. State lives in
+//! /run/skiff-vm/<name> (pid files, sockets, console logs) so `down` cleans up even after
+//! the tool itself crashed.
+
+use crate::agent::{self, Response};
+use crate::hub::{self, Port};
+use crate::image::{self, Image};
+use crate::qemu::{self, VmSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const STATE_ROOT: &str = "/run/skiff-vm";
+pub const IMAGE_CACHE: &str = "/var/tmp/skiff-vm";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    /// Address on the private network (inside the VM).
+    pub ip: String,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub name: String,
+    pub nodes: Vec<NodeState>,
+    pub hub_pid: Option<i32>,
+    pub accel: String,
+    pub workspace: PathBuf,
+    /// Wall time from `up` to every agent answering.
+    pub boot_ms: u128,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    pub nodes: usize,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// Shared read-only at /skiff in every VM.
+    pub workspace: PathBuf,
+    /// The skiff-vm binary: the in-VM agent and the hub.
+    pub agent_bin: PathBuf,
+    /// Binaries whose libraries the image must carry.
+    pub link_against: Vec<PathBuf>,
+    /// "kvm", "tcg" or "auto" (probe).
+    pub accel: String,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub state: ClusterState,
+}
+
+pub fn node_ip(i: usize) -> String {
+    format!("10.99.0.{}", 11 + i)
+}
+
+fn kill_pid(pid: i32) {
+    if pid > 0 {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn read_pid(p: &Path) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Wait for the guest's boot marker, then for the agent to answer.
+fn wait_agent(dir: &Path, name: &str, deadline: Instant) -> Result<()> {
+    let console = qemu::console_log(dir, name);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("SKIFF-VM-READY")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sock = qemu::agent_socket(dir, name);
+    while Instant::now() < deadline {
+        if let Ok(r) = agent::call_timeout(&sock, &["true".to_string()], Duration::from_secs(2)) {
+            if r.ok() {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "{name}: agent did not answer; console tail:\n{}",
+        tail(&console, 20)
+    )
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Decide the accelerator: KVM only if a probe VM boots under it in a few seconds.
+fn choose_accel(opts: &UpOptions, img: &Image, dir: &Path) -> String {
+    match opts.accel.as_str() {
+        "kvm" | "tcg" => return opts.accel.clone(),
+        _ => {}
+    }
+    let cache = Path::new(IMAGE_CACHE).join("accel");
+    let key = format!("{}", img.kernel.display());
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        if let Some((k, v)) = s.split_once('\n') {
+            if k == key {
+                return v.trim().to_string();
+            }
+        }
+    }
+    let mut result = "tcg".to_string();
+    if qemu::kvm_device_usable() {
+        let probe = VmSpec {
+            name: "probe",
+            index: 0,
+            ip: "10.99.0.250/24",
+            memory_mb: 256,
+            cpus: 1,
+            accel: "kvm",
+            dir,
+            workspace: &opts.workspace,
+            port: None,
+        };
+        if qemu::command(img, &probe)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            let deadline = Instant::now() + Duration::from_secs(6);
+            if wait_agent(dir, "probe", deadline).is_ok() {
+                result = "kvm".into();
+            }
+        }
+        if let Some(pid) = read_pid(&qemu::pid_file(dir, "probe")) {
+            kill_pid(pid);
+        }
+        for f in [
+            qemu::pid_file(dir, "probe"),
+            qemu::console_log(dir, "probe"),
+            qemu::agent_socket(dir, "probe"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let _ = std::fs::write(&cache, format!("{key}\n{result}\n"));
+    result
+}
+
+impl Cluster {
+    pub fn up(opts: &UpOptions) -> Result<Cluster> {
+        let start = Instant::now();
+        let dir = Path::new(STATE_ROOT).join(&opts.name);
+        if dir.join("state.json").exists() {
+            bail!(
+                "cluster {} is already up (skiff-vm down --name {})",
+                opts.name,
+                opts.name
+            );
+        }
+        std::fs::create_dir_all(&dir)?;
+        let img = image::build(Path::new(IMAGE_CACHE), &opts.agent_bin, &opts.link_against)?;
+        let accel = choose_accel(opts, &img, &dir);
+
+        let ports: Vec<Port> = (0..opts.nodes)
+            .map(|_| {
+                Ok(Port {
+                    hub: hub::free_udp_port()?,
+                    vm: hub::free_udp_port()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut hub_pid = None;
+        if opts.nodes > 1 {
+            use std::os::unix::process::CommandExt;
+            let spec = ports
+                .iter()
+                .map(|p| format!("{}:{}", p.hub, p.vm))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut c = std::process::Command::new(&opts.agent_bin);
+            c.args(["hub", "--ports", &spec])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join("hub.log"))?);
+            unsafe {
+                c.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            hub_pid = Some(c.spawn().context("start hub")?.id() as i32);
+        }
+        let mut state = ClusterState {
+            name: opts.name.clone(),
+            nodes: Vec::new(),
+            hub_pid,
+            accel: accel.clone(),
+            workspace: opts.workspace.clone(),
+            boot_ms: 0,
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let ip = node_ip(i);
+            let vm = VmSpec {
+                name: &name,
+                index: i,
+                ip: &format!("{ip}/24"),
+                memory_mb: opts.memory_mb,
+                cpus: opts.cpus,
+                accel: &accel,
+                dir: &dir,
+                workspace: &opts.workspace,
+                port: Some(*port),
+            };
+            let out = qemu::command(&img, &vm)
+                .output()
+                .context("run qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+            if !out.status.success() {
+                let c = Cluster {
+                    dir: dir.clone(),
+                    state: state.clone(),
+                };
+                let _ = c.save();
+                let _ = Cluster::down(&opts.name);
+                bail!(
+                    "qemu for {name} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            state.nodes.push(NodeState {
+                name,
+                ip,
+                mac: qemu::mac(i),
+            });
+        }
+        let cluster = Cluster {
+            dir: dir.clone(),
+            state,
+        };
+        cluster.save()?;
+        let deadline = Instant::now() + Duration::from_secs(if accel == "kvm" { 60 } else { 180 });
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let hs: Vec<_> = cluster
+                .state
+                .nodes
+                .iter()
+                .map(|n| s.spawn(|| wait_agent(&dir, &n.name, deadline)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            if let Err(e) = r {
+                let _ = Cluster::down(&opts.name);
+                return Err(e);
+            }
+        }
+        let mut cluster = cluster;
+        cluster.state.boot_ms = start.elapsed().as_millis();
+        cluster.save()?;
+        Ok(cluster)
+    }
+
+    fn save(&self) -> Result<()> {
+        std::fs::write(
+            self.dir.join("state.json"),
+            serde_json::to_vec_pretty(&self.state)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn open(name: &str) -> Result<Cluster> {
+        let dir = Path::new(STATE_ROOT).join(name);
+        let text = std::fs::read_to_string(dir.join("state.json"))
+            .with_context(|| format!("cluster {name} is not up"))?;
+        Ok(Cluster {
+            state: serde_json::from_str(&text)?,
+            dir,
+        })
+    }
+
+    pub fn names() -> Vec<String> {
+        std::fs::read_dir(STATE_ROOT)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stop every VM and the hub and remove the state directory. Works from pid files
+    /// alone, so a crashed `up` can be cleaned up too.
+    pub fn down(name: &str) -> Result<()> {
+        let dir = Path::new(STATE_ROOT).join(name);
+        if !dir.exists() {
+            return Ok(());
+        }
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid") {
+                    if let Some(pid) = read_pid(&e.path()) {
+                        kill_pid(pid);
+                    }
+                }
+            }
+        }
+        if let Ok(c) = Cluster::open(name) {
+            if let Some(h) = c.state.hub_pid {
+                kill_pid(h);
+            }
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeState> {
+        self.state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name} in cluster {}", self.state.name))
+    }
+
+    pub fn exec(&self, node: &str, argv: &[&str], timeout: Duration) -> Result<Response> {
+        self.node(node)?;
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        agent::call(&qemu::agent_socket(&self.dir, node), &argv, "", timeout)
+    }
+
+    /// Run a shell script in the VM.
+    pub fn sh(&self, node: &str, script: &str) -> Result<Response> {
+        self.exec(node, &["sh", "-c", script], Duration::from_secs(120))
+    }
+
+    pub fn console_tail(&self, node: &str, lines: usize) -> String {
+        tail(&qemu::console_log(&self.dir, node), lines)
+    }
+
+    /// A cluster shared by tests: boot it once (under a lock) and reuse it while it answers.
+    pub fn shared(opts: &UpOptions) -> Result<Cluster> {
+        std::fs::create_dir_all(STATE_ROOT)?;
+        let lock =
+            std::fs::File::create(Path::new(STATE_ROOT).join(format!("{}.lock", opts.name)))?;
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        if let Ok(c) = Cluster::open(&opts.name) {
+            let healthy = c.state.nodes.len() == opts.nodes
+                && c.state.nodes.iter().all(|n| {
+                    agent::call_timeout(
+                        &qemu::agent_socket(&c.dir, &n.name),
+                        &["true".to_string()],
+                        Duration::from_secs(5),
+                    )
+                    .is_ok_and(|r| r.ok())
+                });
+            if healthy {
+                return Ok(c);
+            }
+            Cluster::down(&opts.name)?;
+        }
+        Cluster::up(opts)
+    }
+}

@@ -1,0 +1,150 @@
+//! `skiff-vm`: bring test clusters up and down, run commands in their VMs.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use skiff_vm::{Cluster, UpOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "skiff-vm", version, about = "QEMU test clusters for Skiff")]
+struct Cli {
+    /// Cluster name (several can run side by side).
+    #[arg(long, global = true, default_value = "default")]
+    name: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot N VMs named node-1..node-N.
+    Up {
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// auto (probe KVM, fall back to TCG), kvm or tcg.
+        #[arg(long, default_value = "auto")]
+        accel: String,
+        /// Directory shared read-only at /skiff (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+    /// List the nodes of a cluster.
+    Status,
+    /// Run a command in a VM; prints its output and exits with its status.
+    Exec {
+        node: String,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Stop a cluster (or all with --all) and remove everything it left.
+    Down {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Build the VM image and print its paths.
+    Image,
+    /// (inside VMs) serve agent requests on the virtio-serial port.
+    #[command(hide = true)]
+    Agent,
+    /// (internal) the loopback L2 hub: HUBPORT:VMPORT,...
+    #[command(hide = true)]
+    Hub {
+        #[arg(long)]
+        ports: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Up {
+            nodes,
+            memory,
+            cpus,
+            accel,
+            workspace,
+        } => {
+            let workspace = std::fs::canonicalize(workspace.unwrap_or(std::env::current_dir()?))?;
+            let me = std::env::current_exe()?;
+            let runtime = workspace.join("target/release/skiff-runtime");
+            let opts = UpOptions {
+                name: cli.name.clone(),
+                nodes,
+                memory_mb: memory,
+                cpus,
+                workspace,
+                agent_bin: me,
+                link_against: vec![runtime],
+                accel,
+            };
+            let c = Cluster::up(&opts)?;
+            println!(
+                "cluster {} up: {} node(s), accel {}, {} ms to every agent answering",
+                c.state.name,
+                c.state.nodes.len(),
+                c.state.accel,
+                c.state.boot_ms
+            );
+        }
+        Cmd::Status => {
+            let c = Cluster::open(&cli.name)?;
+            println!("{:<10} {:<12} {:<18}", "NODE", "IP", "MAC");
+            for n in &c.state.nodes {
+                println!("{:<10} {:<12} {:<18}", n.name, n.ip, n.mac);
+            }
+        }
+        Cmd::Exec { node, timeout, cmd } => {
+            let c = Cluster::open(&cli.name)?;
+            let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let r = c.exec(&node, &argv, Duration::from_secs(timeout))?;
+            print!("{}", r.stdout);
+            eprint!("{}", r.stderr);
+            std::process::exit(r.code);
+        }
+        Cmd::Down { all } => {
+            let names = if all {
+                Cluster::names()
+            } else {
+                vec![cli.name.clone()]
+            };
+            for n in names {
+                Cluster::down(&n).with_context(|| format!("down {n}"))?;
+            }
+        }
+        Cmd::Image => {
+            let me = std::env::current_exe()?;
+            let img = skiff_vm::image::build(
+                std::path::Path::new(skiff_vm::cluster::IMAGE_CACHE),
+                &me,
+                &[],
+            )?;
+            println!(
+                "kernel {}\ninitramfs {}",
+                img.kernel.display(),
+                img.initramfs.display()
+            );
+        }
+        Cmd::Agent => skiff_vm::agent::serve()?,
+        Cmd::Hub { ports } => {
+            let ports = ports
+                .split(',')
+                .map(|p| {
+                    let (h, v) = p.split_once(':').context("HUB:VM")?;
+                    Ok(skiff_vm::hub::Port {
+                        hub: h.parse()?,
+                        vm: v.parse()?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            skiff_vm::hub::run(&ports)?;
+        }
+    }
+    Ok(())
+}
