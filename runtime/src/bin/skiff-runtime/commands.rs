@@ -158,9 +158,9 @@ fn run_container(
     if detach {
         return Ok(0);
     }
-    let proxy = master.map(|m| std::thread::spawn(move || console::proxy(m)));
+    let proxy = master.map(spawn_proxy);
     let code = crate::wait::wait_forwarding(&sigs, st.pid);
-    drop(proxy); // the proxy thread ends when the pty closes; do not wait on stdin
+    finish_proxy(proxy);
     if !keep {
         rt.delete(id, true)?;
     }
@@ -271,11 +271,31 @@ fn exec(rt: &Runtime, e: ExecArgs) -> Result<i32> {
     };
     let pid = rt.exec(&e.id, &p, &opts)?;
     let Some(sigs) = sigs else { return Ok(0) };
-    if let Some((ours, _)) = &internal {
-        let m = console::recv_master(ours)?;
-        std::thread::spawn(move || console::proxy(m));
+    let proxy = match &internal {
+        Some((ours, _)) => Some(spawn_proxy(console::recv_master(ours)?)),
+        None => None,
+    };
+    let code = crate::wait::wait_forwarding(&sigs, pid);
+    finish_proxy(proxy);
+    Ok(code)
+}
+
+/// Copy between our stdio and a pty master on a thread; the receiver fires when it ends.
+fn spawn_proxy(master: OwnedFd) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        console::proxy(master);
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// After the process exited, let the proxy drain what is left in the pty. It ends at the
+/// pty's hangup; a background process still holding the terminal bounds the wait.
+fn finish_proxy(proxy: Option<std::sync::mpsc::Receiver<()>>) {
+    if let Some(rx) = proxy {
+        let _ = rx.recv_timeout(Duration::from_secs(2));
     }
-    Ok(crate::wait::wait_forwarding(&sigs, pid))
 }
 
 fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
