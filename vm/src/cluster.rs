@@ -59,9 +59,21 @@ pub fn node_ip(i: usize) -> String {
     format!("10.99.0.{}", 11 + i)
 }
 
+/// SIGKILL and wait (bounded) until the process is gone, so `down` leaves nothing running.
 fn kill_pid(pid: i32) {
-    if pid > 0 {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    if pid <= 0 {
+        return;
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+    };
+    for _ in 0..500 {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
