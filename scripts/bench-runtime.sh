@@ -20,39 +20,37 @@ ln -s busybox "$work/rootfs/bin/true"
 # ociVersion 1.0.2: crun 1.8 refuses configs that say 1.2 or later.
 sed -i 's/"terminal": true/"terminal": false/; s|"sh"$|"/bin/true"|; s/"ociVersion": "[0-9.]*"/"ociVersion": "1.0.2"/' "$work/config.json"
 
-# The timing loop, a separate script so crun's can run in its own mount namespace.
+# The timing loop runs the three runtimes round-robin, so machine noise hits all alike.
+# It runs in a private mount namespace with a tmpfs over /sys/fs/cgroup/unified: crun 1.8
+# refuses hybrid cgroup hosts otherwise; skiff-runtime and runc drive v1 either way, and
+# the host is not changed.
 cat > "$work/loop.sh" <<'LOOP'
 #!/usr/bin/env bash
-# loop.sh OUT BUNDLE N RUNTIME-COMMAND...: time N `run`s, write sorted microseconds to OUT
 set -eu
-out=$1 bundle=$2 n=$3; shift 3
-: > "$out.raw"
+work=$1 n=$2 skiff=$3
+if [ -d /sys/fs/cgroup/unified ] && [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  mount -t tmpfs none /sys/fs/cgroup/unified
+fi
+for r in skiff runc crun; do : > "$work/$r.raw"; done
 for i in $(seq 1 "$n"); do
-  id="bench-$$-$i"
-  t0=$(date +%s%N)
-  "$@" run --bundle "$bundle" "$id" >/dev/null 2>"$out.err" || { echo "$1 failed:" >&2; cat "$out.err" >&2; exit 1; }
-  t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000 )) >> "$out.raw"
+  for r in skiff runc crun; do
+    case $r in skiff) bin=$skiff ;; *) bin=$r ;; esac
+    t0=$(date +%s%N)
+    "$bin" --root "$work/state-$r" run --bundle "$work" "b-$r-$i" >/dev/null 2>"$work/err" || { echo "$r failed:" >&2; cat "$work/err" >&2; exit 1; }
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000 )) >> "$work/$r.raw"
+  done
 done
-sort -n "$out.raw" > "$out"
+for r in skiff runc crun; do sort -n "$work/$r.raw" > "$work/$r.times"; done
 LOOP
 chmod +x "$work/loop.sh"
-
-"$work/loop.sh" "$work/skiff.times" "$work" "$N" "$skiff" --root "$work/state-skiff"
-"$work/loop.sh" "$work/runc.times" "$work" "$N" runc --root "$work/state-runc"
-# crun 1.8 refuses hybrid cgroup hosts unless the v2 mount is hidden: give it a private
-# mount namespace with a tmpfs over /sys/fs/cgroup/unified (the host is not changed).
-if [ -d /sys/fs/cgroup/unified ] && [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
-  unshare -m sh -c "mount -t tmpfs none /sys/fs/cgroup/unified && exec '$work/loop.sh' '$work/crun.times' '$work' '$N' crun --root '$work/state-crun'"
-else
-  "$work/loop.sh" "$work/crun.times" "$work" "$N" crun --root "$work/state-crun"
-fi
+unshare -m "$work/loop.sh" "$work" "$N" "$skiff"
 
 stat_of() { # file → "median p90" in ms
   awk '{a[NR]=$1} END {m=a[int((NR+1)/2)]; p=a[int(NR*0.9)]; printf "%.2f %.2f\n", m/1000, p/1000}' "$1"
 }
 read -r sm _ < <(stat_of "$work/skiff.times")
-printf '\nbusybox /bin/true, `run` (create+start+wait+delete), N=%s, %s cores\n' "$N" "$(nproc)"
+printf '\nbusybox /bin/true, `run` (create+start+wait+delete), N=%s round-robin, %s cores\n' "$N" "$(nproc)"
 printf '%-14s %10s %10s %16s\n' runtime "median ms" "p90 ms" "median / skiff"
 for r in skiff runc crun; do
   read -r m p < <(stat_of "$work/$r.times")

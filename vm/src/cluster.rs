@@ -67,7 +67,10 @@ fn kill_pid(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
     };
     for _ in 0..500 {
         if gone() {

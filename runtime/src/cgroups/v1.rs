@@ -13,8 +13,18 @@ pub struct V1 {
     mounts: BTreeMap<String, PathBuf>,
 }
 
-/// v1 hierarchies from /proc/self/mountinfo, keyed by their controller list.
+/// v1 hierarchies, parsed once per process.
 fn hierarchies() -> Result<BTreeMap<String, PathBuf>> {
+    static CACHE: std::sync::OnceLock<BTreeMap<String, PathBuf>> = std::sync::OnceLock::new();
+    if let Some(m) = CACHE.get() {
+        return Ok(m.clone());
+    }
+    let m = read_hierarchies()?;
+    Ok(CACHE.get_or_init(|| m).clone())
+}
+
+/// v1 hierarchies from /proc/self/mountinfo, keyed by their controller list.
+fn read_hierarchies() -> Result<BTreeMap<String, PathBuf>> {
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").step(|| "read /proc/self/mountinfo")?;
     let mut out = BTreeMap::new();
