@@ -414,3 +414,60 @@ fn spec_and_features() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn preserve_fds_passes_extra_descriptors() {
+    if !require_root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let cli = Cli::new();
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "echo through-fd3 >&3 && echo wrote || echo no-fd3",
+    ]);
+    let run = |preserve: &str| -> (String, String) {
+        let target = b.dir.join(format!("fd3-{preserve}"));
+        let file = std::fs::File::create(&target).unwrap();
+        let fd = file.as_raw_fd();
+        let mut cmd = cli.cmd();
+        cmd.args([
+            "run",
+            "--preserve-fds",
+            preserve,
+            "-b",
+            path_str(&b.dir),
+            &unique("fds"),
+        ]);
+        cmd.stdin(std::process::Stdio::null());
+        // SAFETY: dup2 is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2(3, 3) would keep close-on-exec: clear it explicitly.
+                if (fd != 3 && libc::dup2(fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        drop(file);
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            std::fs::read_to_string(&target).unwrap(),
+        )
+    };
+    let (out, written) = run("1");
+    assert_eq!(
+        (out.as_str(), written.as_str()),
+        ("wrote\n", "through-fd3\n")
+    );
+    let (out, written) = run("0");
+    assert_eq!(
+        (out.as_str(), written.as_str()),
+        ("no-fd3\n", ""),
+        "fd 3 is not leaked without --preserve-fds"
+    );
+}

@@ -49,16 +49,31 @@ fn pids_max_and_memory_files() {
     cfg["linux"]["resources"]["pids"] = json!({"limit": 6});
     cfg["linux"]["resources"]["memory"] =
         json!({"limit": 64 << 20, "reservation": 16 << 20, "swap": 96 << 20});
-    cfg["linux"]["resources"]["cpu"] = json!({"shares": 1024, "quota": 20000, "period": 100000});
-    let out = vm.sh_ok(
+    cfg["linux"]["resources"]["cpu"] =
+        json!({"shares": 1024, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0"});
+    cfg["linux"]["resources"]["blockIO"] = json!({"weight": 500});
+    cfg["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
+    cfg["linux"]["resources"]["unified"] =
+        json!({"memory.oom.group": "1", "memory.high": "50331648"});
+    let r = vm.sh(
         "node-1",
         &format!(
             "{}\n{RUNTIME} run -d -b $B pids; D=/sys/fs/cgroup/skiff/pids; \
              cat $D/pids.max $D/memory.max $D/memory.low $D/memory.swap.max $D/cpu.weight $D/cpu.max; \
+             cat $D/cpuset.cpus $D/io.weight $D/hugetlb.2MB.max $D/memory.oom.group $D/memory.high >&2; \
              {RUNTIME} exec pids sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 30 & done' 2>&1 | grep -c fork; \
              {RUNTIME} delete -f pids",
             bundle_script("/tmp/t-pids", &cfg)
         ),
+    );
+    assert!(r.ok(), "{r:?}");
+    let out = r.stdout;
+    let extra: Vec<&str> = r.stderr.lines().collect();
+    let io_weight = format!("default {}", 1 + (490 * 9999) / 990);
+    assert_eq!(
+        extra,
+        ["0", io_weight.as_str(), "4194304", "1", "50331648"],
+        "cpuset, io.weight from blkio 500, hugetlb, unified"
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
