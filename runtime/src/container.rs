@@ -458,7 +458,8 @@ impl Runtime {
                 what: "cannot update a stopped container".into(),
             });
         }
-        Manager::open(&st.cgroup_path)?.apply(res)?;
+        // Apply the merged set, not the delta: device rules in particular are rebuilt
+        // from scratch, so a partial update must still carry the container's own.
         let merged = merge_resources(
             st.config
                 .linux()
@@ -467,6 +468,7 @@ impl Runtime {
                 .unwrap_or_default(),
             res,
         );
+        Manager::open(&st.cgroup_path)?.apply(&merged)?;
         if let Some(l) = st.config.linux_mut() {
             l.set_resources(Some(merged));
         }
