@@ -16,6 +16,7 @@ pub mod log;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -1,0 +1,249 @@
+//! Pod sandboxes: the namespaces a pod's containers share (network, IPC, UTS), held for
+//! the pod's life by bind-mounting their nsfs files under the runtime root, so no infra
+//! process is needed. A sandbox also owns the pod cgroup (containers nest below it) and
+//! the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf.
+
+use crate::cgroups::{self, Manager};
+use crate::error::{Context, Error, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{fork, ForkResult};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Namespaces a sandbox holds, in the order they are created.
+pub const KINDS: &[(&str, nix::sched::CloneFlags)] = &[
+    ("net", nix::sched::CloneFlags::CLONE_NEWNET),
+    ("ipc", nix::sched::CloneFlags::CLONE_NEWIPC),
+    ("uts", nix::sched::CloneFlags::CLONE_NEWUTS),
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    pub hostname: String,
+    /// resolv.conf content: nameservers, search domains, options.
+    pub dns_servers: Vec<String>,
+    pub dns_searches: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// Extra /etc/hosts lines (ip, names).
+    pub hosts: Vec<(String, Vec<String>)>,
+    /// Parent cgroup of the pod (default /skiff/pods).
+    pub cgroup_parent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub dir: PathBuf,
+    pub hostname: String,
+    /// cgroup path of the pod; containers use `<cgroup>/<container id>`.
+    pub cgroup: String,
+    /// The pod IP once networking (CNI) has set it.
+    pub ip: Option<String>,
+}
+
+impl Sandbox {
+    /// Path of a held namespace file (`net`, `ipc`, `uts`), as OCI `linux.namespaces[].path`.
+    pub fn ns_path(&self, kind: &str) -> PathBuf {
+        self.dir.join("ns").join(kind)
+    }
+    pub fn hosts_path(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn resolv_path(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+    pub fn hostname_path(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+
+    /// Record the pod IP (after CNI ADD) and add it to the pod's /etc/hosts.
+    pub fn set_ip(&mut self, ip: &str) -> Result<()> {
+        self.ip = Some(ip.to_string());
+        let mut hosts = std::fs::read_to_string(self.hosts_path()).unwrap_or_default();
+        hosts.push_str(&format!("{ip}\t{}\n", self.hostname));
+        std::fs::write(self.hosts_path(), hosts).step(|| "write pod hosts file")?;
+        self.save()
+    }
+
+    fn save(&self) -> Result<()> {
+        let p = self.dir.join("sandbox.json");
+        std::fs::write(&p, serde_json::to_vec(self).expect("serializes"))
+            .step(|| format!("write {}", p.display()))
+    }
+}
+
+/// Bring `lo` up in the current network namespace (SIOCSIFFLAGS), so the pod's
+/// containers can talk over localhost even before (or without) CNI.
+fn loopback_up() -> Result<()> {
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(nix::errno::Errno::last()).step(|| "socket for loopback setup");
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    let r = unsafe {
+        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(sock);
+        r
+    };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .step(|| "bring up lo in the pod network namespace")
+}
+
+fn sandboxes_dir(root: &Path) -> PathBuf {
+    root.join("sandboxes")
+}
+
+/// Create a sandbox: new net/ipc/uts namespaces (hostname set, lo up) pinned by bind
+/// mounts, the pod cgroup and the pod's files. Anything created is undone on failure.
+pub fn create(root: &Path, id: &str, cfg: &SandboxConfig) -> Result<Sandbox> {
+    crate::state::check_id(id)?;
+    let dir = sandboxes_dir(root).join(id);
+    std::fs::create_dir_all(sandboxes_dir(root)).step(|| "create sandboxes dir")?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(format!("sandbox {id}")))
+        }
+        Err(e) => return Err(e).step(|| format!("create {}", dir.display())),
+    }
+    let cgroup = format!(
+        "{}/{id}",
+        cfg.cgroup_parent
+            .as_deref()
+            .unwrap_or("/skiff/pods")
+            .trim_end_matches('/')
+    );
+    let sb = Sandbox {
+        id: id.into(),
+        dir: dir.clone(),
+        hostname: if cfg.hostname.is_empty() {
+            id.into()
+        } else {
+            cfg.hostname.clone()
+        },
+        cgroup: cgroups::normalize_path(Some(Path::new(&cgroup)), id)?,
+        ip: None,
+    };
+    // Saved first, so that `remove` finds the cgroup even if building fails half-way.
+    let res = sb.save().and_then(|()| build(&sb, cfg));
+    if let Err(e) = res {
+        let _ = remove(root, id);
+        return Err(e);
+    }
+    Ok(sb)
+}
+
+fn build(sb: &Sandbox, cfg: &SandboxConfig) -> Result<()> {
+    Manager::open(&sb.cgroup)?.create()?;
+    let nsdir = sb.dir.join("ns");
+    std::fs::create_dir_all(&nsdir).step(|| "create ns dir")?;
+    // A short-lived child makes the namespaces; we pin them, then let it go.
+    let (mut rd, mut wr) = std::os::unix::net::UnixStream::pair().step(|| "socketpair")?;
+    let hostname = sb.hostname.clone();
+    match unsafe { fork() }.step(|| "fork sandbox holder")? {
+        ForkResult::Child => {
+            use std::io::{Read, Write};
+            drop(rd);
+            let flags = KINDS
+                .iter()
+                .fold(nix::sched::CloneFlags::empty(), |a, (_, f)| a | *f);
+            let r = nix::sched::unshare(flags)
+                .step(|| "unshare pod namespaces")
+                .and_then(|()| {
+                    nix::unistd::sethostname(&hostname).step(|| format!("set hostname {hostname}"))
+                })
+                .and_then(|()| loopback_up());
+            let msg = match r {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = wr.write_all(msg.as_bytes());
+            let _ = wr.shutdown(std::net::Shutdown::Write);
+            let mut b = [0u8; 1];
+            let _ = wr.read(&mut b); // wait until the parent pinned the namespaces
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            use std::io::{Read, Write};
+            drop(wr);
+            let mut msg = String::new();
+            let _ = (&mut rd).take(4096).read_to_string(&mut msg);
+            let pinned = if msg == "ok" {
+                KINDS.iter().try_for_each(|(kind, _)| {
+                    let target = nsdir.join(kind);
+                    std::fs::File::create(&target)
+                        .step(|| format!("create {}", target.display()))?;
+                    let src = format!("/proc/{}/ns/{kind}", child.as_raw());
+                    mount(
+                        Some(src.as_str()),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .step(|| format!("pin {kind} namespace at {}", target.display()))
+                })
+            } else {
+                Err(Error::Init(msg))
+            };
+            let _ = rd.write_all(b"x");
+            let _ = nix::sys::wait::waitpid(child, None);
+            pinned?;
+        }
+    }
+    std::fs::write(sb.hostname_path(), format!("{}\n", sb.hostname)).step(|| "write hostname")?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (ip, names) in &cfg.hosts {
+        hosts.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    std::fs::write(sb.hosts_path(), hosts).step(|| "write hosts")?;
+    let mut resolv = String::new();
+    for s in &cfg.dns_searches {
+        resolv.push_str(&format!("search {s}\n"));
+    }
+    for s in &cfg.dns_servers {
+        resolv.push_str(&format!("nameserver {s}\n"));
+    }
+    if !cfg.dns_options.is_empty() {
+        resolv.push_str(&format!("options {}\n", cfg.dns_options.join(" ")));
+    }
+    std::fs::write(sb.resolv_path(), resolv).step(|| "write resolv.conf")
+}
+
+pub fn load(root: &Path, id: &str) -> Result<Sandbox> {
+    crate::state::check_id(id)?;
+    let p = sandboxes_dir(root).join(id).join("sandbox.json");
+    let text = std::fs::read_to_string(&p).map_err(|_| Error::NotFound(format!("sandbox {id}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidConfig(format!("corrupt {}: {e}", p.display())))
+}
+
+/// Tear a sandbox down, tolerating parts that are already gone: unpin the namespaces
+/// (the kernel frees them with the last user), remove the pod cgroup and the files.
+pub fn remove(root: &Path, id: &str) -> Result<()> {
+    crate::state::check_id(id)?;
+    let dir = sandboxes_dir(root).join(id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    for (kind, _) in KINDS {
+        let p = dir.join("ns").join(kind);
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).step(|| format!("unpin {}", p.display())),
+        }
+    }
+    if let Ok(sb) = load(root, id) {
+        Manager::open(&sb.cgroup)?.destroy()?;
+    }
+    std::fs::remove_dir_all(&dir).step(|| format!("remove {}", dir.display()))
+}
