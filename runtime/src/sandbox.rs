@@ -39,6 +39,90 @@ pub struct Sandbox {
     pub cgroup: String,
     /// The pod IP once networking (CNI) has set it.
     pub ip: Option<String>,
+    /// The CNI attachment made by `network_add`, torn down by `remove`.
+    #[serde(default)]
+    pub cni: Option<CniAttachment>,
+}
+
+/// How the pod's network was attached, kept so teardown can call the same plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub plugin: PathBuf,
+    pub conf: serde_json::Value,
+    pub ifname: String,
+}
+
+/// Run a CNI plugin for this sandbox, as the CNI spec has runtimes do.
+fn cni_exec(sb: &Sandbox, a: &CniAttachment, command: &str) -> Result<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(&a.plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &sb.id)
+        .env("CNI_NETNS", sb.ns_path("net"))
+        .env("CNI_IFNAME", &a.ifname)
+        .env("CNI_PATH", a.plugin.parent().unwrap_or(Path::new("/")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .step(|| format!("run CNI plugin {}", a.plugin.display()))?;
+    let conf = serde_json::to_vec(&a.conf).expect("serializes");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&conf)
+        .step(|| "write CNI config")?;
+    let out = child.wait_with_output().step(|| "wait for CNI plugin")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    if !out.status.success() {
+        let msg = v["msg"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(Error::Init(format!(
+            "CNI {command} for sandbox {} failed (code {}): {msg}",
+            sb.id, v["code"]
+        )));
+    }
+    Ok(v)
+}
+
+/// Attach the sandbox's network namespace with a CNI plugin; the first IP of the result
+/// becomes the pod IP. On failure the plugin is asked to clean up (DEL).
+pub fn network_add(
+    root: &Path,
+    id: &str,
+    plugin: &Path,
+    conf: &serde_json::Value,
+    ifname: &str,
+) -> Result<serde_json::Value> {
+    let mut sb = load(root, id)?;
+    let a = CniAttachment {
+        plugin: plugin.to_path_buf(),
+        conf: conf.clone(),
+        ifname: ifname.into(),
+    };
+    // Recorded before ADD so a crash in between still gets a DEL at removal.
+    sb.cni = Some(a.clone());
+    sb.save()?;
+    let result = match cni_exec(&sb, &a, "ADD") {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = cni_exec(&sb, &a, "DEL");
+            sb.cni = None;
+            sb.save()?;
+            return Err(e);
+        }
+    };
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|s| s.split('/').next())
+        .ok_or_else(|| Error::Init(format!("CNI result without an address: {result}")))?;
+    sb.set_ip(ip)?;
+    Ok(result)
 }
 
 impl Sandbox {
@@ -131,6 +215,7 @@ pub fn create(root: &Path, id: &str, cfg: &SandboxConfig) -> Result<Sandbox> {
         },
         cgroup: cgroups::normalize_path(Some(Path::new(&cgroup)), id)?,
         ip: None,
+        cni: None,
     };
     // Saved first, so that `remove` finds the cgroup even if building fails half-way.
     let res = sb.save().and_then(|()| build(&sb, cfg));
@@ -235,6 +320,11 @@ pub fn remove(root: &Path, id: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
+    let sb = load(root, id).ok();
+    // Network first, while the namespace is still pinned; CNI DEL is idempotent.
+    if let Some((sb, a)) = sb.as_ref().and_then(|sb| sb.cni.as_ref().map(|a| (sb, a))) {
+        cni_exec(sb, a, "DEL")?;
+    }
     for (kind, _) in KINDS {
         let p = dir.join("ns").join(kind);
         match umount2(&p, MntFlags::MNT_DETACH) {
@@ -242,7 +332,7 @@ pub fn remove(root: &Path, id: &str) -> Result<()> {
             Err(e) => return Err(e).step(|| format!("unpin {}", p.display())),
         }
     }
-    if let Ok(sb) = load(root, id) {
+    if let Some(sb) = sb {
         Manager::open(&sb.cgroup)?.destroy()?;
     }
     std::fs::remove_dir_all(&dir).step(|| format!("remove {}", dir.display()))

@@ -116,3 +116,109 @@ fn removal_tolerates_parts_already_gone() {
     sandbox::remove(&cli.root, &id).unwrap();
     assert!(!sb.dir.exists());
 }
+
+/// skiff-cni from the workspace build (`cargo build --workspace --bins`).
+fn skiff_cni() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-cni");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn two_pods_reach_each_other_by_ip() {
+    if !require_root() {
+        return;
+    }
+    let Some(plugin) = skiff_cni() else {
+        panic!("target/debug/skiff-cni is missing: run `cargo build --workspace --bins` first (scripts/test-all.sh does)");
+    };
+    // The "node" is a network namespace this test creates: the bridge and masquerade
+    // rules live there, never in the host's namespace.
+    let node = format!("sknode{}", std::process::id());
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &node])
+        .status()
+        .unwrap()
+        .success());
+    struct DropNetns(String);
+    impl Drop for DropNetns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _guard = DropNetns(node.clone());
+    let cli = Cli::new();
+    std::fs::create_dir_all(&cli.root).unwrap();
+    let data = cli.root.join("cni-data");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "podnet", "type": "skiff-cni", "bridge": format!("skp{}", std::process::id() % 100000),
+        "ipam": {"type": "host-local", "subnet": "10.126.0.0/24", "dataDir": data}
+    });
+    let (root, node_ns) = (cli.root.clone(), node.clone());
+    // Plugin calls inherit the calling thread's network namespace: do them from a thread in the node.
+    let in_node = move |f: Box<dyn FnOnce() + Send>| {
+        let ns = std::fs::File::open(format!("/run/netns/{node_ns}")).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&ns),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    };
+    let (a, b) = (unique("poda"), unique("podb"));
+    {
+        let (root, plugin, conf, a, b) = (
+            root.clone(),
+            plugin.clone(),
+            conf.clone(),
+            a.clone(),
+            b.clone(),
+        );
+        in_node(Box::new(move || {
+            for id in [&a, &b] {
+                sandbox::create(&root, id, &SandboxConfig::default()).unwrap();
+                let r = sandbox::network_add(&root, id, &plugin, &conf, "eth0").unwrap();
+                assert!(
+                    r["ips"][0]["address"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("10.126.0."),
+                    "{r}"
+                );
+            }
+        }));
+    }
+    let sa = sandbox::load(&root, &a).unwrap();
+    let sb = sandbox::load(&root, &b).unwrap();
+    let (ipa, ipb) = (sa.ip.clone().unwrap(), sb.ip.clone().unwrap());
+    assert_ne!(ipa, ipb);
+    let mut ping = Bundle::new(&["sh", "-c", &format!("ping -c 1 -W 3 {ipb} >/dev/null && echo reached; ip -4 addr show eth0 | grep -o 'inet [0-9.]*'")]);
+    // ping needs a raw socket: CAP_NET_RAW is in the default set.
+    let bin = ping.rootfs().join("bin");
+    for applet in ["ping", "ip"] {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    pod_container(&mut ping, &sa, "pinger");
+    let (code, out, err) = cli.run_bundle(&unique("pinger"), &ping);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, format!("reached\ninet {ipa}\n"));
+    {
+        let (root, a, b) = (root.clone(), a.clone(), b.clone());
+        in_node(Box::new(move || {
+            sandbox::remove(&root, &a).unwrap();
+            sandbox::remove(&root, &b).unwrap();
+        }));
+    }
+    // CNI DEL ran: both addresses are back in the pool.
+    let left: Vec<_> = std::fs::read_dir(data.join("podnet"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
