@@ -11,6 +11,7 @@ pub mod devices;
 pub mod error;
 pub mod features;
 pub mod hooks;
+pub mod image;
 mod init;
 pub mod log;
 pub mod mounts;
