@@ -4,8 +4,9 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }
 
 # busybox-static: test images; runc/containerd: interop tests; iproute2/nftables: CNI tests;
+# docker-registry/skopeo: registry pull tests on loopback;
 # qemu + kernel + kmod: VM tests.
-pkgs=(busybox-static runc containerd iproute2 nftables ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod)
+pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2,6 +2,7 @@
 # Build a busybox image as an OCI image layout tarball (for `ctr image import`, skopeo,
 # and Skiff's own image store), from the host's busybox-static. Nothing is downloaded.
 #   busybox-oci.sh OUT.tar [IMAGE-NAME]   (default name docker.io/skiff/busybox:latest)
+# LAYER_GZIP=0 stores the layer uncompressed (so a copy can recompress it, e.g. as zstd).
 set -euo pipefail
 out=$1
 name=${2:-docker.io/skiff/busybox:latest}
@@ -26,9 +27,13 @@ mkdir -p "$blobs"
 # Reproducible layer: fixed order, owner and mtime.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$work/layer.tar" .
 diffid=$(sha "$work/layer.tar")
-gzip -n -c "$work/layer.tar" > "$work/layer.tar.gz"
-ldigest=$(sha "$work/layer.tar.gz"); lsize=$(size "$work/layer.tar.gz")
-mv "$work/layer.tar.gz" "$blobs/$ldigest"
+if [ "${LAYER_GZIP:-1}" = 0 ]; then
+  cp "$work/layer.tar" "$work/layer.blob"; lmedia=application/vnd.oci.image.layer.v1.tar
+else
+  gzip -n -c "$work/layer.tar" > "$work/layer.blob"; lmedia=application/vnd.oci.image.layer.v1.tar+gzip
+fi
+ldigest=$(sha "$work/layer.blob"); lsize=$(size "$work/layer.blob")
+mv "$work/layer.blob" "$blobs/$ldigest"
 
 cat > "$work/config.json" <<JSON
 {"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diffid"]},"history":[{"created_by":"skiff busybox-oci.sh"}]}
@@ -37,7 +42,7 @@ cdigest=$(sha "$work/config.json"); csize=$(size "$work/config.json")
 mv "$work/config.json" "$blobs/$cdigest"
 
 cat > "$work/manifest.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$cdigest","size":$csize},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$ldigest","size":$lsize}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$cdigest","size":$csize},"layers":[{"mediaType":"$lmedia","digest":"sha256:$ldigest","size":$lsize}]}
 JSON
 mdigest=$(sha "$work/manifest.json"); msize=$(size "$work/manifest.json")
 mv "$work/manifest.json" "$blobs/$mdigest"

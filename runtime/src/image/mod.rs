@@ -6,10 +6,12 @@
 //! `blobs/sha256/<hex>` · `layers/<diff-id hex>/` · `refs.json` (name → manifest digest).
 
 mod config;
+mod registry;
 mod store;
 mod unpack;
 
 pub use config::ImageConfig;
+pub use registry::{PullOptions, Reference};
 pub use store::{ImageInfo, Store};
 pub use unpack::{apply_layer, Mode};
 
