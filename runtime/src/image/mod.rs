@@ -11,7 +11,7 @@ mod store;
 mod unpack;
 
 pub use config::ImageConfig;
-pub use registry::{PullOptions, Reference};
+pub use registry::{Progress, PullOptions, Reference};
 pub use store::{ImageInfo, Store};
 pub use unpack::{apply_layer, Mode};
 

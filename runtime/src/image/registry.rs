@@ -82,14 +82,17 @@ impl Reference {
     }
 }
 
+/// Progress callback: (digest, bytes so far, total).
+pub type Progress = Box<dyn FnMut(&str, u64, u64)>;
+
 #[derive(Default)]
 pub struct PullOptions {
     /// Plain HTTP (a registry on loopback without TLS).
     pub insecure: bool,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Called as bytes arrive: (digest, bytes so far, total).
-    pub progress: Option<Box<dyn FnMut(&str, u64, u64)>>,
+    /// Called as bytes arrive.
+    pub progress: Option<Progress>,
 }
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -279,7 +282,7 @@ struct Counting<'a, R> {
     done: u64,
     total: u64,
     digest: &'a str,
-    progress: Option<Box<dyn FnMut(&str, u64, u64)>>,
+    progress: Option<Progress>,
 }
 
 impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
