@@ -24,10 +24,23 @@ fn every_namespace_kind_is_new() {
         return;
     }
     let cli = Cli::new();
-    let script = "for n in pid net ipc uts mnt cgroup; do echo $n $(readlink /proc/self/ns/$n); done; echo host $(hostname); echo pid $$; ls /sys/class/net; cat /proc/self/cgroup | head -1";
-    let b = Bundle::new(&["sh", "-c", script]);
+    let script = "for n in pid net ipc uts mnt cgroup time; do echo $n $(readlink /proc/self/ns/$n); done; echo host $(hostname); echo pid $$; ls /sys/class/net; cat /proc/self/cgroup | head -1";
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    let has_time = std::path::Path::new("/proc/self/ns/time").exists();
+    if has_time {
+        b.config["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+        b.save();
+    }
     let out = run_ok(&cli, &b);
-    for kind in ["pid", "net", "ipc", "uts", "mnt", "cgroup"] {
+    let kinds: &[&str] = if has_time {
+        &["pid", "net", "ipc", "uts", "mnt", "cgroup", "time"]
+    } else {
+        &["pid", "net", "ipc", "uts", "mnt", "cgroup"]
+    };
+    for kind in kinds {
         let line = out
             .lines()
             .find(|l| l.starts_with(&format!("{kind} ")))

@@ -367,7 +367,10 @@ impl Cluster {
             std::fs::File::create(Path::new(STATE_ROOT).join(format!("{}.lock", opts.name)))?;
         unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
         if let Ok(c) = Cluster::open(&opts.name) {
+            // Same shape and the same workspace behind /skiff (another checkout's cluster
+            // would run the wrong binaries).
             let healthy = c.state.nodes.len() == opts.nodes
+                && c.state.workspace == opts.workspace
                 && c.state.nodes.iter().all(|n| {
                     agent::call_timeout(
                         &qemu::agent_socket(&c.dir, &n.name),
