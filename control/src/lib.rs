@@ -1,0 +1,4 @@
+//! skiff-control: the master node of Skiff. So far: the embedded MVCC store with watch
+//! (`store`), the foundation the API server, scheduler and controllers are built on.
+
+pub mod store;

@@ -1,0 +1,556 @@
+//! The embedded store: an MVCC key-value map with a global revision, optimistic
+//! concurrency (compare on mod_revision), watches from a revision, and compaction —
+//! what the Kubernetes API server needs from etcd.
+//!
+//! Durability: every write is in the WAL and fsync'd before it is acknowledged.
+//! Concurrent writers share fsyncs (group commit: whoever finds no flush in progress
+//! flushes everything pending). Compaction writes a snapshot and starts a new WAL.
+
+mod wal;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use wal::{Record, Wal};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the write that created the key (since its last deletion).
+    pub create_revision: i64,
+    /// Revision of the last write; the object's resourceVersion.
+    pub mod_revision: i64,
+    /// Writes since creation.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The new value (for a delete: the key with the deleting revision, empty value).
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn revision(&self) -> i64 {
+        self.kv.mod_revision
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("conflict on {key}: expected revision {expected}, found {actual}")]
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("revision {requested} has been compacted (oldest available {compacted})")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("store I/O: {0}")]
+    Io(String),
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What a write requires of the key's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist with this mod_revision (update/delete with resourceVersion).
+    Revision(i64),
+    /// The key must exist.
+    Exists,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    rev: i64,
+    compacted: i64,
+    keys: BTreeMap<String, KeyValue>,
+    #[serde(skip)]
+    history: VecDeque<Event>,
+}
+
+struct Watcher {
+    prefix: String,
+    tx: Sender<Event>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    state: Mutex<State>,
+    watchers: Mutex<Vec<Watcher>>,
+    commit: Mutex<Commit>,
+    flushed: Condvar,
+}
+
+/// Group-commit bookkeeping: bytes waiting for the WAL, and how far it is durable.
+struct Commit {
+    wal: Wal,
+    pending: Vec<u8>,
+    pending_rev: i64,
+    durable_rev: i64,
+    flushing: bool,
+    failed: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// A stream of events under a prefix, in revision order.
+pub struct Watch {
+    pub rx: Receiver<Event>,
+}
+
+fn check(pre: Precondition, key: &str, cur: Option<&KeyValue>) -> Result<(), StoreError> {
+    match (pre, cur) {
+        (Precondition::None, _) => Ok(()),
+        (Precondition::Absent, None) => Ok(()),
+        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.into())),
+        (Precondition::Exists, Some(_)) => Ok(()),
+        (Precondition::Exists | Precondition::Revision(_), None) => {
+            Err(StoreError::NotFound(key.into()))
+        }
+        (Precondition::Revision(r), Some(kv)) if kv.mod_revision == r => Ok(()),
+        (Precondition::Revision(r), Some(kv)) => Err(StoreError::Conflict {
+            key: key.into(),
+            expected: r,
+            actual: kv.mod_revision,
+        }),
+    }
+}
+
+impl State {
+    fn apply(&mut self, rec: &Record) -> Option<Event> {
+        match rec {
+            Record::Put { rev, key, value } => {
+                let prev = self.keys.get(key).cloned();
+                let kv = KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: prev.as_ref().map_or(*rev, |p| p.create_revision),
+                    mod_revision: *rev,
+                    version: prev.as_ref().map_or(1, |p| p.version + 1),
+                };
+                self.keys.insert(key.clone(), kv.clone());
+                self.rev = *rev;
+                Some(Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev,
+                })
+            }
+            Record::Delete { rev, key } => {
+                let prev = self.keys.remove(key);
+                self.rev = *rev;
+                let kv = KeyValue {
+                    key: key.clone(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: *rev,
+                    version: 0,
+                };
+                Some(Event {
+                    kind: EventKind::Delete,
+                    kv,
+                    prev,
+                })
+            }
+            Record::Compact { rev } => {
+                self.compact_to(*rev);
+                None
+            }
+        }
+    }
+
+    fn compact_to(&mut self, rev: i64) {
+        self.compacted = self.compacted.max(rev);
+        while self
+            .history
+            .front()
+            .is_some_and(|e| e.revision() <= self.compacted)
+        {
+            self.history.pop_front();
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) a store in `dir`: load the snapshot, replay the WAL.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
+        let mut state: State = match std::fs::read(dir.join("snapshot.json")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?,
+            Err(_) => State::default(),
+        };
+        let (wal, records) = Wal::open(&dir.join("wal"))?;
+        for r in &records {
+            let rev = match r {
+                Record::Put { rev, .. } | Record::Delete { rev, .. } => *rev,
+                Record::Compact { .. } => state.rev,
+            };
+            if rev <= state.rev && state.rev > 0 && !matches!(r, Record::Compact { .. }) {
+                continue; // already in the snapshot
+            }
+            if let Some(ev) = state.apply(r) {
+                state.history.push_back(ev);
+            }
+        }
+        let rev = state.rev;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir,
+                state: Mutex::new(state),
+                watchers: Mutex::new(Vec::new()),
+                commit: Mutex::new(Commit {
+                    wal,
+                    pending: Vec::new(),
+                    pending_rev: rev,
+                    durable_rev: rev,
+                    flushing: false,
+                    failed: None,
+                }),
+                flushed: Condvar::new(),
+            }),
+        })
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.inner.state.lock().unwrap().rev
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.inner.state.lock().unwrap().compacted
+    }
+
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.inner.state.lock().unwrap().keys.get(key).cloned()
+    }
+
+    /// Every key under `prefix`, in key order, with the revision they were read at.
+    pub fn list(&self, prefix: &str) -> (Vec<KeyValue>, i64) {
+        let s = self.inner.state.lock().unwrap();
+        let items = s
+            .keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, s.rev)
+    }
+
+    /// Put `value` at `key` if `pre` holds; returns the new KeyValue once durable.
+    pub fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+    ) -> Result<KeyValue, StoreError> {
+        let (ev, rev) = self.write(|s| {
+            check(pre, key, s.keys.get(key))?;
+            Ok(Record::Put {
+                rev: s.rev + 1,
+                key: key.into(),
+                value,
+            })
+        })?;
+        self.wait_durable(rev)?;
+        Ok(ev.kv)
+    }
+
+    /// Delete `key` if `pre` holds; returns the deleted value once durable.
+    pub fn delete(&self, key: &str, pre: Precondition) -> Result<KeyValue, StoreError> {
+        let (ev, rev) = self.write(|s| {
+            check(pre, key, s.keys.get(key))?;
+            if !s.keys.contains_key(key) {
+                return Err(StoreError::NotFound(key.into()));
+            }
+            Ok(Record::Delete {
+                rev: s.rev + 1,
+                key: key.into(),
+            })
+        })?;
+        self.wait_durable(rev)?;
+        Ok(ev.prev.expect("delete of an existing key"))
+    }
+
+    /// Validate and apply under the state lock (which orders revisions), queue the
+    /// record for the WAL and notify watchers.
+    fn write(
+        &self,
+        make: impl FnOnce(&State) -> Result<Record, StoreError>,
+    ) -> Result<(Event, i64), StoreError> {
+        let mut s = self.inner.state.lock().unwrap();
+        let rec = make(&s)?;
+        let ev = s.apply(&rec).expect("writes produce events");
+        s.history.push_back(ev.clone());
+        let rev = s.rev;
+        {
+            let mut c = self.inner.commit.lock().unwrap();
+            rec.encode(&mut c.pending);
+            c.pending_rev = rev;
+        }
+        let mut ws = self.inner.watchers.lock().unwrap();
+        ws.retain(|w| !ev.kv.key.starts_with(&w.prefix) || w.tx.send(ev.clone()).is_ok());
+        Ok((ev, rev))
+    }
+
+    /// Block until `rev` is in the fsync'd WAL, flushing ourselves if nobody is.
+    fn wait_durable(&self, rev: i64) -> Result<(), StoreError> {
+        let mut c = self.inner.commit.lock().unwrap();
+        loop {
+            if let Some(f) = &c.failed {
+                return Err(StoreError::Io(f.clone()));
+            }
+            if c.durable_rev >= rev {
+                return Ok(());
+            }
+            if c.flushing {
+                c = self.inner.flushed.wait(c).unwrap();
+                continue;
+            }
+            // Become the flusher for everything pending so far.
+            let batch = std::mem::take(&mut c.pending);
+            let upto = c.pending_rev;
+            c.flushing = true;
+            // Write without holding the lock so other writers can queue behind us.
+            let mut wal = std::mem::replace(&mut c.wal, Wal::placeholder());
+            drop(c);
+            let res = wal.append_sync(&batch);
+            c = self.inner.commit.lock().unwrap();
+            c.wal = wal;
+            c.flushing = false;
+            match res {
+                Ok(()) => c.durable_rev = c.durable_rev.max(upto),
+                Err(e) => c.failed = Some(e.to_string()),
+            }
+            self.inner.flushed.notify_all();
+        }
+    }
+
+    /// Watch keys under `prefix` for events after revision `from` (0: from now on).
+    /// Events still in history are replayed first; older ones are gone (410 Gone).
+    pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+        let s = self.inner.state.lock().unwrap();
+        if from > 0 && from < s.compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted: s.compacted,
+            });
+        }
+        let (tx, rx) = channel();
+        if from > 0 {
+            for e in s
+                .history
+                .iter()
+                .filter(|e| e.revision() > from && e.kv.key.starts_with(prefix))
+            {
+                let _ = tx.send(e.clone());
+            }
+        }
+        self.inner.watchers.lock().unwrap().push(Watcher {
+            prefix: prefix.into(),
+            tx,
+        });
+        Ok(Watch { rx })
+    }
+
+    /// Forget history up to `rev`, write a snapshot and start a new WAL.
+    pub fn compact(&self, rev: i64) -> Result<(), StoreError> {
+        let mut s = self.inner.state.lock().unwrap();
+        if rev > s.rev {
+            return Err(StoreError::Io(format!(
+                "cannot compact to future revision {rev} (current {})",
+                s.rev
+            )));
+        }
+        s.compact_to(rev);
+        // Everything applied must be durable before the WAL is replaced by the snapshot.
+        let current = s.rev;
+        drop(s);
+        self.wait_durable(current)?;
+        let s = self.inner.state.lock().unwrap();
+        let mut c = self.inner.commit.lock().unwrap();
+        // A flush in progress has the WAL out: let it finish before replacing the WAL.
+        while c.flushing {
+            c = self.inner.flushed.wait(c).unwrap();
+        }
+        let snap = serde_json::to_vec(&*s).map_err(|e| StoreError::Io(e.to_string()))?;
+        let tmp = self.inner.dir.join("snapshot.json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &snap)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.inner.dir.join("snapshot.json"))?;
+            std::fs::File::open(&self.inner.dir)?.sync_all()
+        };
+        write().map_err(|e| StoreError::Io(format!("write snapshot: {e}")))?;
+        // Records queued after the snapshot's revision stay pending and go to the new WAL.
+        c.wal.truncate()
+    }
+}
+
+impl Wal {
+    /// Stand-in while the real WAL is out being written to.
+    fn placeholder() -> Wal {
+        Wal::from_file(std::fs::File::open("/dev/null").expect("/dev/null"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("skiff-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn revisions_and_preconditions() {
+        let d = tmp("rev");
+        let s = Store::open(&d).unwrap();
+        let a = s
+            .put("/pods/a", b"1".to_vec(), Precondition::Absent)
+            .unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 1, 1));
+        assert_eq!(
+            s.put("/pods/a", b"x".to_vec(), Precondition::Absent),
+            Err(StoreError::AlreadyExists("/pods/a".into()))
+        );
+        let a2 = s
+            .put("/pods/a", b"2".to_vec(), Precondition::Revision(1))
+            .unwrap();
+        assert_eq!((a2.create_revision, a2.mod_revision, a2.version), (1, 2, 2));
+        let stale = s
+            .put("/pods/a", b"3".to_vec(), Precondition::Revision(1))
+            .unwrap_err();
+        assert_eq!(
+            stale,
+            StoreError::Conflict {
+                key: "/pods/a".into(),
+                expected: 1,
+                actual: 2
+            }
+        );
+        s.put("/pods/b", b"b".to_vec(), Precondition::None).unwrap();
+        s.put("/svc/x", b"x".to_vec(), Precondition::None).unwrap();
+        let (pods, rev) = s.list("/pods/");
+        assert_eq!(
+            pods.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["/pods/a", "/pods/b"]
+        );
+        assert_eq!(rev, 4);
+        assert_eq!(
+            s.delete("/pods/a", Precondition::Revision(1)).unwrap_err(),
+            StoreError::Conflict {
+                key: "/pods/a".into(),
+                expected: 1,
+                actual: 2
+            }
+        );
+        assert_eq!(s.delete("/pods/a", Precondition::None).unwrap().value, b"2");
+        assert_eq!(
+            s.delete("/pods/a", Precondition::None),
+            Err(StoreError::NotFound("/pods/a".into()))
+        );
+        assert!(s.get("/pods/a").is_none());
+        // Re-created keys start a new life.
+        let again = s
+            .put("/pods/a", b"n".to_vec(), Precondition::Absent)
+            .unwrap();
+        assert_eq!((again.create_revision, again.version), (6, 1));
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 6, "replayed from the WAL");
+        assert_eq!(s.get("/pods/a").unwrap().create_revision, 6);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn watch_replays_history_and_follows() {
+        let d = tmp("watch");
+        let s = Store::open(&d).unwrap();
+        s.put("/pods/a", b"1".to_vec(), Precondition::None).unwrap();
+        s.put("/nodes/n", b"n".to_vec(), Precondition::None)
+            .unwrap();
+        s.put("/pods/a", b"2".to_vec(), Precondition::None).unwrap();
+        let w = s.watch("/pods/", 1).unwrap();
+        s.delete("/pods/a", Precondition::None).unwrap();
+        let got: Vec<(EventKind, i64)> = w.rx.try_iter().map(|e| (e.kind, e.revision())).collect();
+        assert_eq!(
+            got,
+            [(EventKind::Put, 3), (EventKind::Delete, 4)],
+            "history after rev 1, then live, /nodes filtered out"
+        );
+        s.compact(3).unwrap();
+        assert_eq!(
+            s.watch("/pods/", 2).err(),
+            Some(StoreError::Compacted {
+                requested: 2,
+                compacted: 3
+            })
+        );
+        let w = s.watch("/pods/", 3).unwrap();
+        assert_eq!(
+            w.rx.try_iter().map(|e| e.revision()).collect::<Vec<_>>(),
+            [4]
+        );
+        s.put("/pods/c", b"c".to_vec(), Precondition::None).unwrap();
+        drop(s);
+        // After compaction the state comes from the snapshot plus the new WAL.
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 5);
+        assert_eq!(s.compacted_revision(), 3);
+        assert_eq!(s.list("/").0.len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_share_fsyncs() {
+        let d = tmp("conc");
+        let s = Store::open(&d).unwrap();
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        s.put(&format!("/k/{t}/{i}"), vec![1], Precondition::None)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(s.revision(), 400);
+        drop(s);
+        assert_eq!(Store::open(&d).unwrap().list("/k/").0.len(), 400);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
