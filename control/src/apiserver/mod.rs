@@ -1,0 +1,212 @@
+//! The Kubernetes REST API over the embedded store, close enough that the real kubectl
+//! works unchanged: discovery, /openapi/v3, create/get/list/update/patch/delete, watch,
+//! label and field selectors, and Table output for `kubectl get`.
+//!
+//! Objects are stored as JSON under `/registry/<group>/<plural>/<namespace>/<name>`;
+//! `metadata.resourceVersion` is the store's mod_revision of the key.
+
+mod discovery;
+mod objects;
+pub mod resources;
+mod status;
+mod table;
+
+use crate::store::Store;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use status::ApiError;
+use std::sync::Arc;
+
+pub struct ApiServer {
+    pub store: Store,
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [("content-type", "application/json")], v.to_string()).into_response()
+}
+
+/// The HTTP router; serve it with `axum::serve`.
+pub fn router(store: Store) -> axum::Router {
+    objects::ensure_default_namespaces(&store);
+    let state = Arc::new(ApiServer { store });
+    axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move {
+                handle(state, method, uri, headers, body)
+                    .await
+                    .unwrap_or_else(|e| e.into_response())
+            }
+        },
+    )
+}
+
+fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 3 <= b.len() => {
+                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(
+    s: Arc<ApiServer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path().trim_end_matches('/');
+    let q = query_map(&uri);
+    let segs: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
+    let get = method == Method::GET;
+    match segs.as_slice() {
+        ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["healthz"] | ["readyz"] | ["livez"] if get => {
+            return Ok((StatusCode::OK, "ok").into_response())
+        }
+        ["api"] if get => return Ok(json_response(StatusCode::OK, &discovery::api_versions())),
+        ["apis"] if get => return Ok(json_response(StatusCode::OK, &discovery::api_groups())),
+        ["api", v] if get => {
+            return discovery::resource_list("", v)
+                .map(|l| json_response(StatusCode::OK, &l))
+                .ok_or_else(|| ApiError::not_found("group version", v))
+        }
+        ["apis", g, v] if get => {
+            return discovery::resource_list(g, v)
+                .map(|l| json_response(StatusCode::OK, &l))
+                .ok_or_else(|| ApiError::not_found("group version", &format!("{g}/{v}")))
+        }
+        ["openapi", "v2"] if get => {
+            return Ok((
+                StatusCode::OK,
+                [(
+                    "content-type",
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )],
+                discovery::openapi_v2_protobuf(),
+            )
+                .into_response())
+        }
+        ["openapi", "v3"] if get => {
+            return Ok(json_response(StatusCode::OK, &discovery::openapi_root()))
+        }
+        ["openapi", "v3", rest @ ..] if get => {
+            return discovery::openapi_gv(&rest.join("/"))
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| ApiError::not_found("openapi document", &rest.join("/")))
+        }
+        _ => {}
+    }
+    // Resource paths: /api/v1/... or /apis/<group>/<version>/...
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::not_found("path", path)),
+    };
+    // [namespaces, ns, plural, name?, sub?] is namespaced unless it is the namespaces resource itself.
+    let (ns, rest): (Option<&str>, &[&str]) = match rest {
+        ["namespaces", ns, plural, ..]
+            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
+            (Some(*ns), &rest[2..])
+        }
+        _ => (None, rest),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(*n), None),
+        [p, n, sub] => (*p, Some(*n), Some(*sub)),
+        _ => return Err(ApiError::not_found("path", path)),
+    };
+    let r = resources::find(group, version, plural)
+        .ok_or_else(|| ApiError::not_found("resource", plural))?;
+    if sub.is_some_and(|s| s != "status") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "the server could not find the requested resource ({} {}/{})",
+                sub.unwrap(),
+                r.qualified(),
+                name.unwrap_or("")
+            ),
+        ));
+    }
+    // Only JSON bodies: a protobuf body gets 415, on which client-go retries with JSON.
+    if matches!(method, Method::POST | Method::PUT)
+        && headers
+            .get("content-type")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|ct| ct.contains("protobuf"))
+    {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json"));
+    }
+    let table = headers
+        .get_all("accept")
+        .iter()
+        .any(|h| h.to_str().unwrap_or("").contains("as=Table"));
+    let ctx = objects::Ctx {
+        store: &s.store,
+        r,
+        ns,
+        table,
+    };
+    match (method, name) {
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            Ok(objects::watch(&ctx, &q)?)
+        }
+        (Method::GET, None) => objects::list(&ctx, &q),
+        (Method::GET, Some(n)) => objects::get(&ctx, n),
+        (Method::POST, None) => objects::create(&ctx, &body),
+        (Method::PUT, Some(n)) => objects::update(&ctx, n, &body, sub.is_some()),
+        (Method::PATCH, Some(n)) => {
+            let ct = headers
+                .get("content-type")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            objects::patch(&ctx, n, &ct, &body, sub.is_some())
+        }
+        (Method::DELETE, Some(n)) => objects::delete(&ctx, n),
+        (m, _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{m} is not supported on {path}"),
+        )),
+    }
+}
+
+pub(crate) fn body_stream(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}

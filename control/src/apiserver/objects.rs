@@ -1,0 +1,518 @@
+//! Object operations: metadata on create, optimistic concurrency on update, patches,
+//! selectors on list, and watch streams.
+
+use super::resources::{self, Resource};
+use super::status::ApiError;
+use super::table::{table, TABLE_CONTENT_TYPE};
+use super::{body_stream, json_response};
+use crate::store::{EventKind, KeyValue, Precondition, Store, StoreError};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub r: &'static Resource,
+    pub ns: Option<&'a str>,
+    pub table: bool,
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // civil from days (Howard Hinnant)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n.div_ceil(2)];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b.iter().map(|x| format!("{x:02x}")).collect::<String>()[..n].to_string()
+}
+
+fn uid() -> String {
+    let h = random_hex(32);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) => ApiError::not_found(&r.qualified(), name),
+        StoreError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified())),
+        StoreError::Conflict { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", r.qualified()),
+        ),
+        StoreError::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", other.to_string()),
+    }
+}
+
+/// A stored value as the API object: resourceVersion from the store.
+fn decode(kv: &KeyValue) -> Value {
+    let mut v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+    v["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    v
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut v = v.clone();
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).expect("serializes")
+}
+
+/// DNS-1123 subdomain, the rule for most object names.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+        && n.as_bytes()[n.len() - 1].is_ascii_alphanumeric()
+}
+
+fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    if let Some(k) = v["kind"].as_str() {
+        if k != c.r.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind {k:?} does not match the resource {} (kind {})",
+                c.r.qualified(),
+                c.r.kind
+            )));
+        }
+    }
+    if let Some(a) = v["apiVersion"].as_str() {
+        if a != c.r.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "apiVersion {a:?} is not served for {} (use {})",
+                c.r.qualified(),
+                c.r.api_version()
+            )));
+        }
+    }
+    typed_check(c.r, &v)?;
+    Ok(v)
+}
+
+/// Reject objects that do not deserialize as their Kubernetes type (wrong field types).
+fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let res: Result<(), serde_json::Error> = match r.kind {
+        "Pod" => serde_json::from_value::<core::Pod>(v.clone()).map(drop),
+        "Service" => serde_json::from_value::<core::Service>(v.clone()).map(drop),
+        "Node" => serde_json::from_value::<core::Node>(v.clone()).map(drop),
+        "Namespace" => serde_json::from_value::<core::Namespace>(v.clone()).map(drop),
+        "ConfigMap" => serde_json::from_value::<core::ConfigMap>(v.clone()).map(drop),
+        "Deployment" => serde_json::from_value::<apps::Deployment>(v.clone()).map(drop),
+        "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v.clone()).map(drop),
+        "DaemonSet" => serde_json::from_value::<apps::DaemonSet>(v.clone()).map(drop),
+        _ => Ok(()),
+    };
+    res.map_err(|e| ApiError::invalid(r.kind, &name, &e.to_string()))
+}
+
+fn check_namespace(c: &Ctx) -> Result<(), ApiError> {
+    if let Some(ns) = c.ns {
+        let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+        if c.store.get(&nsr.key(None, ns)).is_none() {
+            return Err(ApiError::not_found("namespaces", ns));
+        }
+    }
+    Ok(())
+}
+
+pub fn ensure_default_namespaces(store: &Store) {
+    let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uid(), "creationTimestamp": now_rfc3339()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let _ = store.put(&nsr.key(None, ns), encode(&obj), Precondition::Absent);
+    }
+}
+
+fn respond(c: &Ctx, code: StatusCode, obj: &Value, rv: i64) -> Response {
+    if c.table {
+        let t = table(c.r.kind, std::slice::from_ref(obj), rv);
+        return (code, [("content-type", TABLE_CONTENT_TYPE)], t.to_string()).into_response();
+    }
+    json_response(code, obj)
+}
+
+pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let mut v = parse_body(c, body)?;
+    check_namespace(c)?;
+    let meta = v["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata is required"))?;
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        let base = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if base.is_empty() {
+            return Err(ApiError::invalid(
+                c.r.kind,
+                "",
+                "metadata.name: Required value: name or generateName is required",
+            ));
+        }
+        name = format!("{base}{}", random_hex(5));
+    }
+    if !valid_name(&name) {
+        return Err(ApiError::invalid(c.r.kind, &name, &format!("metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
+    }
+    if let (Some(ns), Some(body_ns)) = (c.ns, meta.get("namespace").and_then(Value::as_str)) {
+        if ns != body_ns {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+    }
+    meta.insert("name".into(), json!(name));
+    if c.r.namespaced {
+        meta.insert("namespace".into(), json!(c.ns.unwrap_or("default")));
+    }
+    meta.insert("uid".into(), json!(uid()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.insert("generation".into(), json!(1));
+    meta.remove("resourceVersion");
+    v["apiVersion"] = json!(c.r.api_version());
+    v["kind"] = json!(c.r.kind);
+    let kv = c
+        .store
+        .put(&c.r.key(c.ns, &name), encode(&v), Precondition::Absent)
+        .map_err(|e| store_err(c.r, &name, e))?;
+    Ok(respond(
+        c,
+        StatusCode::CREATED,
+        &decode(&kv),
+        kv.mod_revision,
+    ))
+}
+
+pub fn get(c: &Ctx, name: &str) -> Result<Response, ApiError> {
+    let kv = c
+        .store
+        .get(&c.r.key(c.ns, name))
+        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    Ok(respond(c, StatusCode::OK, &decode(&kv), kv.mod_revision))
+}
+
+/// Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`.
+fn label_match(sel: &str, labels: &Value) -> bool {
+    sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+        let t = t.trim();
+        if let Some((k, v)) = t.split_once("!=") {
+            labels[k.trim()].as_str() != Some(v.trim())
+        } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+            labels[k.trim()].as_str() == Some(v.trim())
+        } else if let Some(k) = t.strip_prefix('!') {
+            labels[k].is_null()
+        } else {
+            !labels[t].is_null()
+        }
+    })
+}
+
+fn field_value<'a>(o: &'a Value, path: &str) -> Option<&'a str> {
+    path.split('.')
+        .try_fold(o, |v, k| v.get(k))
+        .and_then(Value::as_str)
+}
+
+fn field_match(sel: &str, o: &Value) -> bool {
+    sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+        if let Some((k, v)) = t.split_once("!=") {
+            field_value(o, k) != Some(v)
+        } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+            field_value(o, k).unwrap_or("") == v
+        } else {
+            false
+        }
+    })
+}
+
+fn selected(q: &HashMap<String, String>, o: &Value) -> bool {
+    q.get("labelSelector")
+        .is_none_or(|s| label_match(s, &o["metadata"]["labels"]))
+        && q.get("fieldSelector").is_none_or(|s| field_match(s, o))
+}
+
+pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let (kvs, rev) = c.store.list(&c.r.prefix(c.ns));
+    let items: Vec<Value> = kvs.iter().map(decode).filter(|o| selected(q, o)).collect();
+    if c.table {
+        return Ok((
+            StatusCode::OK,
+            [("content-type", TABLE_CONTENT_TYPE)],
+            table(c.r.kind, &items, rev).to_string(),
+        )
+            .into_response());
+    }
+    let l = json!({"kind": format!("{}List", c.r.kind), "apiVersion": c.r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": items});
+    Ok(json_response(StatusCode::OK, &l))
+}
+
+/// Read-modify-write with the store's compare on mod_revision; `f` may fail the update.
+fn modify(
+    c: &Ctx,
+    name: &str,
+    mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
+    status_only: bool,
+) -> Result<Response, ApiError> {
+    let key = c.r.key(c.ns, name);
+    for _ in 0..16 {
+        let cur_kv = c
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+        let cur = decode(&cur_kv);
+        let mut next = f(&cur)?;
+        // Identity and bookkeeping are the server's.
+        for k in ["uid", "creationTimestamp", "name", "namespace"] {
+            if !cur["metadata"][k].is_null() {
+                next["metadata"][k] = cur["metadata"][k].clone();
+            }
+        }
+        next["apiVersion"] = json!(c.r.api_version());
+        next["kind"] = json!(c.r.kind);
+        if status_only {
+            let status = next["status"].clone();
+            next = cur.clone();
+            next["status"] = status;
+        } else {
+            next["status"] = cur["status"].clone();
+            let gen = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+            next["metadata"]["generation"] = json!(if next["spec"] != cur["spec"] {
+                gen + 1
+            } else {
+                gen
+            });
+        }
+        typed_check(c.r, &next)?;
+        let want_rv = next["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok());
+        let pre = Precondition::Revision(want_rv.unwrap_or(cur_kv.mod_revision));
+        match c.store.put(&key, encode(&next), pre) {
+            Ok(kv) => return Ok(respond(c, StatusCode::OK, &decode(&kv), kv.mod_revision)),
+            // A concurrent writer got in between: retry only if the client did not pin a version.
+            Err(StoreError::Conflict { .. }) if want_rv.is_none() => continue,
+            Err(e) => return Err(store_err(c.r, name, e)),
+        }
+    }
+    Err(store_err(
+        c.r,
+        name,
+        StoreError::Conflict {
+            key,
+            expected: 0,
+            actual: 0,
+        },
+    ))
+}
+
+pub fn update(c: &Ctx, name: &str, body: &[u8], status_only: bool) -> Result<Response, ApiError> {
+    let v = parse_body(c, body)?;
+    if v["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
+    }
+    modify(c, name, |_| Ok(v.clone()), status_only)
+}
+
+/// Strategic merge patch directives that plain JSON merge would store as data.
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| {
+                !k.starts_with("$setElementOrder")
+                    && k != "$patch"
+                    && k != "$retainKeys"
+                    && !k.starts_with("$deleteFromPrimitiveList")
+            });
+            for (_, x) in m.iter_mut() {
+                strip_directives(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
+pub fn patch(
+    c: &Ctx,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    status_only: bool,
+) -> Result<Response, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            modify(c, name, |cur| {
+                let mut doc = cur.clone();
+                json_patch::patch(&mut doc, &p).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the patch cannot be applied: {e}")))?;
+                Ok(doc)
+            }, status_only)
+        }
+        // Strategic merge is approximated by JSON merge: lists are replaced, not merged by key.
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            let mut p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+            strip_directives(&mut p);
+            modify(c, name, |cur| {
+                let mut doc = cur.clone();
+                json_patch::merge(&mut doc, &p);
+                Ok(doc)
+            }, status_only)
+        }
+        other => Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?}; server-side apply is not supported yet)"))),
+    }
+}
+
+pub fn delete(c: &Ctx, name: &str) -> Result<Response, ApiError> {
+    let prev = c
+        .store
+        .delete(&c.r.key(c.ns, name), Precondition::None)
+        .map_err(|e| store_err(c.r, name, e))?;
+    let mut obj = decode(&prev);
+    obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// Newline-delimited watch events; from `resourceVersion` (history replay) or, without
+/// one, the current objects as ADDED first. Ends after timeoutSeconds.
+pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let from: i64 = q
+        .get("resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let prefix = c.r.prefix(c.ns);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    let (initial, start) = if from == 0 {
+        let (kvs, rev) = c.store.list(&prefix);
+        (kvs.iter().map(decode).collect::<Vec<_>>(), rev)
+    } else {
+        (Vec::new(), from)
+    };
+    let w = c
+        .store
+        .watch(&prefix, start.max(1))
+        .map_err(|e| store_err(c.r, "", e))?;
+    let (kind, table_mode, q2) = (c.r.kind, c.table, q.clone());
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let frame = move |typ: &str, o: &Value, rv: i64| -> Bytes {
+        let obj = if table_mode {
+            table(kind, std::slice::from_ref(o), rv)
+        } else {
+            o.clone()
+        };
+        let mut s = json!({"type": typ, "object": obj}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    };
+    std::thread::spawn(move || {
+        for o in &initial {
+            if selected(&q2, o) && tx.blocking_send(Ok(frame("ADDED", o, start))).is_err() {
+                return;
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        let mut last_rv = start;
+        while std::time::Instant::now() < deadline {
+            match w.rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                Ok(ev) => {
+                    last_rv = ev.revision();
+                    let (typ, obj) = match ev.kind {
+                        EventKind::Put if ev.prev.is_none() => ("ADDED", decode(&ev.kv)),
+                        EventKind::Put => ("MODIFIED", decode(&ev.kv)),
+                        EventKind::Delete => {
+                            let mut o = ev.prev.as_ref().map(decode).unwrap_or(Value::Null);
+                            o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
+                            ("DELETED", o)
+                        }
+                    };
+                    if selected(&q2, &obj)
+                        && tx
+                            .blocking_send(Ok(frame(typ, &obj, ev.revision())))
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": last_rv.to_string()}}});
+                    if bookmarks
+                        && tx
+                            .blocking_send(Ok(Bytes::from(format!("{bm}\n"))))
+                            .is_err()
+                    {
+                        return;
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let ct = if c.table {
+        TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    Ok((
+        StatusCode::OK,
+        [("content-type", ct), ("transfer-encoding", "chunked")],
+        body_stream(rx),
+    )
+        .into_response())
+}
