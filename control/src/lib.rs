@@ -2,5 +2,6 @@
 //! (`store`), the foundation the API server, scheduler and controllers are built on.
 
 pub mod apiserver;
+pub mod controllers;
 pub mod scheduler;
 pub mod store;

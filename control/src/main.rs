@@ -1,4 +1,5 @@
-//! skiff-control: the control plane binary. Today: the API server on the embedded store.
+//! skiff-control: the control plane in one binary: the API server, the controller
+//! manager and the scheduler on the embedded store.
 
 use std::net::SocketAddr;
 
@@ -31,6 +32,8 @@ async fn main() {
             eprintln!("skiff-control: {e}");
             std::process::exit(1)
         });
+    // The controller manager and the scheduler run in this process on the same store.
+    skiff_control::controllers::start(store.clone());
     let addr: SocketAddr = format!("{bind}:{port}").parse().unwrap_or_else(|_| usage());
     let listener = tokio::net::TcpListener::bind(addr)
         .await

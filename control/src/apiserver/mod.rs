@@ -6,7 +6,7 @@
 //! `metadata.resourceVersion` is the store's mod_revision of the key.
 
 mod discovery;
-mod objects;
+pub(crate) mod objects;
 pub mod resources;
 mod status;
 mod table;

@@ -19,7 +19,7 @@ pub struct Ctx<'a> {
     pub table: bool,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -43,14 +43,14 @@ fn now_rfc3339() -> String {
     )
 }
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n.div_ceil(2)];
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     b.iter().map(|x| format!("{x:02x}")).collect::<String>()[..n].to_string()
 }
 
-fn uid() -> String {
+pub(crate) fn uid() -> String {
     let h = random_hex(32);
     format!(
         "{}-{}-4{}-a{}-{}",
@@ -77,13 +77,13 @@ fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
 }
 
 /// A stored value as the API object: resourceVersion from the store.
-fn decode(kv: &KeyValue) -> Value {
+pub(crate) fn decode(kv: &KeyValue) -> Value {
     let mut v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
     v["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     v
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+pub(crate) fn encode(v: &Value) -> Vec<u8> {
     let mut v = v.clone();
     if let Some(m) = v["metadata"].as_object_mut() {
         m.remove("resourceVersion");

@@ -1,0 +1,127 @@
+//! The controller manager: level-triggered loops that make actual state equal desired
+//! state. Each loop wakes on store events under its prefixes (or every second) and
+//! reconciles everything: Deployment → ReplicaSet → Pods, scheduling of pending pods,
+//! and garbage collection by ownerReferences.
+
+mod deployment;
+mod gc;
+mod replicaset;
+mod scheduling;
+
+use crate::apiserver::objects::{decode, encode, now_rfc3339, random_hex, uid};
+use crate::store::{Precondition, Store};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Objects of one kind under a prefix, decoded.
+pub(crate) fn list(store: &Store, prefix: &str) -> Vec<Value> {
+    store.list(prefix).0.iter().map(decode).collect()
+}
+
+pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
+    format!(
+        "/registry/{group}/{plural}/{}/{}",
+        o["metadata"]["namespace"].as_str().unwrap_or(""),
+        o["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+/// Write `o` back if it changed, guarded by its resourceVersion (a conflict just means
+/// the next round sees the newer object).
+pub(crate) fn update(store: &Store, key: &str, o: &Value) {
+    let rv = o["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let _ = store.put(key, encode(o), Precondition::Revision(rv));
+}
+
+pub(crate) fn create(store: &Store, group: &str, plural: &str, mut o: Value) -> Option<Value> {
+    let name = match o["metadata"]["name"].as_str() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => format!(
+            "{}{}",
+            o["metadata"]["generateName"].as_str().unwrap_or("obj-"),
+            random_hex(5)
+        ),
+    };
+    o["metadata"]["name"] = json!(name);
+    o["metadata"]["uid"] = json!(uid());
+    o["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+    let key = key_of(&o, group, plural);
+    store
+        .put(&key, encode(&o), Precondition::Absent)
+        .ok()
+        .map(|kv| decode(&kv))
+}
+
+pub(crate) fn owner_ref(o: &Value, api_version: &str, kind: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
+}
+
+pub(crate) fn controller_uid(o: &Value) -> Option<&str> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?["uid"]
+        .as_str()
+}
+
+pub(crate) fn labels_match(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
+}
+
+type Reconcile = fn(&Store);
+
+/// Start every controller on its own thread.
+pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
+    let loops: [(&str, Reconcile, &[&str]); 4] = [
+        (
+            "deployment",
+            deployment::reconcile,
+            &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
+        ),
+        (
+            "replicaset",
+            replicaset::reconcile,
+            &["/registry/apps/replicasets/", "/registry/core/pods/"],
+        ),
+        (
+            "scheduler",
+            scheduling::reconcile,
+            &["/registry/core/pods/", "/registry/core/nodes/"],
+        ),
+        ("garbage-collector", gc::reconcile, &["/registry/"]),
+    ];
+    loops
+        .into_iter()
+        .map(|(name, f, prefixes)| {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let watches: Vec<_> = prefixes
+                        .iter()
+                        .filter_map(|p| store.watch(p, 0).ok())
+                        .collect();
+                    loop {
+                        f(&store);
+                        // Wake on any event (drained in bulk) or after a second.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                        'wait: while std::time::Instant::now() < deadline {
+                            for w in &watches {
+                                if w.rx.try_recv().is_ok() {
+                                    while w.rx.try_recv().is_ok() {}
+                                    break 'wait;
+                                }
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+                .expect("spawn controller")
+        })
+        .collect()
+}

@@ -1,0 +1,82 @@
+//! ReplicaSet: keep `spec.replicas` live pods matching the selector and owned by the set
+//! (want 5, 3 exist: create 2; too many: delete the surplus, unscheduled ones first).
+
+use super::*;
+
+fn active(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && !matches!(
+            p["status"]["phase"].as_str(),
+            Some("Succeeded") | Some("Failed")
+        )
+}
+
+pub fn reconcile(store: &Store) {
+    for rs in list(store, "/registry/apps/replicasets/") {
+        let ns = rs["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let mut pods: Vec<Value> = list(store, &format!("/registry/core/pods/{ns}/"))
+            .into_iter()
+            .filter(|p| {
+                controller_uid(p) == Some(uid.as_str())
+                    && active(p)
+                    && labels_match(&rs["spec"]["selector"], &p["metadata"]["labels"])
+            })
+            .collect();
+        if pods.len() < want {
+            let tpl = &rs["spec"]["template"];
+            for _ in pods.len()..want {
+                let mut meta = tpl["metadata"].clone();
+                if meta.is_null() {
+                    meta = json!({});
+                }
+                meta["namespace"] = json!(ns);
+                meta["generateName"] = json!(format!(
+                    "{}-",
+                    rs["metadata"]["name"].as_str().unwrap_or("rs")
+                ));
+                meta["ownerReferences"] = json!([owner_ref(&rs, "apps/v1", "ReplicaSet")]);
+                let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tpl["spec"], "status": {"phase": "Pending"}});
+                if let Some(p) = create(store, "core", "pods", pod) {
+                    pods.push(p);
+                }
+            }
+        } else if pods.len() > want {
+            // Unscheduled first, then the newest.
+            pods.sort_by_key(|p| {
+                (
+                    p["spec"]["nodeName"].is_string(),
+                    std::cmp::Reverse(
+                        p["metadata"]["creationTimestamp"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    ),
+                )
+            });
+            for p in pods.drain(..pods.len() - want) {
+                let _ = store.delete(&key_of(&p, "core", "pods"), Precondition::None);
+            }
+        }
+        let ready = pods
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        let status = json!({"replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "observedGeneration": rs["metadata"]["generation"]});
+        if rs["status"] != status {
+            let mut next = rs.clone();
+            next["status"] = status;
+            update(store, &key_of(&rs, "apps", "replicasets"), &next);
+        }
+    }
+}

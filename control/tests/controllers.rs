@@ -1,0 +1,191 @@
+//! The seed's story with the real kubectl: apply a Deployment, its ReplicaSet keeps the
+//! pods at the desired count (deleted pods are recreated, scaling adds or removes), the
+//! scheduler binds pods to nodes by CPU and memory, and deleting the Deployment cascades.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kubectl() -> Option<std::path::PathBuf> {
+    [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
+        "/usr/bin/kubectl",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
+struct Cp {
+    addr: String,
+    k: std::path::PathBuf,
+}
+
+impl Cp {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        let mut c = Command::new(&self.k);
+        c.arg("--server")
+            .arg(format!("http://{}", self.addr))
+            .args(args)
+            .env("KUBECONFIG", "/dev/null");
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut ch = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let o = ch.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    fn apply(&self, yaml: &str) {
+        let (ok, out) = self.run(&["apply", "-f", "-"], Some(yaml));
+        assert!(ok, "{out}");
+    }
+
+    fn eventually(&self, args: &[&str], what: &str, f: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, out) = self.run(args, None);
+            if f(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; last output:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn deployment(replicas: u32, cpu: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: nginx\n        image: nginx\n        resources:\n          requests: {{cpu: '{cpu}', memory: 64Mi}}\n"
+    )
+}
+
+fn node(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  allocatable: {{cpu: '2', memory: 4Gi, pods: '110'}}\n  conditions: [{{type: Ready, status: 'True'}}]\n")
+}
+
+#[test]
+fn deployment_replicaset_pods_scheduling_and_gc() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = skiff_control::store::Store::open(&dir).unwrap();
+    skiff_control::controllers::start(store.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap().to_string()).unwrap();
+            axum::serve(l, skiff_control::apiserver::router(store))
+                .await
+                .unwrap();
+        });
+    });
+    let cp = Cp {
+        addr: rx.recv().unwrap(),
+        k,
+    };
+    let pods = |out: &str| out.lines().filter(|l| l.starts_with("pod/")).count();
+
+    cp.apply(&node("node-1"));
+    cp.apply(&node("node-2"));
+    cp.apply(&deployment(4, "100m"));
+    cp.eventually(&["get", "pods", "-o", "name"], "4 pods", |o| pods(o) == 4);
+    let placed = cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        "all pods bound",
+        |o| o.lines().filter(|l| l.starts_with("node-")).count() == 4,
+    );
+    assert_eq!(
+        placed.lines().filter(|l| *l == "node-1").count(),
+        2,
+        "replicas spread over the nodes: {placed}"
+    );
+    let rs = cp.run(&["get", "rs", "-o", "name"], None).1;
+    assert!(
+        rs.trim().starts_with("replicaset.apps/web-") && rs.lines().count() == 1,
+        "{rs}"
+    );
+
+    // A deleted pod is recreated whole, under a new name.
+    let (_, names) = cp.run(&["get", "pods", "-o", "name"], None);
+    let victim = names.lines().next().unwrap().to_string();
+    assert!(cp.run(&["delete", &victim, "--wait=false"], None).0);
+    let after = cp.eventually(&["get", "pods", "-o", "name"], "replacement pod", |o| {
+        pods(o) == 4 && !o.contains(&victim)
+    });
+    assert!(!after.contains(&victim));
+
+    // Scale up and down by applying a new replica count.
+    cp.apply(&deployment(6, "100m"));
+    cp.eventually(&["get", "pods", "-o", "name"], "6 pods", |o| pods(o) == 6);
+    cp.apply(&deployment(2, "100m"));
+    cp.eventually(&["get", "pods", "-o", "name"], "2 pods", |o| pods(o) == 2);
+    cp.eventually(
+        &["get", "deploy", "web", "-o", "jsonpath={.status.replicas}"],
+        "deployment status",
+        |o| o == "2",
+    );
+
+    // A template that fits nowhere: the pods stay pending with the scheduler's reason.
+    cp.apply(&deployment(2, "3"));
+    let why = cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[0].message}{\"\\n\"}{end}",
+        ],
+        "FailedScheduling reason",
+        |o| o.contains("Insufficient cpu"),
+    );
+    assert!(
+        why.contains("0/2 nodes are available: 2 Insufficient cpu."),
+        "{why}"
+    );
+    assert_eq!(
+        cp.run(&["get", "rs", "-o", "name"], None).1.lines().count(),
+        2,
+        "old and new ReplicaSet"
+    );
+
+    // Deleting the Deployment cascades to ReplicaSets and Pods.
+    assert!(
+        cp.run(&["delete", "deployment", "web", "--wait=false"], None)
+            .0
+    );
+    cp.eventually(&["get", "rs,pods", "-o", "name"], "cascading delete", |o| {
+        o.trim().is_empty() || o.contains("No resources")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
