@@ -1,14 +1,59 @@
 #!/usr/bin/env bash
-# Demo: build skiff-runtime and run a busybox container with it (as root).
+# Demo (as root): the control plane running a Deployment, driven by the real kubectl, and
+# a real container run by skiff-runtime.
+#  1. skiff-control (API server + embedded store + scheduler + controllers) on loopback;
+#     two Node objects stand in for workers until the kubelet lands; kubectl applies a
+#     Deployment and its pods are created and scheduled.
+#  2. skiff-runtime runs a busybox container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p skiff-runtime
+cargo build --release -p skiff-runtime -p skiff-control
 rt=target/release/skiff-runtime
+work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
+cp_pid=""
+cleanup() { [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
 
-bundle=$(mktemp -d /tmp/skiff-demo.XXXXXX)
-trap 'rm -rf "$bundle"' EXIT
+echo "== control plane"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
+target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1 --insecure-port "$port" 2>"$work/control.log" &
+cp_pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+if command -v kubectl >/dev/null; then
+  k() { kubectl --server "http://127.0.0.1:$port" "$@"; }
+  for n in 1 2; do
+    printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: node-%s\nstatus:\n  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}\n  conditions: [{type: Ready, status: "True"}]\n' "$n" | k apply -f -
+  done
+  cat <<'YAML' | k apply -f -
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: docker.io/skiff/busybox:latest
+        resources:
+          requests: {cpu: 500m, memory: 128Mi}
+YAML
+  sleep 2
+  k get deployments,replicasets
+  k get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase
+else
+  echo "kubectl is not installed: skipping the control plane part"
+fi
+
+echo "== container runtime"
+bundle=$work/bundle
 mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/sys" "$bundle/rootfs/dev" "$bundle/rootfs/etc"
 cp "$(command -v busybox)" "$bundle/rootfs/bin/busybox"
 for a in $("$bundle/rootfs/bin/busybox" --list); do
@@ -19,4 +64,4 @@ echo 'root:x:0:0:root:/root:/bin/sh' > "$bundle/rootfs/etc/passwd"
 # Not interactive: no terminal, and a command that shows the container's view of itself.
 sed -i 's/"terminal": true/"terminal": false/' "$bundle/config.json"
 sed -i 's|"sh"$|"sh", "-c", "echo hello from $(hostname), pid $$; id; grep -E \\"CapEff\|NoNewPrivs\\" /proc/self/status; ls /"|' "$bundle/config.json"
-"$rt" run --bundle "$bundle" "demo-$$"
+"$rt" --root "$work/state" run --bundle "$bundle" "demo-$$"
