@@ -157,6 +157,23 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
         |o| o == "2",
     );
 
+    // kubectl scale goes through the scale subresource.
+    let (ok, out) = cp.run(&["scale", "deployment", "web", "--replicas=3"], None);
+    assert!(ok && out.contains("scaled"), "{out}");
+    cp.eventually(
+        &["get", "pods", "-o", "name"],
+        "3 pods after kubectl scale",
+        |o| pods(o) == 3,
+    );
+    assert_eq!(
+        cp.run(
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
+            None
+        )
+        .1,
+        "3"
+    );
+
     // A template that fits nowhere: the pods stay pending with the scheduler's reason.
     cp.apply(&deployment(2, "3"));
     let why = cp.eventually(

@@ -149,6 +149,20 @@ async fn handle(
     };
     let r = resources::find(group, version, plural)
         .ok_or_else(|| ApiError::not_found("resource", plural))?;
+    if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet") {
+        let ct = headers
+            .get("content-type")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let ns_ctx = objects::Ctx {
+            store: &s.store,
+            r,
+            ns,
+            table: false,
+        };
+        return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
+    }
     if sub.is_some_and(|s| s != "status") {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -298,9 +298,19 @@ pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> 
 fn modify(
     c: &Ctx,
     name: &str,
-    mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
+    f: impl FnMut(&Value) -> Result<Value, ApiError>,
     status_only: bool,
 ) -> Result<Response, ApiError> {
+    let (obj, rv) = modify_value(c, name, f, status_only)?;
+    Ok(respond(c, StatusCode::OK, &obj, rv))
+}
+
+fn modify_value(
+    c: &Ctx,
+    name: &str,
+    mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
+    status_only: bool,
+) -> Result<(Value, i64), ApiError> {
     let key = c.r.key(c.ns, name);
     for _ in 0..16 {
         let cur_kv = c
@@ -336,7 +346,7 @@ fn modify(
             .and_then(|s| s.parse::<i64>().ok());
         let pre = Precondition::Revision(want_rv.unwrap_or(cur_kv.mod_revision));
         match c.store.put(&key, encode(&next), pre) {
-            Ok(kv) => return Ok(respond(c, StatusCode::OK, &decode(&kv), kv.mod_revision)),
+            Ok(kv) => return Ok((decode(&kv), kv.mod_revision)),
             // A concurrent writer got in between: retry only if the client did not pin a version.
             Err(StoreError::Conflict { .. }) if want_rv.is_none() => continue,
             Err(e) => return Err(store_err(c.r, name, e)),
@@ -515,4 +525,89 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         body_stream(rx),
     )
         .into_response())
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
+fn scale_of(o: &Value) -> Value {
+    let selector = o["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let m = &o["metadata"];
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+           "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"], "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+           "spec": {"replicas": o["spec"]["replicas"].as_i64().unwrap_or(1)},
+           "status": {"replicas": o["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector}})
+}
+
+/// GET, PUT and PATCH of the `scale` subresource (`kubectl scale`).
+pub fn scale(
+    c: &Ctx,
+    name: &str,
+    method: &axum::http::Method,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let cur = c
+        .store
+        .get(&c.r.key(c.ns, name))
+        .map(|kv| decode(&kv))
+        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    let wanted: Value = match *method {
+        axum::http::Method::GET => return Ok(json_response(StatusCode::OK, &scale_of(&cur))),
+        axum::http::Method::PUT => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid Scale: {e}")))?,
+        axum::http::Method::PATCH => {
+            let mut doc = scale_of(&cur);
+            match content_type.split(';').next().unwrap_or("").trim() {
+                "application/json-patch+json" => {
+                    let p: json_patch::Patch = serde_json::from_slice(body)
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut doc, &p).map_err(|e| {
+                        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
+                    })?;
+                }
+                _ => {
+                    let p: Value = serde_json::from_slice(body)
+                        .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+                    json_patch::merge(&mut doc, &p);
+                }
+            }
+            doc
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "scale supports get, update and patch",
+            ))
+        }
+    };
+    let replicas = wanted["spec"]["replicas"]
+        .as_i64()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                name,
+                "spec.replicas: Invalid value: must be a non-negative integer",
+            )
+        })?;
+    let (obj, _) = modify_value(
+        c,
+        name,
+        |o| {
+            let mut n = o.clone();
+            n["spec"]["replicas"] = json!(replicas);
+            n["metadata"]["resourceVersion"] = Value::Null;
+            Ok(n)
+        },
+        false,
+    )?;
+    Ok(json_response(StatusCode::OK, &scale_of(&obj)))
 }
