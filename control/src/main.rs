@@ -16,6 +16,7 @@ async fn main() {
     let mut data_dir = None;
     let mut bind = "127.0.0.1".to_string();
     let mut port = 8080u16;
+    let mut cfg = skiff_control::controllers::Config::default();
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1).cloned();
@@ -23,6 +24,17 @@ async fn main() {
             "--data-dir" => data_dir = v,
             "--bind-address" => bind = v.unwrap_or_else(|| usage()),
             "--insecure-port" => port = v.and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
+            "--node-monitor-grace-period" => {
+                cfg.node_grace = std::time::Duration::from_secs(
+                    v.and_then(|p| p.trim_end_matches('s').parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--default-unreachable-toleration-seconds" => {
+                cfg.eviction_default = std::time::Duration::from_secs(
+                    v.and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
         i += 2;
@@ -33,7 +45,7 @@ async fn main() {
             std::process::exit(1)
         });
     // The controller manager and the scheduler run in this process on the same store.
-    skiff_control::controllers::start(store.clone());
+    skiff_control::controllers::start_with(store.clone(), cfg);
     let addr: SocketAddr = format!("{bind}:{port}").parse().unwrap_or_else(|_| usage());
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -206,3 +206,106 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-ctl-nl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = skiff_control::store::Store::open(&dir).unwrap();
+    // Short timings instead of kube's 40 s grace and 300 s toleration.
+    let cfg = skiff_control::controllers::Config {
+        node_grace: Duration::from_secs(2),
+        eviction_default: Duration::from_secs(2),
+    };
+    skiff_control::controllers::start_with(store.clone(), cfg);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let api_store = store.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap().to_string()).unwrap();
+            axum::serve(l, skiff_control::apiserver::router(api_store))
+                .await
+                .unwrap();
+        });
+    });
+    let cp = Cp {
+        addr: rx.recv().unwrap(),
+        k,
+    };
+    let lease = |node: &str| {
+        let ts = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])
+            .output()
+            .unwrap();
+        let ts = String::from_utf8_lossy(&ts.stdout).trim().to_string();
+        cp.apply(&format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {node}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {node}\n  renewTime: \"{ts}\"\n"));
+    };
+    cp.apply(&node("node-1"));
+    cp.apply(&node("node-2"));
+    lease("node-1");
+    lease("node-2");
+    cp.apply(&deployment(2, "100m"));
+    let placed = cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        "pods on both nodes",
+        |o| o.contains("node-1") && o.contains("node-2"),
+    );
+    assert_eq!(placed.lines().count(), 2);
+    // node-2 keeps renewing its lease; node-1 has gone silent.
+    let end = Instant::now() + Duration::from_secs(25);
+    let mut moved = false;
+    while Instant::now() < end {
+        lease("node-2");
+        let (_, nodes) = cp.run(
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        if nodes.lines().count() == 2 && nodes.lines().all(|l| l == "node-2") {
+            moved = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, st) = cp.run(&["get", "nodes"], None);
+    assert!(moved, "pods were not moved off node-1; nodes:\n{st}");
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("node-1") && l.contains("NotReady")),
+        "{st}"
+    );
+    let (_, taints) = cp.run(
+        &[
+            "get",
+            "node",
+            "node-1",
+            "-o",
+            "jsonpath={.spec.taints[*].key}",
+        ],
+        None,
+    );
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

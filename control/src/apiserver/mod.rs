@@ -9,7 +9,7 @@ mod discovery;
 pub(crate) mod objects;
 pub mod resources;
 mod status;
-mod table;
+pub(crate) mod table;
 
 use crate::store::Store;
 use axum::body::{Body, Bytes};

@@ -19,7 +19,7 @@ fn age(obj: &Value, now: std::time::SystemTime) -> String {
     }
 }
 
-fn humantime_parse(ts: &str) -> Result<std::time::SystemTime, ()> {
+pub(crate) fn humantime_parse(ts: &str) -> Result<std::time::SystemTime, ()> {
     // RFC 3339 "YYYY-MM-DDTHH:MM:SSZ"
     let b = ts.as_bytes();
     if b.len() < 20 {

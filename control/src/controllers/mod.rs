@@ -5,6 +5,7 @@
 
 mod deployment;
 mod gc;
+pub mod nodelifecycle;
 mod replicaset;
 mod scheduling;
 
@@ -19,11 +20,14 @@ pub(crate) fn list(store: &Store, prefix: &str) -> Vec<Value> {
 }
 
 pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
-    format!(
-        "/registry/{group}/{plural}/{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
+    let name = o["metadata"]["name"].as_str().unwrap_or("");
+    match o["metadata"]["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
+        Some(ns) => format!("/registry/{group}/{plural}/{ns}/{name}"),
+        None => format!("/registry/{group}/{plural}/{name}"),
+    }
 }
 
 /// Write `o` back if it changed, guarded by its resourceVersion (a conflict just means
@@ -73,10 +77,46 @@ pub(crate) fn labels_match(selector: &Value, labels: &Value) -> bool {
         .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
 }
 
+/// Timing of the node lifecycle controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// No Lease renewal for this long: the node is NotReady (kube's node-monitor-grace-period).
+    pub node_grace: Duration,
+    /// Eviction delay for pods without their own toleration (DefaultTolerationSeconds).
+    pub eviction_default: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_grace: Duration::from_secs(40),
+            eviction_default: Duration::from_secs(300),
+        }
+    }
+}
+
 type Reconcile = fn(&Store);
 
-/// Start every controller on its own thread.
+/// Start every controller on its own thread, with default timings.
 pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
+    start_with(store, Config::default())
+}
+
+pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>> {
+    let mut handles = start_loops(store.clone());
+    handles.push(
+        std::thread::Builder::new()
+            .name("node-lifecycle".into())
+            .spawn(move || loop {
+                nodelifecycle::reconcile(&store, &cfg);
+                std::thread::sleep(Duration::from_millis(500));
+            })
+            .expect("spawn node lifecycle"),
+    );
+    handles
+}
+
+fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
     let loops: [(&str, Reconcile, &[&str]); 4] = [
         (
             "deployment",

@@ -1,0 +1,85 @@
+//! Node lifecycle: a node whose Lease (kube-node-lease/<node>) has not been renewed for
+//! the grace period gets Ready=Unknown and the `node.kubernetes.io/unreachable:NoExecute`
+//! taint; its pods are evicted once their toleration of that taint runs out (the default
+//! is 300 s, as kube-apiserver's DefaultTolerationSeconds gives every pod), and their
+//! controllers recreate them elsewhere. A renewed lease lifts the taint.
+
+use super::*;
+use crate::apiserver::table::humantime_parse;
+use std::time::SystemTime;
+
+pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+fn time_of(v: &Value) -> Option<SystemTime> {
+    v.as_str().and_then(|s| humantime_parse(s).ok())
+}
+
+fn toleration_secs(pod: &Value, default: Duration) -> Option<Duration> {
+    for t in pod["spec"]["tolerations"].as_array().into_iter().flatten() {
+        let key_ok = t["key"] == UNREACHABLE || (t["key"].is_null() && t["operator"] == "Exists");
+        let effect_ok = t["effect"].is_null() || t["effect"] == "NoExecute";
+        if key_ok && effect_ok {
+            // Without tolerationSeconds the pod tolerates the taint forever.
+            return t["tolerationSeconds"].as_u64().map(Duration::from_secs);
+        }
+    }
+    Some(default)
+}
+
+pub fn reconcile(store: &Store, cfg: &Config) {
+    let now = SystemTime::now();
+    for node in list(store, "/registry/core/nodes/") {
+        let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let lease = store
+            .get(&format!(
+                "/registry/coordination.k8s.io/leases/kube-node-lease/{name}"
+            ))
+            .map(|kv| decode(&kv));
+        let last = lease
+            .as_ref()
+            .and_then(|l| time_of(&l["spec"]["renewTime"]))
+            .or_else(|| time_of(&node["metadata"]["creationTimestamp"]));
+        let stale = last.is_none_or(|t| now.duration_since(t).unwrap_or_default() > cfg.node_grace);
+        let taints: Vec<Value> = node["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let tainted = taints
+            .iter()
+            .find(|t| t["key"] == UNREACHABLE && t["effect"] == "NoExecute")
+            .cloned();
+        let mut next = node.clone();
+        if stale && tainted.is_none() {
+            let mut t = taints.clone();
+            t.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now_rfc3339()}));
+            next["spec"]["taints"] = json!(t);
+            let mut conds: Vec<Value> = node["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            conds.retain(|c| c["type"] != "Ready");
+            conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastTransitionTime": now_rfc3339()}));
+            next["status"]["conditions"] = json!(conds);
+            update(store, &key_of(&node, "core", "nodes"), &next);
+        } else if !stale && tainted.is_some() {
+            let t: Vec<Value> = taints
+                .into_iter()
+                .filter(|t| t["key"] != UNREACHABLE)
+                .collect();
+            next["spec"]["taints"] = json!(t);
+            update(store, &key_of(&node, "core", "nodes"), &next);
+        }
+        // Evict pods whose toleration of the taint has run out.
+        let Some(taint) = tainted else { continue };
+        let since = time_of(&taint["timeAdded"]).unwrap_or(now);
+        let elapsed = now.duration_since(since).unwrap_or_default();
+        for pod in list(store, "/registry/core/pods/")
+            .into_iter()
+            .filter(|p| p["spec"]["nodeName"] == name.as_str())
+        {
+            if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
+                let _ = store.delete(&key_of(&pod, "core", "pods"), Precondition::None);
+            }
+        }
+    }
+}
