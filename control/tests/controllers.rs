@@ -71,6 +71,36 @@ impl Cp {
     }
 }
 
+/// The API server and controllers on a fresh store, served on a loopback port.
+fn start_cp(
+    k: std::path::PathBuf,
+    dir: &std::path::Path,
+    cfg: skiff_control::controllers::Config,
+) -> Cp {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = skiff_control::store::Store::open(dir).unwrap();
+    skiff_control::controllers::start_with(store.clone(), cfg);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap().to_string()).unwrap();
+            axum::serve(l, skiff_control::apiserver::router(store))
+                .await
+                .unwrap();
+        });
+    });
+    Cp {
+        addr: rx.recv().unwrap(),
+        k,
+    }
+}
+
 fn deployment(replicas: u32, cpu: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: nginx\n        image: nginx\n        resources:\n          requests: {{cpu: '{cpu}', memory: 64Mi}}\n"
@@ -88,28 +118,7 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = skiff_control::store::Store::open(&dir).unwrap();
-    skiff_control::controllers::start(store.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            axum::serve(l, skiff_control::apiserver::router(store))
-                .await
-                .unwrap();
-        });
-    });
-    let cp = Cp {
-        addr: rx.recv().unwrap(),
-        k,
-    };
+    let cp = start_cp(k, &dir, skiff_control::controllers::Config::default());
     let pods = |out: &str| out.lines().filter(|l| l.starts_with("pod/")).count();
 
     cp.apply(&node("node-1"));
@@ -214,34 +223,12 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("skiff-ctl-nl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = skiff_control::store::Store::open(&dir).unwrap();
     // Short timings instead of kube's 40 s grace and 300 s toleration.
     let cfg = skiff_control::controllers::Config {
         node_grace: Duration::from_secs(2),
         eviction_default: Duration::from_secs(2),
     };
-    skiff_control::controllers::start_with(store.clone(), cfg);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let api_store = store.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            axum::serve(l, skiff_control::apiserver::router(api_store))
-                .await
-                .unwrap();
-        });
-    });
-    let cp = Cp {
-        addr: rx.recv().unwrap(),
-        k,
-    };
+    let cp = start_cp(k, &dir, cfg);
     let lease = |node: &str| {
         let ts = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])

@@ -229,22 +229,13 @@ impl Client<'_> {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| Error::InvalidConfig(format!("manifest is not JSON: {e}")))?;
         if v.get("manifests").is_some() {
-            let arch = if cfg!(target_arch = "aarch64") {
-                "arm64"
-            } else {
-                "amd64"
-            };
-            let m = v["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "{} has no linux/{arch} image",
-                        self.reference.name()
-                    ))
-                })?;
+            let m = super::store::pick_platform(&v).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} has no linux/{} image",
+                    self.reference.name(),
+                    super::store::native_arch()
+                ))
+            })?;
             let d = m["digest"].as_str().unwrap_or("").to_string();
             return self.manifest(&d, store);
         }

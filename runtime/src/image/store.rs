@@ -24,6 +24,23 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// The OCI/Go name of the architecture we run on.
+pub(super) fn native_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+/// The linux/<native arch> entry of an image index (an entry without platform matches).
+pub(super) fn pick_platform(index: &Value) -> Option<&Value> {
+    index["manifests"].as_array()?.iter().find(|m| {
+        m["platform"].is_null()
+            || (m["platform"]["os"] == "linux" && m["platform"]["architecture"] == native_arch())
+    })
+}
+
 fn hex_of(digest: &str) -> Result<&str> {
     let h = digest.strip_prefix("sha256:").ok_or_else(|| {
         Error::InvalidConfig(format!("unsupported digest {digest:?} (sha256 only)"))
@@ -129,23 +146,9 @@ impl Store {
             || media == super::DOCKER_LIST
             || v.get("manifests").is_some()
         {
-            let want_arch = if cfg!(target_arch = "aarch64") {
-                "arm64"
-            } else {
-                "amd64"
-            };
-            let m = v["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| {
-                    m["platform"].is_null()
-                        || (m["platform"]["os"] == "linux"
-                            && m["platform"]["architecture"] == want_arch)
-                })
-                .ok_or_else(|| {
-                    Error::NotFound(format!("no linux/{want_arch} manifest in {digest}"))
-                })?;
+            let m = pick_platform(&v).ok_or_else(|| {
+                Error::NotFound(format!("no linux/{} manifest in {digest}", native_arch()))
+            })?;
             return self.pick_manifest(m["digest"].as_str().unwrap_or(""));
         }
         Ok(digest.to_string())
