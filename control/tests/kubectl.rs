@@ -293,3 +293,85 @@ fn get_watch_streams_and_restart_keeps_objects() {
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn service(name: &str, extra: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n{extra}")
+}
+
+#[test]
+fn service_cluster_ips_and_node_ports_are_never_duplicated() {
+    let Some(k) = kubectls().pop() else { return };
+    let dir = std::env::temp_dir().join(format!("skiff-api-svc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ip_of = |s: &Server, n: &str| {
+        out(&s.kubectl(
+            &k,
+            &[
+                "get",
+                "svc",
+                n,
+                "-o",
+                "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+            ],
+            None,
+        ))
+    };
+    let s = Server::start(&dir);
+    for (n, extra) in [
+        ("a", ""),
+        ("b", "  type: NodePort\n"),
+        ("c", "  type: NodePort\n"),
+    ] {
+        let o = s.kubectl(&k, &["apply", "-f", "-"], Some(&service(n, extra)));
+        assert!(o.status.success(), "{}", out(&o));
+    }
+    let (a, b, c) = (ip_of(&s, "a"), ip_of(&s, "b"), ip_of(&s, "c"));
+    assert!(
+        a.starts_with("10.96.") && b.starts_with("10.96.") && c.starts_with("10.96."),
+        "{a} {b} {c}"
+    );
+    let ips: std::collections::BTreeSet<&str> = [&a, &b, &c]
+        .iter()
+        .map(|x| x.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(ips.len(), 3, "distinct cluster IPs: {a} {b} {c}");
+    assert_ne!(
+        b.split(' ').nth(1),
+        c.split(' ').nth(1),
+        "distinct node ports: {b} / {c}"
+    );
+    let taken = a.split(' ').next().unwrap().to_string();
+    let o = s.kubectl(
+        &k,
+        &["apply", "-f", "-"],
+        Some(&service("d", &format!("  clusterIP: {taken}\n"))),
+    );
+    assert!(
+        !o.status.success() && out(&o).contains("provided IP is already allocated"),
+        "{}",
+        out(&o)
+    );
+    drop(s);
+    // After a restart the allocations are still known.
+    let s = Server::start(&dir);
+    let o = s.kubectl(&k, &["apply", "-f", "-"], Some(&service("e", "")));
+    assert!(o.status.success(), "{}", out(&o));
+    let e = ip_of(&s, "e");
+    assert!(
+        !ips.contains(e.split(' ').next().unwrap()),
+        "reused after restart: {e}"
+    );
+    // Deleting a service frees its address.
+    assert!(s
+        .kubectl(&k, &["delete", "svc", "a", "--wait=false"], None)
+        .status
+        .success());
+    let o = s.kubectl(
+        &k,
+        &["apply", "-f", "-"],
+        Some(&service("f", &format!("  clusterIP: {taken}\n"))),
+    );
+    assert!(o.status.success(), "freed IP reusable: {}", out(&o));
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

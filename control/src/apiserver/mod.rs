@@ -5,6 +5,7 @@
 //! Objects are stored as JSON under `/registry/<group>/<plural>/<namespace>/<name>`;
 //! `metadata.resourceVersion` is the store's mod_revision of the key.
 
+mod allocator;
 mod discovery;
 pub(crate) mod objects;
 pub mod resources;

@@ -219,10 +219,26 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     meta.remove("resourceVersion");
     v["apiVersion"] = json!(c.r.api_version());
     v["kind"] = json!(c.r.kind);
+    let key = c.r.key(c.ns, &name);
+    if c.store.get(&key).is_some() {
+        return Err(store_err(
+            c.r,
+            &name,
+            StoreError::AlreadyExists(name.clone()),
+        ));
+    }
+    let reserved = if c.r.kind == "Service" {
+        super::allocator::allocate(c.store, &mut v, &key)?
+    } else {
+        Vec::new()
+    };
     let kv = c
         .store
-        .put(&c.r.key(c.ns, &name), encode(&v), Precondition::Absent)
-        .map_err(|e| store_err(c.r, &name, e))?;
+        .put(&key, encode(&v), Precondition::Absent)
+        .map_err(|e| {
+            super::allocator::release(c.store, &reserved);
+            store_err(c.r, &name, e)
+        })?;
     Ok(respond(
         c,
         StatusCode::CREATED,
@@ -429,6 +445,9 @@ pub fn delete(c: &Ctx, name: &str) -> Result<Response, ApiError> {
         .delete(&c.r.key(c.ns, name), Precondition::None)
         .map_err(|e| store_err(c.r, name, e))?;
     let mut obj = decode(&prev);
+    if c.r.kind == "Service" {
+        super::allocator::release(c.store, &super::allocator::held(&obj));
+    }
     obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
     Ok(json_response(StatusCode::OK, &obj))
 }
