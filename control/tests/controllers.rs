@@ -2,6 +2,8 @@
 //! pods at the desired count (deleted pods are recreated, scaling adds or removes), the
 //! scheduler binds pods to nodes by CPU and memory, and deleting the Deployment cascades.
 
+mod common;
+use common::Server;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,29 +78,18 @@ fn start_cp(
     k: std::path::PathBuf,
     dir: &std::path::Path,
     cfg: skiff_control::controllers::Config,
-) -> Cp {
+) -> (Cp, Server) {
     let _ = std::fs::remove_dir_all(dir);
     let store = skiff_control::store::Store::open(dir).unwrap();
     skiff_control::controllers::start_with(store.clone(), cfg);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            axum::serve(l, skiff_control::apiserver::router(store))
-                .await
-                .unwrap();
-        });
-    });
-    Cp {
-        addr: rx.recv().unwrap(),
-        k,
-    }
+    let server = Server::serve(store);
+    (
+        Cp {
+            addr: server.addr.clone(),
+            k,
+        },
+        server,
+    )
 }
 
 fn deployment(replicas: u32, cpu: &str) -> String {
@@ -118,7 +109,7 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
-    let cp = start_cp(k, &dir, skiff_control::controllers::Config::default());
+    let (cp, _server) = start_cp(k, &dir, skiff_control::controllers::Config::default());
     let pods = |out: &str| out.lines().filter(|l| l.starts_with("pod/")).count();
 
     cp.apply(&node("node-1"));
@@ -228,7 +219,7 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         node_grace: Duration::from_secs(2),
         eviction_default: Duration::from_secs(2),
     };
-    let cp = start_cp(k, &dir, cfg);
+    let (cp, _server) = start_cp(k, &dir, cfg);
     let lease = |node: &str| {
         let ts = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])

@@ -1,0 +1,83 @@
+//! The API server on a loopback port for kubectl tests, stopped on drop.
+#![allow(dead_code)]
+
+use skiff_control::store::Store;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+pub struct Server {
+    pub addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serve the API for `store` (controllers, if any, are the caller's to start).
+    pub fn serve(store: Store) -> Server {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(l.local_addr().unwrap().to_string()).unwrap();
+                axum::serve(l, skiff_control::apiserver::router(store))
+                    .with_graceful_shutdown(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        });
+        Server {
+            addr: addr_rx.recv().unwrap(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Server {
+    /// Serve a store opened at `dir`.
+    pub fn start(dir: &std::path::Path) -> Server {
+        Server::serve(Store::open(dir).unwrap())
+    }
+
+    /// Run a kubectl binary against this server (no kubeconfig), optionally with stdin.
+    pub fn kubectl(&self, bin: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new(bin);
+        c.arg("--server")
+            .arg(format!("http://{}", self.addr))
+            .args(args)
+            .env("KUBECONFIG", "/dev/null")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c.spawn().expect("run kubectl");
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
