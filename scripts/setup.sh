@@ -5,8 +5,8 @@ set -euo pipefail
 
 # busybox-static: test images; runc/containerd: interop tests; iproute2/nftables: CNI tests;
 # docker-registry/skopeo: registry pull tests on loopback;
-# qemu + kernel + kmod: VM tests.
-pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod)
+# qemu + kernel + kmod: VM tests; protobuf-compiler: the CRI API (k8s-cri builds it).
+pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

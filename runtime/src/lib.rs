@@ -7,6 +7,7 @@ pub mod cgroups;
 mod channel;
 pub mod console;
 pub mod container;
+pub mod cri;
 pub mod devices;
 pub mod error;
 pub mod features;

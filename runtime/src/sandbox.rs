@@ -28,6 +28,13 @@ pub struct SandboxConfig {
     pub hosts: Vec<(String, Vec<String>)>,
     /// Parent cgroup of the pod (default /skiff/pods).
     pub cgroup_parent: Option<String>,
+    /// One PID namespace for all containers of the pod (CRI NamespaceMode POD).
+    #[serde(default)]
+    pub share_pid: bool,
+    /// Binary the PID namespace holder execs as `<binary> pod-pause` (skiff-runtime), so it
+    /// shows as itself in ps; without one it stays a fork of the caller.
+    #[serde(default)]
+    pub holder_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +49,9 @@ pub struct Sandbox {
     /// The CNI attachment made by `network_add`, torn down by `remove`.
     #[serde(default)]
     pub cni: Option<CniAttachment>,
+    /// pid and start time of the pod's PID namespace holder (pid 1 there), if shared.
+    #[serde(default)]
+    pub pid_holder: Option<(i32, u64)>,
 }
 
 /// How the pod's network was attached, kept so teardown can call the same plugin.
@@ -125,7 +135,28 @@ pub fn network_add(
     Ok(result)
 }
 
+/// Detach the pod from its network (CNI DEL) but keep the sandbox: a stopped pod.
+/// Idempotent: a sandbox without an attachment is left as it is.
+pub fn network_del(root: &Path, id: &str) -> Result<()> {
+    let mut sb = load(root, id)?;
+    if let Some(a) = sb.cni.clone() {
+        cni_exec(&sb, &a, "DEL")?;
+        sb.cni = None;
+        sb.ip = None;
+        sb.save()?;
+    }
+    Ok(())
+}
+
 impl Sandbox {
+    /// The shared PID namespace of the pod, while its holder lives.
+    pub fn pid_ns_path(&self) -> Option<PathBuf> {
+        let (pid, start) = self.pid_holder?;
+        crate::state::proc_stat(pid)
+            .is_some_and(|(s, st)| st == start && s != 'Z')
+            .then(|| PathBuf::from(format!("/proc/{pid}/ns/pid")))
+    }
+
     /// Path of a held namespace file (`net`, `ipc`, `uts`), as OCI `linux.namespaces[].path`.
     pub fn ns_path(&self, kind: &str) -> PathBuf {
         self.dir.join("ns").join(kind)
@@ -216,14 +247,86 @@ pub fn create(root: &Path, id: &str, cfg: &SandboxConfig) -> Result<Sandbox> {
         cgroup: cgroups::normalize_path(Some(Path::new(&cgroup)), id)?,
         ip: None,
         cni: None,
+        pid_holder: None,
     };
     // Saved first, so that `remove` finds the cgroup even if building fails half-way.
-    let res = sb.save().and_then(|()| build(&sb, cfg));
+    let mut sb = sb;
+    let res = sb.save().and_then(|()| build(&sb, cfg)).and_then(|()| {
+        if cfg.share_pid {
+            sb.pid_holder = Some(spawn_pid_holder(&sb, cfg.holder_binary.as_deref())?);
+            sb.save()?;
+        }
+        Ok(())
+    });
     if let Err(e) = res {
         let _ = remove(root, id);
         return Err(e);
     }
     Ok(sb)
+}
+
+/// A PID namespace cannot be pinned like the others (it dies with its pid 1), so a
+/// tiny holder process is pid 1 there: it ignores SIGCHLD (the kernel reaps the
+/// orphans it inherits) and sleeps until the sandbox is removed.
+fn spawn_pid_holder(sb: &Sandbox, binary: Option<&Path>) -> Result<(i32, u64)> {
+    use std::io::{Read, Write};
+    let exec = binary
+        .map(|b| std::ffi::CString::new(b.as_os_str().as_encoded_bytes()).unwrap_or_default());
+    let (mut rd, mut wr) = std::os::unix::net::UnixStream::pair().step(|| "socketpair")?;
+    match unsafe { fork() }.step(|| "fork pid namespace holder")? {
+        ForkResult::Child => {
+            drop(rd);
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).is_err() {
+                unsafe { libc::_exit(1) }
+            }
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(wr);
+                    let _ = nix::unistd::setsid();
+                    unsafe {
+                        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                        for fd in 0..3 {
+                            libc::dup2(null, fd);
+                        }
+                        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                        if let Some(bin) = &exec {
+                            let argv = [bin.as_ptr(), c"pod-pause".as_ptr(), std::ptr::null()];
+                            libc::execv(bin.as_ptr(), argv.as_ptr());
+                        }
+                        pause_forever()
+                    }
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = wr.write_all(child.as_raw().to_string().as_bytes());
+                    unsafe { libc::_exit(0) }
+                }
+                Err(_) => unsafe { libc::_exit(1) },
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = (&mut rd).take(64).read_to_string(&mut msg);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let pid: i32 = msg.parse().map_err(|_| {
+                Error::Init("could not start the pod's PID namespace holder".into())
+            })?;
+            let start = crate::state::proc_stat(pid).map_or(0, |(_, s)| s);
+            Manager::open(&sb.cgroup)?.add(pid)?;
+            Ok((pid, start))
+        }
+    }
+}
+
+/// pid 1 of a pod's PID namespace: let the kernel reap orphans, sleep until killed.
+pub fn pause_forever() -> ! {
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"skiff-pause".as_ptr());
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        loop {
+            libc::pause();
+        }
+    }
 }
 
 fn build(sb: &Sandbox, cfg: &SandboxConfig) -> Result<()> {
@@ -324,6 +427,15 @@ pub fn remove(root: &Path, id: &str) -> Result<()> {
     // Network first, while the namespace is still pinned; CNI DEL is idempotent.
     if let Some((sb, a)) = sb.as_ref().and_then(|sb| sb.cni.as_ref().map(|a| (sb, a))) {
         cni_exec(sb, a, "DEL")?;
+    }
+    if let Some((pid, start)) = sb.as_ref().and_then(|s| s.pid_holder) {
+        if crate::state::proc_stat(pid).is_some_and(|(_, st)| st == start) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            crate::container::wait_exit(pid, start, std::time::Duration::from_secs(5));
+        }
     }
     for (kind, _) in KINDS {
         let p = dir.join("ns").join(kind);

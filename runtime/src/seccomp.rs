@@ -317,6 +317,94 @@ pub fn install(prog: &[SockFilter], flags: u32) -> nix::Result<()> {
     nix::errno::Errno::result(r).map(drop)
 }
 
+/// Syscalls the default profile refuses (EPERM), each unless the container holds the
+/// capability that makes it legitimate (as Docker's default profile reasons): kernel
+/// modules, kexec, reboot, clocks, mounts and namespaces, keyrings, BPF, perf, and the
+/// syscalls that reach across processes or into the host's filesystem by handle.
+const DEFAULT_DENY: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "add_key",
+            "keyctl",
+            "request_key",
+            "kcmp",
+            "lookup_dcookie",
+            "nfsservctl",
+            "get_kernel_syms",
+            "query_module",
+            "create_module",
+            "uselib",
+            "ustat",
+            "sysfs",
+            "_sysctl",
+            "vm86",
+            "vm86old",
+            "userfaultfd",
+            "open_by_handle_at",
+        ],
+    ),
+    (
+        "CAP_SYS_MODULE",
+        &["init_module", "finit_module", "delete_module"],
+    ),
+    ("CAP_SYS_BOOT", &["reboot", "kexec_load", "kexec_file_load"]),
+    (
+        "CAP_SYS_TIME",
+        &[
+            "settimeofday",
+            "stime",
+            "clock_settime",
+            "clock_adjtime",
+            "adjtimex",
+        ],
+    ),
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            "mount",
+            "umount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "quotactl",
+            "name_to_handle_at",
+            "swapon",
+            "swapoff",
+            "bpf",
+            "perf_event_open",
+        ],
+    ),
+    ("CAP_SYS_PTRACE", &["process_vm_readv", "process_vm_writev"]),
+    ("CAP_SYS_PACCT", &["acct"]),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    ("CAP_SYSLOG", &["syslog"]),
+    ("CAP_SYS_NICE", &["mbind", "set_mempolicy", "move_pages"]),
+];
+
+/// Skiff's default seccomp profile (OCI `linux.seccomp` JSON) for a container holding
+/// `caps`: allow by default, refuse the syscalls above with EPERM.
+pub fn default_profile(caps: &[String]) -> serde_json::Value {
+    let names: Vec<&str> = DEFAULT_DENY
+        .iter()
+        .filter(|(cap, _)| cap.is_empty() || !caps.iter().any(|c| c == cap))
+        .flat_map(|(_, n)| n.iter().copied())
+        .collect();
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,26 @@ pub enum Command {
     },
     /// Print the runtime's features (runtime-spec features.md).
     Features,
+    /// Serve the CRI v1 API (RuntimeService, ImageService) on a unix socket.
+    Serve(ServeArgs),
+    /// pid 1 of a pod's shared PID namespace (internal).
+    #[command(name = "pod-pause", hide = true)]
+    PodPause,
+    /// The per-container monitor the CRI server starts (internal).
+    #[command(hide = true)]
+    Shim {
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long = "log-path", default_value = "")]
+        log_path: PathBuf,
+        #[arg(long = "exit-file")]
+        exit_file: PathBuf,
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        tty: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -205,4 +225,23 @@ pub struct UpdateArgs {
     pub pids_limit: Option<i64>,
     #[arg(long = "blkio-weight")]
     pub blkio_weight: Option<u16>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Unix socket to listen on.
+    #[arg(long, default_value = "/run/skiff/cri.sock")]
+    pub listen: PathBuf,
+    /// Image store directory.
+    #[arg(long = "image-dir", default_value = "/var/lib/skiff/images")]
+    pub image_dir: PathBuf,
+    /// CNI network configuration directory.
+    #[arg(long = "cni-conf-dir", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories (repeatable).
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// Registries (host:port) to pull from over plain HTTP; loopback ones always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
 }

@@ -73,6 +73,27 @@ pub fn run(cli: Cli) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&skiff_runtime::features::features())?
         ),
+        Command::Serve(a) => serve(&cli.root, a)?,
+        Command::PodPause => skiff_runtime::sandbox::pause_forever(),
+        Command::Shim {
+            id,
+            bundle,
+            log_path,
+            exit_file,
+            stdin,
+            tty,
+        } => {
+            let args = skiff_runtime::cri::shim::ShimArgs {
+                id,
+                bundle,
+                root: cli.root.clone(),
+                log_path,
+                exit_file,
+                stdin,
+                tty,
+            };
+            return Ok(shim(&args));
+        }
     }
     Ok(0)
 }
@@ -503,6 +524,41 @@ fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
         }
         println!("{ev}");
         std::thread::sleep(every);
+    }
+}
+
+fn serve(root: &Path, a: crate::cli::ServeArgs) -> Result<()> {
+    let cfg = skiff_runtime::cri::Config {
+        root: root.to_path_buf(),
+        image_dir: a.image_dir,
+        listen: a.listen,
+        cni_conf_dir: a.cni_conf_dir,
+        cni_bin_dir: a.cni_bin_dir,
+        shim_binary: std::env::current_exe().context("locate own binary")?,
+        insecure_registries: a.insecure_registry,
+    };
+    eprintln!("skiff-runtime: serving CRI v1 on {}", cfg.listen.display());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(skiff_runtime::cri::serve(cfg))
+        .map_err(|e| anyhow!("serve: {e}"))
+}
+
+/// Detach the monitor from the server: fork, the first process exits at once (the server
+/// reaps it), the second carries on and is re-parented to init.
+fn shim(args: &skiff_runtime::cri::shim::ShimArgs) -> i32 {
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+        Ok(nix::unistd::ForkResult::Child) => {
+            let pid_file = args.exit_file.with_file_name("shim.pid");
+            let _ = std::fs::write(pid_file, std::process::id().to_string());
+            skiff_runtime::cri::shim::run(args)
+        }
+        Err(e) => {
+            eprintln!("skiff-runtime shim: fork: {e}");
+            1
+        }
     }
 }
 

@@ -1,0 +1,829 @@
+//! Each skiffctl command as CRI calls.
+
+use crate::client::Clients;
+use crate::output::{ago, print_obj, size, table, trunc};
+use crate::{Cli, Command};
+use anyhow::{anyhow, bail, Context, Result};
+use skiff_runtime::cri::v1;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn labels(kv: &[String]) -> Result<HashMap<String, String>> {
+    kv.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("label {s:?} is not key=value"))
+        })
+        .collect()
+}
+
+/// Read a CRI config (JSON or YAML) as crictl does.
+fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) => serde_yaml::from_str(&text)
+            .with_context(|| format!("{}: neither JSON nor YAML", path.display()))?,
+    };
+    skiff_runtime::cri::pbjson::from_value(v).with_context(|| format!("{}", path.display()))
+}
+
+fn container_state(name: &str) -> Result<i32> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "created" => v1::ContainerState::ContainerCreated,
+        "running" => v1::ContainerState::ContainerRunning,
+        "exited" => v1::ContainerState::ContainerExited,
+        "unknown" => v1::ContainerState::ContainerUnknown,
+        other => bail!("unknown container state {other:?}"),
+    } as i32)
+}
+
+fn container_state_name(s: i32) -> &'static str {
+    match v1::ContainerState::try_from(s) {
+        Ok(v1::ContainerState::ContainerCreated) => "Created",
+        Ok(v1::ContainerState::ContainerRunning) => "Running",
+        Ok(v1::ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
+}
+
+fn pod_state_name(s: i32) -> &'static str {
+    if s == v1::PodSandboxState::SandboxReady as i32 {
+        "Ready"
+    } else {
+        "NotReady"
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let connect = || {
+        Clients::connect(
+            &cli.endpoint,
+            cli.image_endpoint.as_deref(),
+            cli.request_timeout,
+        )
+    };
+    match cli.command {
+        Command::Version => {
+            let mut c = connect().await?;
+            let v =
+                c.rt.version(v1::VersionRequest::default())
+                    .await?
+                    .into_inner();
+            println!("Version:  {}", v.version);
+            println!("RuntimeName:  {}", v.runtime_name);
+            println!("RuntimeVersion:  {}", v.runtime_version);
+            println!("RuntimeApiVersion:  {}", v.runtime_api_version);
+        }
+        Command::Info { output } => {
+            let mut c = connect().await?;
+            let s =
+                c.rt.status(v1::StatusRequest { verbose: true })
+                    .await?
+                    .into_inner();
+            let mut v = serde_json::json!({"status": s.status});
+            for (k, text) in &s.info {
+                v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
+            }
+            print_obj(&v, &output)?;
+        }
+        Command::Pods {
+            name,
+            namespace,
+            state,
+            label,
+            id,
+            quiet,
+            output,
+            no_trunc,
+        } => {
+            let mut c = connect().await?;
+            let state = match state.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => None,
+                Some("ready") => Some(v1::PodSandboxState::SandboxReady as i32),
+                Some("notready") => Some(v1::PodSandboxState::SandboxNotready as i32),
+                Some(o) => bail!("unknown pod state {o:?} (ready or notready)"),
+            };
+            let filter = v1::PodSandboxFilter {
+                id: id.unwrap_or_default(),
+                state: state.map(|state| v1::PodSandboxStateValue { state }),
+                label_selector: labels(&label)?,
+            };
+            let mut items =
+                c.rt.list_pod_sandbox(v1::ListPodSandboxRequest {
+                    filter: Some(filter),
+                })
+                .await?
+                .into_inner()
+                .items;
+            items.retain(|p| {
+                let m = p.metadata.clone().unwrap_or_default();
+                name.as_ref().is_none_or(|n| m.name.contains(n.as_str()))
+                    && namespace
+                        .as_ref()
+                        .is_none_or(|n| m.namespace.contains(n.as_str()))
+            });
+            if quiet {
+                items.iter().for_each(|p| println!("{}", p.id));
+            } else if output == "table" {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|p| {
+                        let m = p.metadata.clone().unwrap_or_default();
+                        vec![
+                            trunc(&p.id, no_trunc),
+                            ago(p.created_at),
+                            pod_state_name(p.state).into(),
+                            m.name,
+                            m.namespace,
+                            m.attempt.to_string(),
+                            if p.runtime_handler.is_empty() {
+                                "(default)".into()
+                            } else {
+                                p.runtime_handler.clone()
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "POD ID",
+                        "CREATED",
+                        "STATE",
+                        "NAME",
+                        "NAMESPACE",
+                        "ATTEMPT",
+                        "RUNTIME",
+                    ],
+                    &rows,
+                );
+            } else {
+                print_obj(&serde_json::json!({"items": items}), &output)?;
+            }
+        }
+        Command::Ps {
+            all,
+            pod,
+            name,
+            state,
+            label,
+            id,
+            quiet,
+            output,
+            no_trunc,
+        } => {
+            let mut c = connect().await?;
+            let state = match state {
+                Some(s) => Some(container_state(&s)?),
+                None if all => None,
+                None => Some(v1::ContainerState::ContainerRunning as i32),
+            };
+            let filter = v1::ContainerFilter {
+                id: id.unwrap_or_default(),
+                state: state.map(|state| v1::ContainerStateValue { state }),
+                pod_sandbox_id: pod.unwrap_or_default(),
+                label_selector: labels(&label)?,
+            };
+            let mut list =
+                c.rt.list_containers(v1::ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await?
+                .into_inner()
+                .containers;
+            list.retain(|x| {
+                name.as_ref().is_none_or(|n| {
+                    x.metadata
+                        .as_ref()
+                        .is_some_and(|m| m.name.contains(n.as_str()))
+                })
+            });
+            if quiet {
+                list.iter().for_each(|x| println!("{}", x.id));
+            } else if output == "table" {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|x| {
+                        let m = x.metadata.clone().unwrap_or_default();
+                        let image = x
+                            .image
+                            .as_ref()
+                            .map(|i| i.image.clone())
+                            .unwrap_or_default();
+                        vec![
+                            trunc(&x.id, no_trunc),
+                            if no_trunc {
+                                image
+                            } else {
+                                trunc(&image, false)
+                            },
+                            ago(x.created_at),
+                            container_state_name(x.state).into(),
+                            m.name,
+                            m.attempt.to_string(),
+                            trunc(&x.pod_sandbox_id, no_trunc),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "CONTAINER",
+                        "IMAGE",
+                        "CREATED",
+                        "STATE",
+                        "NAME",
+                        "ATTEMPT",
+                        "POD ID",
+                    ],
+                    &rows,
+                );
+            } else {
+                print_obj(&serde_json::json!({"containers": list}), &output)?;
+            }
+        }
+        Command::Images {
+            image,
+            quiet,
+            output,
+            no_trunc,
+        } => {
+            let mut c = connect().await?;
+            let filter = image.map(|image| v1::ImageFilter {
+                image: Some(v1::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+            });
+            let images = c
+                .img
+                .list_images(v1::ListImagesRequest { filter })
+                .await?
+                .into_inner()
+                .images;
+            if quiet {
+                images.iter().for_each(|i| println!("{}", i.id));
+            } else if output == "table" {
+                let mut rows = Vec::new();
+                for i in &images {
+                    let tags: Vec<(String, String)> = if i.repo_tags.is_empty() {
+                        vec![("<none>".into(), "<none>".into())]
+                    } else {
+                        i.repo_tags
+                            .iter()
+                            .map(|t| match t.rfind(':') {
+                                Some(p) if !t[p..].contains('/') => {
+                                    (t[..p].to_string(), t[p + 1..].to_string())
+                                }
+                                _ => (t.clone(), "<none>".into()),
+                            })
+                            .collect()
+                    };
+                    for (repo, tag) in tags {
+                        rows.push(vec![repo, tag, trunc(&i.id, no_trunc), size(i.size)]);
+                    }
+                }
+                table(&["IMAGE", "TAG", "IMAGE ID", "SIZE"], &rows);
+            } else {
+                print_obj(&serde_json::json!({"images": images}), &output)?;
+            }
+        }
+        Command::Pull { image, creds, auth } => {
+            let mut c = connect().await?;
+            let auth = match (creds, auth) {
+                (Some(cr), _) => {
+                    let (u, p) = cr
+                        .split_once(':')
+                        .ok_or_else(|| anyhow!("--creds must be user:password"))?;
+                    Some(v1::AuthConfig {
+                        username: u.into(),
+                        password: p.into(),
+                        ..Default::default()
+                    })
+                }
+                (None, Some(a)) => Some(v1::AuthConfig {
+                    auth: a,
+                    ..Default::default()
+                }),
+                _ => None,
+            };
+            let r = c
+                .img
+                .pull_image(v1::PullImageRequest {
+                    image: Some(v1::ImageSpec {
+                        image: image.clone(),
+                        ..Default::default()
+                    }),
+                    auth,
+                    sandbox_config: None,
+                })
+                .await?
+                .into_inner();
+            println!("Image is up to date for {}", r.image_ref);
+        }
+        Command::Import {
+            tar,
+            name,
+            image_dir,
+        } => {
+            let store = skiff_runtime::image::Store::open(&image_dir)?;
+            for n in store.import_archive(&tar, name.as_deref())? {
+                println!("imported {n}");
+            }
+        }
+        Command::Rmi { images } => {
+            let mut c = connect().await?;
+            for image in images {
+                let st = c
+                    .img
+                    .image_status(v1::ImageStatusRequest {
+                        image: Some(v1::ImageSpec {
+                            image: image.clone(),
+                            ..Default::default()
+                        }),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner();
+                let Some(found) = st.image else {
+                    bail!("no such image {image}");
+                };
+                c.img
+                    .remove_image(v1::RemoveImageRequest {
+                        image: Some(v1::ImageSpec {
+                            image: image.clone(),
+                            ..Default::default()
+                        }),
+                    })
+                    .await?;
+                println!("Deleted: {}", found.repo_tags.first().unwrap_or(&found.id));
+            }
+        }
+        Command::Runp { config, runtime } => {
+            let mut c = connect().await?;
+            let cfg: v1::PodSandboxConfig = read_config(&config)?;
+            let id =
+                c.rt.run_pod_sandbox(v1::RunPodSandboxRequest {
+                    config: Some(cfg),
+                    runtime_handler: runtime.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            println!("{id}");
+        }
+        Command::Create {
+            pod,
+            container_config,
+            pod_config,
+            with_pull,
+        } => {
+            let mut c = connect().await?;
+            let id = create(&mut c, &pod, &container_config, &pod_config, with_pull).await?;
+            println!("{id}");
+        }
+        Command::Run {
+            container_config,
+            pod_config,
+            with_pull,
+        } => {
+            let mut c = connect().await?;
+            let cfg: v1::PodSandboxConfig = read_config(&pod_config)?;
+            let pod =
+                c.rt.run_pod_sandbox(v1::RunPodSandboxRequest {
+                    config: Some(cfg),
+                    runtime_handler: String::new(),
+                })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            let id = create(&mut c, &pod, &container_config, &pod_config, with_pull).await?;
+            c.rt.start_container(v1::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+            println!("{id}");
+        }
+        Command::Start { ids } => {
+            let mut c = connect().await?;
+            for id in ids {
+                c.rt.start_container(v1::StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await?;
+                println!("{id}");
+            }
+        }
+        Command::Stop { grace, ids } => {
+            let mut c = connect().await?;
+            for id in ids {
+                c.rt.stop_container(v1::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: grace,
+                })
+                .await?;
+                println!("{id}");
+            }
+        }
+        Command::Rm { force, all, ids } => {
+            let mut c = connect().await?;
+            let ids = if all {
+                all_containers(&mut c).await?
+            } else {
+                ids
+            };
+            for id in ids {
+                let st =
+                    c.rt.container_status(v1::ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner();
+                let running = st
+                    .status
+                    .is_some_and(|s| s.state == v1::ContainerState::ContainerRunning as i32);
+                if running && !force {
+                    bail!("container {id} is running: stop it first or use --force");
+                }
+                c.rt.remove_container(v1::RemoveContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await?;
+                println!("{id}");
+            }
+        }
+        Command::Stopp { ids } => {
+            let mut c = connect().await?;
+            for id in ids {
+                c.rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await?;
+                println!("Stopped sandbox {id}");
+            }
+        }
+        Command::Rmp { force, all, ids } => {
+            let mut c = connect().await?;
+            let ids = if all {
+                c.rt.list_pod_sandbox(v1::ListPodSandboxRequest::default())
+                    .await?
+                    .into_inner()
+                    .items
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect()
+            } else {
+                ids
+            };
+            for id in ids {
+                let st =
+                    c.rt.pod_sandbox_status(v1::PodSandboxStatusRequest {
+                        pod_sandbox_id: id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner();
+                let ready = st
+                    .status
+                    .is_some_and(|s| s.state == v1::PodSandboxState::SandboxReady as i32);
+                if ready && !force {
+                    bail!("pod sandbox {id} is ready: stop it first or use --force");
+                }
+                if ready {
+                    c.rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await?;
+                }
+                c.rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await?;
+                println!("Removed sandbox {id}");
+            }
+        }
+        Command::Inspect { ids, output } => {
+            let mut c = connect().await?;
+            for id in ids {
+                let r =
+                    c.rt.container_status(v1::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: true,
+                    })
+                    .await?
+                    .into_inner();
+                let mut v = serde_json::json!({"status": r.status});
+                for (k, text) in &r.info {
+                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
+                }
+                print_obj(&v, &output)?;
+            }
+        }
+        Command::Inspectp { ids, output } => {
+            let mut c = connect().await?;
+            for id in ids {
+                let r =
+                    c.rt.pod_sandbox_status(v1::PodSandboxStatusRequest {
+                        pod_sandbox_id: id,
+                        verbose: true,
+                    })
+                    .await?
+                    .into_inner();
+                let mut v = serde_json::json!({"status": r.status});
+                for (k, text) in &r.info {
+                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
+                }
+                print_obj(&v, &output)?;
+            }
+        }
+        Command::Inspecti { images, output } => {
+            let mut c = connect().await?;
+            for image in images {
+                let r = c
+                    .img
+                    .image_status(v1::ImageStatusRequest {
+                        image: Some(v1::ImageSpec {
+                            image: image.clone(),
+                            ..Default::default()
+                        }),
+                        verbose: true,
+                    })
+                    .await?
+                    .into_inner();
+                if r.image.is_none() {
+                    bail!("no such image {image}");
+                }
+                let mut v = serde_json::json!({"status": r.image});
+                for (k, text) in &r.info {
+                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
+                }
+                print_obj(&v, &output)?;
+            }
+        }
+        Command::Logs {
+            id,
+            follow,
+            tail,
+            timestamps,
+        } => {
+            let mut c = connect().await?;
+            return logs(&mut c, &id, follow, tail, timestamps).await;
+        }
+        Command::Exec {
+            interactive,
+            tty,
+            timeout,
+            id,
+            cmd,
+        } => {
+            if interactive || tty {
+                bail!("exec -i/-t needs the streaming server, which skiff-runtime does not serve yet; run without -i/-t");
+            }
+            let mut c = connect().await?;
+            let r =
+                c.rt.exec_sync(v1::ExecSyncRequest {
+                    container_id: id,
+                    cmd,
+                    timeout,
+                })
+                .await?
+                .into_inner();
+            use std::io::Write;
+            std::io::stdout().write_all(&r.stdout)?;
+            std::io::stderr().write_all(&r.stderr)?;
+            return Ok(r.exit_code);
+        }
+        Command::Stats {
+            all,
+            id,
+            pod,
+            output,
+        } => {
+            let mut c = connect().await?;
+            let filter = v1::ContainerStatsFilter {
+                id: id.unwrap_or_default(),
+                pod_sandbox_id: pod.unwrap_or_default(),
+                label_selector: HashMap::new(),
+            };
+            let _ = all;
+            let stats =
+                c.rt.list_container_stats(v1::ListContainerStatsRequest {
+                    filter: Some(filter),
+                })
+                .await?
+                .into_inner()
+                .stats;
+            if output == "table" {
+                let rows: Vec<Vec<String>> = stats
+                    .iter()
+                    .map(|s| {
+                        let a = s.attributes.clone().unwrap_or_default();
+                        let cpu = s
+                            .cpu
+                            .as_ref()
+                            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+                            .map_or(0, |v| v.value);
+                        let mem = s
+                            .memory
+                            .as_ref()
+                            .and_then(|m| m.working_set_bytes.as_ref())
+                            .map_or(0, |v| v.value);
+                        let disk = s
+                            .writable_layer
+                            .as_ref()
+                            .and_then(|w| w.used_bytes.as_ref())
+                            .map_or(0, |v| v.value);
+                        vec![
+                            trunc(&a.id, false),
+                            a.metadata.map(|m| m.name).unwrap_or_default(),
+                            format!("{:.2}s", cpu as f64 / 1e9),
+                            size(mem),
+                            size(disk),
+                        ]
+                    })
+                    .collect();
+                table(&["CONTAINER", "NAME", "CPU TIME", "MEM", "DISK"], &rows);
+            } else {
+                print_obj(&serde_json::json!({"stats": stats}), &output)?;
+            }
+        }
+        Command::Statsp { id, output } => {
+            let mut c = connect().await?;
+            let stats =
+                c.rt.list_pod_sandbox_stats(v1::ListPodSandboxStatsRequest {
+                    filter: Some(v1::PodSandboxStatsFilter {
+                        id: id.unwrap_or_default(),
+                        label_selector: HashMap::new(),
+                    }),
+                })
+                .await?
+                .into_inner()
+                .stats;
+            if output == "table" {
+                let rows: Vec<Vec<String>> = stats
+                    .iter()
+                    .map(|s| {
+                        let a = s.attributes.clone().unwrap_or_default();
+                        let l = s.linux.clone().unwrap_or_default();
+                        let cpu = l
+                            .cpu
+                            .and_then(|c| c.usage_core_nano_seconds)
+                            .map_or(0, |v| v.value);
+                        let mem = l
+                            .memory
+                            .and_then(|m| m.working_set_bytes)
+                            .map_or(0, |v| v.value);
+                        vec![
+                            trunc(&a.id, false),
+                            a.metadata.map(|m| m.name).unwrap_or_default(),
+                            format!("{:.2}s", cpu as f64 / 1e9),
+                            size(mem),
+                        ]
+                    })
+                    .collect();
+                table(&["POD", "NAME", "CPU TIME", "MEM"], &rows);
+            } else {
+                print_obj(&serde_json::json!({"stats": stats}), &output)?;
+            }
+        }
+        Command::PortForward { pod, ports } => {
+            let _ = (pod, ports);
+            bail!(
+                "port-forward needs the streaming server, which skiff-runtime does not serve yet"
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn all_containers(c: &mut Clients) -> Result<Vec<String>> {
+    Ok(c.rt
+        .list_containers(v1::ListContainersRequest::default())
+        .await?
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|x| x.id)
+        .collect())
+}
+
+async fn create(
+    c: &mut Clients,
+    pod: &str,
+    container_config: &Path,
+    pod_config: &Path,
+    with_pull: bool,
+) -> Result<String> {
+    let cfg: v1::ContainerConfig = read_config(container_config)?;
+    let pcfg: v1::PodSandboxConfig = read_config(pod_config)?;
+    if with_pull {
+        let image = cfg.image.clone().unwrap_or_default();
+        let have = c
+            .img
+            .image_status(v1::ImageStatusRequest {
+                image: Some(image.clone()),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .image
+            .is_some();
+        if !have {
+            c.img
+                .pull_image(v1::PullImageRequest {
+                    image: Some(image),
+                    auth: None,
+                    sandbox_config: Some(pcfg.clone()),
+                })
+                .await?;
+        }
+    }
+    Ok(c.rt
+        .create_container(v1::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(cfg),
+            sandbox_config: Some(pcfg),
+        })
+        .await?
+        .into_inner()
+        .container_id)
+}
+
+/// Print the CRI log file; with `follow`, keep reading until the container exits.
+async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bool) -> Result<i32> {
+    use skiff_runtime::cri::logs::parse;
+    use std::io::{Read, Seek, Write};
+    let status = |c: &mut Clients| {
+        let mut rt = c.rt.clone();
+        let id = id.to_string();
+        async move {
+            rt.container_status(v1::ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().status.unwrap_or_default())
+        }
+    };
+    let st = status(c).await?;
+    if st.log_path.is_empty() {
+        bail!("container {id} has no log path");
+    }
+    let path = std::path::PathBuf::from(&st.log_path);
+    let mut f = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    let mut out = std::io::stdout();
+    let print = |out: &mut std::io::Stdout, chunk: &str, skip: usize| -> Result<()> {
+        for line in chunk.lines().skip(skip) {
+            if let Some(r) = parse(line) {
+                if timestamps {
+                    write!(out, "{} ", r.time)?;
+                }
+                write!(out, "{}", r.content)?;
+                if !r.partial {
+                    writeln!(out)?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let n = text.lines().count();
+    let skip = if tail >= 0 {
+        n.saturating_sub(tail as usize)
+    } else {
+        0
+    };
+    print(&mut out, &text, skip)?;
+    if !follow {
+        return Ok(0);
+    }
+    let mut pos = f.stream_position()?;
+    let mut partial = String::new();
+    loop {
+        let mut buf = String::new();
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        let got = f.read_to_string(&mut buf)?;
+        pos += got as u64;
+        partial.push_str(&buf);
+        if let Some(i) = partial.rfind('\n') {
+            let done: String = partial.drain(..=i).collect();
+            print(&mut out, &done, 0)?;
+        }
+        if got == 0 {
+            let st = status(c).await?;
+            if st.state != v1::ContainerState::ContainerRunning as i32 {
+                // One last read: output written just before the exit.
+                f.seek(std::io::SeekFrom::Start(pos))?;
+                let mut rest = String::new();
+                f.read_to_string(&mut rest)?;
+                partial.push_str(&rest);
+                print(&mut out, &partial, 0)?;
+                return Ok(0);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
