@@ -4,85 +4,12 @@
 //! bearer-token challenge flow. Needs root (for the image store's overlay-ready layers).
 
 mod common;
+use common::registry::{build_image, Registry};
 use common::*;
 use skiff_runtime::image::{PullOptions, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        if Command::new("docker-registry")
-            .arg("--version")
-            .output()
-            .is_err()
-            || Command::new("skopeo").arg("--version").output().is_err()
-        {
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(unique("skiff-registry"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n", dir.display());
-        std::fs::write(dir.join("config.yml"), cfg).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "registry port",
-        );
-        Some(Registry { child, port, dir })
-    }
-
-    fn push(&self, archive: &Path, repo: &str, extra: &[&str]) {
-        let o = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-            .args(extra)
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://127.0.0.1:{}/{repo}", self.port))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "skopeo: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn build_image(out: &Path, gzip: bool) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/images/busybox-oci.sh");
-    let o = Command::new(script)
-        .arg(out)
-        .env("LAYER_GZIP", if gzip { "1" } else { "0" })
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
+use std::process::Command;
 
 #[test]
 fn pull_gzip_and_zstd_from_loopback_registry() {

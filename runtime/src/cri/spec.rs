@@ -280,12 +280,16 @@ pub fn build(i: &Input) -> Result<Value> {
     let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
     match ns_opts.pid {
         NS_NODE => {}
-        NS_POD => match i.sandbox.pid_ns_path() {
+        // POD (the zero value) joins the pod's shared namespace if the pod has one;
+        // a pod created without one gives each container its own.
+        NS_POD if i.sandbox.pid_holder.is_some() => match i.sandbox.pid_ns_path() {
             Some(p) => namespaces.push(json!({"type": "pid", "path": p})),
             None => {
-                return Err(invalid(
-                    "the container asks for the pod's PID namespace, but the pod has none",
-                ))
+                return Err(Error::State {
+                    id: i.pod.id.clone(),
+                    status: "broken".into(),
+                    what: "the pod's PID namespace holder is gone".into(),
+                })
             }
         },
         _ => namespaces.push(json!({"type": "pid"})),

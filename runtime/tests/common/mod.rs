@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod registry;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Root integration tests need root and a busybox-static binary; anything else is a skip

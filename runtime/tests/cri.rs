@@ -1,0 +1,600 @@
+//! The CRI server end to end, driven through skiffctl as a user would: images, pods,
+//! containers, CRI logs, exec, stop/remove, filters, networking through skiff-cni in a
+//! node network namespace the test creates, pulls from a loopback registry, and a
+//! kill -9 of the server. Needs root.
+
+mod common;
+use common::registry::{build_image, Registry};
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A skiff-runtime CRI server under a private root; optionally in its own network
+/// namespace (the "node") with skiff-cni configured.
+struct Node {
+    root: PathBuf,
+    netns: Option<String>,
+    server: Option<Child>,
+}
+
+fn skiff_cni() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-cni");
+    assert!(
+        p.exists(),
+        "target/debug/skiff-cni is missing: run `cargo build --workspace --bins` first (scripts/test-all.sh does)"
+    );
+    p
+}
+
+impl Node {
+    fn start(network: bool) -> Node {
+        let root = std::env::temp_dir().join(unique("skiff-cri"));
+        std::fs::create_dir_all(root.join("cni")).unwrap();
+        let netns = network.then(|| {
+            let name = unique("skcri");
+            assert!(Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success());
+            let n = std::process::id() % 200;
+            let conf = json!({
+                "cniVersion": "1.0.0", "name": "crinet", "type": "skiff-cni",
+                "bridge": format!("skc{}", std::process::id() % 100000),
+                "ipam": {"type": "host-local", "subnet": format!("10.127.{n}.0/24"), "dataDir": root.join("ipam")}
+            });
+            std::fs::write(root.join("cni/10-skiff.conf"), conf.to_string()).unwrap();
+            name
+        });
+        let mut node = Node {
+            root,
+            netns,
+            server: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.root.join("cri.sock")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.sock());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("server.log"))
+            .unwrap();
+        let mut cmd = match &self.netns {
+            // Only the network namespace changes (not `ip netns exec`, which would give
+            // the server a private mount namespace and hide its mounts after a restart).
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(env!("CARGO_BIN_EXE_skiff-runtime"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_skiff-runtime")),
+        };
+        let cni_bin = skiff_cni().parent().unwrap().to_path_buf();
+        cmd.arg("--root")
+            .arg(self.root.join("state"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.sock())
+            .arg("--image-dir")
+            .arg(self.root.join("images"))
+            .arg("--cni-conf-dir")
+            .arg(self.root.join("cni"))
+            .arg("--cni-bin-dir")
+            .arg(cni_bin)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.server = Some(cmd.spawn().unwrap());
+        let sock = self.sock();
+        wait_for(
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+            "CRI socket",
+        );
+    }
+
+    fn kill9(&mut self) {
+        let mut s = self.server.take().unwrap();
+        let _ = s.kill(); // SIGKILL
+        let _ = s.wait();
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_skiffctl"))
+            .arg("-r")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "skiffctl {args:?}: {}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn file(&self, name: &str, v: &Value) -> String {
+        let p = self.root.join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        p.display().to_string()
+    }
+
+    fn import_busybox(&self) {
+        let tar = self.root.join("busybox.tar");
+        build_image(&tar, true);
+        let images = self.root.join("images").display().to_string();
+        let out = self.ok(&["import", tar.to_str().unwrap(), "--image-dir", &images]);
+        assert!(out.contains("docker.io/skiff/busybox:latest"), "{out}");
+    }
+
+    /// runp + create + start; returns (pod id, container id).
+    fn run(&self, pod: &str, container: &Value) -> (String, String) {
+        let p = self.pod(pod);
+        let c = self.container(&p, pod, container);
+        (p, c)
+    }
+
+    fn pod_config(&self, name: &str) -> String {
+        self.file(
+            &format!("pod-{name}.json"),
+            &json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "hostname": name,
+                "log_directory": self.root.join("logs").join(name),
+                "labels": {"app": name},
+                "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+            }),
+        )
+    }
+
+    fn pod(&self, name: &str) -> String {
+        let cfg = self.pod_config(name);
+        self.ok(&["runp", &cfg]).trim().to_string()
+    }
+
+    fn container(&self, pod_id: &str, pod: &str, c: &Value) -> String {
+        let name = c["metadata"]["name"].as_str().unwrap();
+        let cfile = self.file(&format!("c-{pod}-{name}.json"), c);
+        let pfile = self.pod_config(pod);
+        let id = self
+            .ok(&["create", pod_id, &cfile, &pfile])
+            .trim()
+            .to_string();
+        self.ok(&["start", &id]);
+        id
+    }
+
+    fn inspect(&self, id: &str) -> Value {
+        self.json(&["inspect", id])
+    }
+
+    fn wait_state(&self, id: &str, state: i64) -> Value {
+        let mut last = Value::Null;
+        wait_for(
+            || {
+                last = self.inspect(id);
+                last["status"]["state"] == state
+            },
+            "container state",
+        );
+        last
+    }
+
+    fn in_node(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.netns.as_deref().unwrap(),
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            let _ = self.ctl(&["rmp", "-f", "-a"]);
+        }
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn busybox(name: &str, script: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "image": {"image": "docker.io/skiff/busybox:latest"},
+        "command": ["sh", "-c", script],
+        "log_path": format!("{name}/0.log"),
+        "labels": {"container": name},
+    })
+}
+
+const CREATED: i64 = 0;
+const RUNNING: i64 = 1;
+const EXITED: i64 = 2;
+
+#[test]
+fn pods_containers_logs_exec_through_skiffctl() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(false);
+    node.import_busybox();
+    let images = node.ok(&["images"]);
+    assert!(images.contains("docker.io/skiff/busybox"), "{images}");
+    let v = node.ok(&["version"]);
+    assert!(
+        v.contains("RuntimeName:  skiff") && v.contains("RuntimeApiVersion:  v1"),
+        "{v}"
+    );
+
+    let (pod, web) = node.run(
+        "web",
+        &busybox(
+            "main",
+            "echo hello; echo oops >&2; hostname; trap 'exit 0' TERM; sleep 1000 & wait",
+        ),
+    );
+    node.wait_state(&web, RUNNING);
+    // The CRI log file: timestamped records per line and stream.
+    let log_path = node.inspect(&web)["status"]["log_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log_path.ends_with("logs/web/main/0.log"), "{log_path}");
+    wait_for(
+        || std::fs::read_to_string(&log_path).is_ok_and(|t| t.lines().count() >= 3),
+        "log lines",
+    );
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let recs: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let r =
+                skiff_runtime::cri::logs::parse(l).unwrap_or_else(|| panic!("bad record {l:?}"));
+            assert!(humantime::parse_rfc3339(r.time).is_ok(), "{l}");
+            (r.stream.to_string(), r.content.to_string())
+        })
+        .collect();
+    assert!(recs.contains(&("stdout".into(), "hello".into())), "{text}");
+    assert!(recs.contains(&("stderr".into(), "oops".into())), "{text}");
+    assert!(
+        recs.contains(&("stdout".into(), "web".into())),
+        "hostname is the pod's: {text}"
+    );
+    assert_eq!(node.ok(&["logs", "--tail", "1", &web]), "web\n");
+
+    // Exec: output, exit code, and a timeout that kills the command.
+    let o = node.ctl(&[
+        "exec",
+        &web,
+        "sh",
+        "-c",
+        "echo in-$(hostname); cat /proc/1/cmdline | tr '\\0' ' '; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("in-web\nsh -c echo hello"),
+        "own PID namespace: {out}"
+    );
+    let o = node.ctl(&["exec", "--timeout", "1", &web, "sleep", "30"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("timed out"),
+        "{o:?}"
+    );
+
+    // Containers that finish: exit codes and reasons.
+    let failing = node.container(&pod, "web", &busybox("fails", "echo bye; exit 7"));
+    let st = node.wait_state(&failing, EXITED);
+    assert_eq!(st["status"]["exit_code"], 7);
+    assert_eq!(st["status"]["reason"], "Error");
+    assert!(st["status"]["finished_at"].as_i64() >= st["status"]["started_at"].as_i64());
+    let done = node.container(&pod, "web", &busybox("done", "true"));
+    assert_eq!(
+        node.wait_state(&done, EXITED)["status"]["reason"],
+        "Completed"
+    );
+
+    // A created container that was never started.
+    let idle_cfg = node.file("idle.json", &busybox("idle", "sleep 100"));
+    let pcfg = node.pod_config("web");
+    let idle = node
+        .ok(&["create", &pod, &idle_cfg, &pcfg])
+        .trim()
+        .to_string();
+    assert_eq!(node.inspect(&idle)["status"]["state"], CREATED);
+    let dup = node.ctl(&["create", &pod, &idle_cfg, &pcfg]);
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("reserved"),
+        "{dup:?}"
+    );
+
+    // Filters: state, label, pod.
+    let running = node.ok(&["ps", "-q"]);
+    assert_eq!(running.trim(), web);
+    let all = node.ok(&["ps", "-a", "-q"]);
+    assert_eq!(all.lines().count(), 4, "{all}");
+    assert_eq!(
+        node.ok(&["ps", "-a", "-q", "--label", "container=fails"])
+            .trim(),
+        failing
+    );
+    assert_eq!(
+        node.ok(&["ps", "-a", "-q", "--state", "exited"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(node.ok(&["pods", "-q", "--label", "app=web"]).trim(), pod);
+    assert!(node.ok(&["pods", "-q", "--label", "app=nope"]).is_empty());
+
+    // Stop: SIGTERM first (the trap exits 0), SIGKILL after the timeout otherwise.
+    node.ok(&["stop", "-t", "5", &web]);
+    let st = node.inspect(&web);
+    assert_eq!(st["status"]["state"], EXITED);
+    assert_eq!(st["status"]["exit_code"], 0, "{st}");
+    let stubborn = node.container(
+        &pod,
+        "web",
+        &busybox("stubborn", "trap '' TERM; sleep 1000 & wait; sleep 1000"),
+    );
+    node.wait_state(&stubborn, RUNNING);
+    node.ok(&["stop", "-t", "1", &stubborn]);
+    assert_eq!(node.inspect(&stubborn)["status"]["exit_code"], 137);
+
+    // Removal: containers, then the pod with its cgroup.
+    let sandbox_cgroup = node.json(&["inspectp", &pod])["info"]["cgroup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    node.ok(&["rm", &failing]);
+    assert!(node.ctl(&["inspect", &failing]).status.code() != Some(0));
+    let still = node.ctl(&["rmp", &pod]);
+    assert!(!still.status.success(), "a ready pod needs -f");
+    node.ok(&["stopp", &pod]);
+    let st = node.json(&["inspectp", &pod]);
+    assert_eq!(st["status"]["state"], 1, "NOTREADY after stopp: {st}");
+    node.ok(&["rmp", &pod]);
+    assert!(node.ok(&["ps", "-a", "-q"]).is_empty());
+    assert!(node.ok(&["pods", "-q"]).is_empty());
+    let leftover = ["pids", "memory", ""]
+        .iter()
+        .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}{sandbox_cgroup}").replace("//", "/")))
+        .find(|p| p.exists());
+    assert!(leftover.is_none(), "{leftover:?}");
+    assert!(std::fs::read_dir(node.root.join("state/cri/containers"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // Images: in use no more, so it can go.
+    node.ok(&["rmi", "docker.io/skiff/busybox:latest"]);
+    assert!(!node.ok(&["images", "-q"]).contains("sha256"));
+}
+
+#[test]
+fn server_kill9_keeps_pods_containers_and_exits() {
+    if !require_root() {
+        return;
+    }
+    let mut node = Node::start(false);
+    node.import_busybox();
+    let (pod, long) = node.run("db", &busybox("long", "echo up; sleep 1000"));
+    let short_cfg = node.file("short.json", &busybox("short", "sleep 1; exit 5"));
+    let pcfg = node.pod_config("db");
+    let short = node
+        .ok(&["create", &pod, &short_cfg, &pcfg])
+        .trim()
+        .to_string();
+    node.ok(&["start", &short]);
+    let pid = node.inspect(&long)["info"]["pid"].as_i64().unwrap();
+
+    // kill -9 with no restart for a while: the short container exits meanwhile.
+    node.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    node.spawn();
+
+    assert_eq!(node.ok(&["pods", "-q"]).trim(), pod);
+    let st = node.inspect(&long);
+    assert_eq!(st["status"]["state"], RUNNING, "{st}");
+    assert_eq!(st["info"]["pid"].as_i64().unwrap(), pid, "the same process");
+    let st = node.inspect(&short);
+    assert_eq!(st["status"]["state"], EXITED);
+    assert_eq!(
+        st["status"]["exit_code"], 5,
+        "exit recorded by the monitor: {st}"
+    );
+    // The restarted server can still add to the pod and drive the old container.
+    let o = node.ctl(&["exec", &long, "cat", "/proc/1/cmdline"]);
+    assert!(o.status.success(), "{o:?}");
+    let more = node.container(&pod, "db", &busybox("more", "echo again; sleep 1000"));
+    node.wait_state(&more, RUNNING);
+    node.ok(&["stop", &long]);
+    assert_eq!(node.inspect(&long)["status"]["exit_code"], 137);
+    assert_eq!(node.ok(&["logs", &long]), "up\n");
+    node.ok(&["rmp", "-f", &pod]);
+    assert!(node.ok(&["ps", "-a", "-q"]).is_empty());
+}
+
+#[test]
+fn pods_get_addresses_and_serve_http() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(true);
+    node.import_busybox();
+    let info = node.json(&["info"]);
+    let conds = info["status"]["conditions"].as_array().unwrap();
+    assert!(conds.iter().all(|c| c["status"] == true), "{info}");
+
+    let page = "echo hello-from-$(hostname) > /tmp/index.html; httpd -f -p 80 -h /tmp";
+    let (web, _) = node.run("web", &busybox("httpd", page));
+    let (client, _) = node.run("client", &busybox("idle", "sleep 1000"));
+    let ip = |p: &str| {
+        node.json(&["inspectp", p])["status"]["network"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (web_ip, client_ip) = (ip(&web), ip(&client));
+    assert!(
+        web_ip.starts_with("10.127.") && client_ip.starts_with("10.127."),
+        "{web_ip} {client_ip}"
+    );
+    assert_ne!(web_ip, client_ip);
+
+    // From the node (its network namespace) to the pod IP.
+    let mut body = String::new();
+    wait_for(
+        || {
+            let o = node.in_node(&format!("curl -s -m 2 http://{web_ip}/"));
+            body = String::from_utf8_lossy(&o.stdout).to_string();
+            body.contains("hello-from-web")
+        },
+        "HTTP from the node",
+    );
+    // Pod to pod by IP, and a second container of the web pod over localhost.
+    let idle = node.ok(&["ps", "-q", "--name", "idle"]).trim().to_string();
+    let o = node.ctl(&[
+        "exec",
+        &idle,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{web_ip}/"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello-from-web\n",
+        "{o:?}"
+    );
+    let side = node.container(&web, "web", &busybox("side", "sleep 1000"));
+    node.wait_state(&side, RUNNING);
+    let o = node.ctl(&["exec", &side, "wget", "-q", "-O", "-", "http://127.0.0.1/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello-from-web\n",
+        "{o:?}"
+    );
+
+    // Stopping a pod releases its address (CNI DEL).
+    node.ok(&["stopp", &web]);
+    let st = node.json(&["inspectp", &web]);
+    assert_eq!(st["status"]["network"]["ip"], "", "{st}");
+    let o = node.in_node(&format!("curl -s -m 1 http://{web_ip}/"));
+    assert!(!o.status.success());
+}
+
+#[test]
+fn pull_through_cri_from_loopback_registry() {
+    if !require_root() {
+        return;
+    }
+    let Some(reg) = Registry::start() else {
+        eprintln!("SKIP: docker-registry or skopeo not installed (apt-get install docker-registry skopeo)");
+        return;
+    };
+    let tar = reg.dir.join("bb.tar");
+    build_image(&tar, true);
+    reg.push(&tar, "team/busybox:1.0", &[]);
+    let node = Node::start(false);
+    let name = format!("127.0.0.1:{}/team/busybox:1.0", reg.port);
+    let out = node.ok(&["pull", &name]);
+    assert!(
+        out.contains(&format!("127.0.0.1:{}/team/busybox@sha256:", reg.port)),
+        "{out}"
+    );
+    let img = node.json(&["inspecti", &name]);
+    assert_eq!(img["status"]["repo_tags"][0], name);
+    let missing = node.ctl(&["pull", &format!("127.0.0.1:{}/team/busybox:nope", reg.port)]);
+    assert!(!missing.status.success());
+    let mut c = busybox("pulled", "echo from-registry");
+    c["image"]["image"] = json!(name);
+    let (_, id) = node.run("p", &c);
+    node.wait_state(&id, EXITED);
+    assert_eq!(node.ok(&["logs", &id]), "from-registry\n");
+    // In use: refused; then removed with the container.
+    assert!(!node.ctl(&["rmi", &name]).status.success());
+    node.ok(&["rm", &id]);
+    node.ok(&["rmi", &name]);
+    assert!(node.ok(&["images", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn containers_of_a_pod_share_its_pid_namespace_by_default() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(false);
+    node.import_busybox();
+    // A pod config without namespace options: PID mode POD, the CRI's zero value.
+    let pcfg = node.file(
+        "shared.json",
+        &json!({"metadata": {"name": "shared", "namespace": "default", "uid": "u-shared"}, "log_directory": node.root.join("logs")}),
+    );
+    let pod = node.ok(&["runp", &pcfg]).trim().to_string();
+    let mut ids = Vec::new();
+    for (name, script) in [("a", "sleep 1001"), ("b", "sleep 1002")] {
+        let mut c = busybox(name, script);
+        c["linux"] = json!({"security_context": {"namespace_options": {"pid": 0}}});
+        let f = node.file(&format!("{name}.json"), &c);
+        let id = node.ok(&["create", &pod, &f, &pcfg]).trim().to_string();
+        node.ok(&["start", &id]);
+        ids.push(id);
+    }
+    let o = node.ok(&["exec", &ids[1], "ps", "-o", "pid,args"]);
+    assert!(o.contains("sleep 1001") && o.contains("sleep 1002"), "{o}");
+    // pid 1 is the pod's holder, not either container.
+    let first = o.lines().nth(1).unwrap_or("");
+    assert!(
+        first.trim_start().starts_with("1 ") && !first.contains("sleep"),
+        "{o}"
+    );
+    node.ok(&["rmp", "-f", &pod]);
+    let holders = Command::new("pgrep")
+        .args(["-f", "pod-pause"])
+        .output()
+        .unwrap();
+    let root = node.root.display().to_string();
+    let mine = String::from_utf8_lossy(&holders.stdout)
+        .lines()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&pod))
+        })
+        .count();
+    assert_eq!(mine, 0, "the holder is gone with the pod ({root})");
+}
