@@ -3,6 +3,7 @@
 # and Skiff's own image store), from the host's busybox-static. Nothing is downloaded.
 #   busybox-oci.sh OUT.tar [IMAGE-NAME]   (default name docker.io/skiff/busybox:latest)
 # LAYER_GZIP=0 stores the layer uncompressed (so a copy can recompress it, e.g. as zstd).
+# IMAGE_CMD sets the image's Cmd as a JSON list (default ["sh"]).
 set -euo pipefail
 out=$1
 name=${2:-docker.io/skiff/busybox:latest}
@@ -36,7 +37,7 @@ ldigest=$(sha "$work/layer.blob"); lsize=$(size "$work/layer.blob")
 mv "$work/layer.blob" "$blobs/$ldigest"
 
 cat > "$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diffid"]},"history":[{"created_by":"skiff busybox-oci.sh"}]}
+{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":${IMAGE_CMD:-[\"sh\"]},"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diffid"]},"history":[{"created_by":"skiff busybox-oci.sh"}]}
 JSON
 cdigest=$(sha "$work/config.json"); csize=$(size "$work/config.json")
 mv "$work/config.json" "$blobs/$cdigest"

@@ -106,6 +106,8 @@ pub fn run(args: &ShimArgs) -> i32 {
 }
 
 fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
+    // One malloc arena for the few threads: a monitor per container must stay small.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let _ = nix::unistd::setsid();
     nix::errno::Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
         .step(|| "become child subreaper")?;
