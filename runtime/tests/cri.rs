@@ -511,6 +511,33 @@ fn pods_get_addresses_and_serve_http() {
         "{o:?}"
     );
 
+    // nginx from Debian's package, answering at its pod IP; its access log is the CRI log.
+    let tar = node.root.join("nginx.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/images/nginx-oci.sh");
+    let built = Command::new(&script).arg(&tar).output().unwrap();
+    if !built.status.success() {
+        panic!("nginx image: {}", String::from_utf8_lossy(&built.stderr));
+    }
+    let images = node.root.join("images").display().to_string();
+    node.ok(&["import", tar.to_str().unwrap(), "--image-dir", &images]);
+    let c = json!({"metadata": {"name": "nginx"}, "image": {"image": "docker.io/skiff/nginx:latest"}, "log_path": "nginx/0.log"});
+    let (ngx, ngx_c) = node.run("nginx", &c);
+    let ngx_ip = ip(&ngx);
+    wait_for(
+        || {
+            let o = node.in_node(&format!("curl -s -m 2 http://{ngx_ip}/"));
+            String::from_utf8_lossy(&o.stdout).contains("Welcome to nginx on Skiff")
+        },
+        "nginx answers at its pod IP",
+    );
+    wait_for(
+        || {
+            node.ok(&["logs", &ngx_c])
+                .contains("\"GET / HTTP/1.1\" 200")
+        },
+        "nginx access log in the CRI log",
+    );
+
     // Stopping a pod releases its address (CNI DEL).
     node.ok(&["stopp", &web]);
     let st = node.json(&["inspectp", &web]);
