@@ -625,3 +625,123 @@ fn containers_of_a_pod_share_its_pid_namespace_by_default() {
         .count();
     assert_eq!(mine, 0, "the holder is gone with the pod ({root})");
 }
+
+#[test]
+fn exec_attach_and_port_forward_stream_over_websocket() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(false);
+    node.import_busybox();
+    let mut echo = busybox(
+        "echo",
+        "echo started; while read l; do echo got:$l; done; echo eof",
+    );
+    echo["stdin"] = json!(true);
+    let (pod, id) = node.run("s", &echo);
+    node.wait_state(&id, RUNNING);
+    let ctl = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiffctl"));
+        c.arg("-r").arg(format!("unix://{}", node.sock().display()));
+        c
+    };
+    let with_input = |args: &[&str], input: &'static [u8]| {
+        let mut child = ctl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut i = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = i.write_all(input);
+        });
+        child.wait_with_output().unwrap()
+    };
+    // exec -i: stdin goes in, stdout and stderr come back apart, the exit code too.
+    let o = with_input(
+        &[
+            "exec",
+            "-i",
+            &id,
+            "sh",
+            "-c",
+            "cat; echo to-err >&2; exit 4",
+        ],
+        b"one\ntwo\n",
+    );
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "one\ntwo\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "to-err\n");
+    // exec -t: a terminal inside.
+    let o = with_input(
+        &[
+            "exec",
+            "-t",
+            &id,
+            "sh",
+            "-c",
+            "tty; test -t 0 && echo is-a-tty",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    assert!(
+        out.starts_with("/dev/pts/") && out.contains("is-a-tty"),
+        "{out:?}"
+    );
+    // attach -i: our input reaches the container's stdin; closing it ends the loop.
+    let o = with_input(&["attach", "-i", &id], b"x\ny\n");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got:x\ngot:y\neof\n");
+    assert_eq!(node.wait_state(&id, EXITED)["status"]["exit_code"], 0);
+    assert_eq!(node.ok(&["logs", &id]), "started\ngot:x\ngot:y\neof\n");
+    // A stopped container cannot be exec'd into.
+    let o = node.ctl(&["exec", "-i", &id, "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not running"),
+        "{o:?}"
+    );
+
+    // port-forward: a local port reaches port 80 inside the pod's own network namespace.
+    let web = node.container(
+        &pod,
+        "s",
+        &busybox("web", "echo pf-ok > /tmp/i.html; httpd -f -p 80 -h /tmp"),
+    );
+    node.wait_state(&web, RUNNING);
+    let mut pf = ctl()
+        .args(["port-forward", &pod, "0:80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(pf.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port: u16 = first
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    let get = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /i.html HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r
+    };
+    for _ in 0..2 {
+        let r = get();
+        assert!(r.starts_with("HTTP/1.") && r.ends_with("pf-ok\n"), "{r:?}");
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+}

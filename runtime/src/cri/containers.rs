@@ -543,6 +543,18 @@ impl Inner {
             .map_err(|e| Status::failed_precondition(format!("signal the monitor: {e}")))
     }
 
+    /// A running container's full id and directory (for exec and attach sessions).
+    pub fn running_container(&self, q: &str) -> R<(String, PathBuf)> {
+        let c = self.find_container(q)?;
+        if self.container_state(&c).0 != v1::ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        Ok((c.id, c.dir))
+    }
+
     /// The id and command line to run `cmd` in a running container through the CLI
     /// (a separate process: forking this multi-threaded server is avoided).
     pub fn exec_command(
@@ -550,6 +562,7 @@ impl Inner {
         q: &str,
         cmd: &[String],
         pid_file: Option<&Path>,
+        extra: &[String],
     ) -> R<(String, std::process::Command)> {
         let c = self.find_container(q)?;
         if cmd.is_empty() {
@@ -562,7 +575,11 @@ impl Inner {
             )));
         }
         let mut command = std::process::Command::new(&self.cfg.shim_binary);
-        command.arg("--root").arg(&self.cfg.root).arg("exec");
+        command
+            .arg("--root")
+            .arg(&self.cfg.root)
+            .arg("exec")
+            .args(extra);
         if let Some(p) = pid_file {
             command.arg("--pid-file").arg(p);
         }

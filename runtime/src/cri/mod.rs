@@ -4,6 +4,7 @@
 //! [`crate::image::Store`]. Everything the server knows is on disk under the root, so a
 //! restarted server (even after kill -9) lists the same pods and containers.
 
+pub mod attach;
 mod containers;
 mod images;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod records;
 mod service;
 pub mod shim;
 pub mod spec;
+pub mod streaming;
 
 use crate::error::Error;
 use crate::image::Store;
@@ -39,6 +41,8 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Pull over plain HTTP from these registries (host:port), e.g. a loopback registry.
     pub insecure_registries: Vec<String>,
+    /// Where the streaming server (exec, attach, port-forward) listens; port 0 picks one.
+    pub streaming_addr: std::net::SocketAddr,
 }
 
 /// Shared server state; every RPC works on it from a blocking thread.
@@ -141,7 +145,8 @@ pub async fn serve(cfg: Config) -> Result<(), Box<dyn std::error::Error + Send +
     let uds = tokio::net::UnixListener::bind(&listen)?;
     std::fs::set_permissions(&listen, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
-    let svc = service::Cri(inner);
+    let streaming = streaming::Streaming::start(inner.cfg.streaming_addr, inner.clone()).await?;
+    let svc = service::Cri { inner, streaming };
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(svc.clone()).max_decoding_message_size(16 << 20))
         .add_service(ImageServiceServer::new(svc).max_decoding_message_size(16 << 20))

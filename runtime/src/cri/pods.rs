@@ -122,6 +122,22 @@ impl Inner {
             .collect()
     }
 
+    /// The network namespace to reach a ready pod's ports in (None: the node's own).
+    pub fn pod_netns(&self, q: &str) -> R<Option<std::path::PathBuf>> {
+        let p = self.find_pod_record(q)?;
+        if !p.ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                p.id
+            )));
+        }
+        if p.host_network {
+            return Ok(None);
+        }
+        let sb = sandbox::load(&self.cfg.root, &p.id).map_err(status)?;
+        Ok(Some(sb.ns_path("net")))
+    }
+
     pub fn stop_pod(&self, q: &str) -> R<()> {
         let mut pod = self.find_pod_record(q)?;
         for c in self.pod_containers(&pod.id) {

@@ -8,7 +8,10 @@ use v1::image_service_server::ImageService;
 use v1::runtime_service_server::RuntimeService;
 
 #[derive(Clone)]
-pub struct Cri(pub Arc<Inner>);
+pub struct Cri {
+    pub inner: Arc<Inner>,
+    pub streaming: Arc<super::streaming::Streaming>,
+}
 
 type Rsp<T> = Result<Response<T>, Status>;
 
@@ -17,7 +20,7 @@ impl Cri {
         &self,
         f: impl FnOnce(&Inner) -> Result<T, Status> + Send + 'static,
     ) -> Rsp<T> {
-        let inner = self.0.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| Status::internal(format!("worker failed: {e}")))?
@@ -188,14 +191,14 @@ impl RuntimeService for Cri {
         use std::process::Stdio;
         let req = r.into_inner();
         let pid_file = self
-            .0
+            .inner
             .cfg
             .root
             .join("cri")
             .join(format!("exec-{}.pid", super::records::new_id()));
         let pf = pid_file.clone();
         let (_, cmd) = self
-            .run(move |i| i.exec_command(&req.container_id, &req.cmd, Some(&pf)))
+            .run(move |i| i.exec_command(&req.container_id, &req.cmd, Some(&pf), &[]))
             .await?
             .into_inner();
         let mut cmd = tokio::process::Command::from(cmd);
@@ -252,25 +255,77 @@ impl RuntimeService for Cri {
         }
     }
 
-    async fn exec(&self, _: Request<v1::ExecRequest>) -> Rsp<v1::ExecResponse> {
-        Err(Status::unimplemented(
-            "Exec streaming is not implemented yet; use ExecSync",
-        ))
+    async fn exec(&self, r: Request<v1::ExecRequest>) -> Rsp<v1::ExecResponse> {
+        let req = r.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd is required"));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set (a terminal has one output)",
+            ));
+        }
+        let id = req.container_id.clone();
+        let (container, _) = self
+            .run(move |i| i.running_container(&id))
+            .await?
+            .into_inner();
+        let url = self.streaming.url(super::streaming::Session::Exec {
+            container,
+            cmd: req.cmd,
+            tty: req.tty,
+            stdin: req.stdin,
+        });
+        Ok(Response::new(v1::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<v1::AttachRequest>) -> Rsp<v1::AttachResponse> {
-        Err(Status::unimplemented(
-            "Attach streaming is not implemented yet",
-        ))
+    async fn attach(&self, r: Request<v1::AttachRequest>) -> Rsp<v1::AttachResponse> {
+        let req = r.into_inner();
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        let id = req.container_id.clone();
+        let (container, dir) = self
+            .run(move |i| i.running_container(&id))
+            .await?
+            .into_inner();
+        let url = self.streaming.url(super::streaming::Session::Attach {
+            container,
+            dir,
+            tty: req.tty,
+            stdin: req.stdin,
+        });
+        Ok(Response::new(v1::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<v1::PortForwardRequest>,
+        r: Request<v1::PortForwardRequest>,
     ) -> Rsp<v1::PortForwardResponse> {
-        Err(Status::unimplemented(
-            "PortForward streaming is not implemented yet",
-        ))
+        let req = r.into_inner();
+        let ports = req
+            .port
+            .iter()
+            .map(|p| {
+                u16::try_from(*p)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Status::invalid_argument(format!("invalid port {p}")))
+            })
+            .collect::<Result<Vec<u16>, Status>>()?;
+        let id = req.pod_sandbox_id.clone();
+        let netns = self.run(move |i| i.pod_netns(&id)).await?.into_inner();
+        let url = self
+            .streaming
+            .url(super::streaming::Session::PortForward { netns, ports });
+        Ok(Response::new(v1::PortForwardResponse { url }))
     }
 
     async fn container_stats(

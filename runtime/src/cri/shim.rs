@@ -4,7 +4,7 @@
 //! (as child subreaper) and records the exit in a file. Because the monitor owns the
 //! pipes and the wait, a kill -9 of the CRI server loses neither output nor exit codes.
 
-use super::logs;
+use super::{attach, logs};
 use crate::container::{CreateOptions, Runtime};
 use crate::error::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -147,10 +147,23 @@ fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
         let _ = dup2(null.as_raw_fd(), fd);
     }
     let st = created?;
+    let mut pty = None;
     if let Some((ours, theirs)) = console_pair {
         drop(theirs);
-        sources.push((0, crate::console::recv_master(&ours)?));
+        let master = crate::console::recv_master(&ours)?;
+        let dup = master.try_clone().step(|| "dup pty master")?;
+        pty = Some(dup.as_raw_fd());
+        stdin_keep = Some(dup);
+        sources.push((0, master));
     }
+    // Attach clients: they get the output as it comes and may write the container's stdin.
+    let attach_path = args.exit_file.with_file_name("attach.sock");
+    let _ = std::fs::remove_file(&attach_path);
+    let (_dir, bind_path) = attach::socket_path(&attach_path).step(|| "attach socket path")?;
+    let listener = std::os::unix::net::UnixListener::bind(&bind_path)
+        .step(|| format!("listen on {}", attach_path.display()))?;
+    let clients: Arc<Mutex<Vec<std::os::unix::net::UnixStream>>> = Arc::default();
+    let stdin = Arc::new(Mutex::new(stdin_keep.map(std::fs::File::from)));
     ready(st.pid);
 
     let log = Arc::new(Mutex::new(logs::Writer::new(&args.log_path)));
@@ -166,19 +179,40 @@ fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
             }
         });
     }
+    {
+        let (clients, stdin) = (clients.clone(), stdin.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if let Ok(c) = conn.try_clone() {
+                    clients.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+                }
+                let stdin = stdin.clone();
+                std::thread::spawn(move || attach_input(conn, &stdin, pty));
+            }
+        });
+    }
     let mut copiers = Vec::new();
     for (stream, fd) in sources {
         let log = log.clone();
+        let clients = clients.clone();
         copiers.push(std::thread::spawn(move || {
             let mut f = std::fs::File::from(fd);
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match f.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => log
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .write(stream, &buf[..n]),
+                    Ok(n) => {
+                        log.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .write(stream, &buf[..n]);
+                        let mut cs = clients.lock().unwrap_or_else(|e| e.into_inner());
+                        let frame_stream = if stream == 0 {
+                            attach::STDOUT
+                        } else {
+                            attach::STDERR
+                        };
+                        cs.retain_mut(|c| attach::write_frame(c, frame_stream, &buf[..n]).is_ok());
+                    }
                     // EIO: the pty's last slave closed.
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
@@ -188,7 +222,7 @@ fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
     }
 
     let code = wait_init(st.pid);
-    drop(stdin_keep);
+    stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
     // Output still in the pipes is copied; a leftover process holding them does not block us.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     for c in copiers {
@@ -213,6 +247,36 @@ fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
     std::fs::write(&tmp, serde_json::to_vec(&exit).expect("serializes"))
         .step(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.exit_file).step(|| format!("write {}", args.exit_file.display()))
+}
+
+/// Input from one attach client: stdin bytes, terminal resizes, stdin close.
+fn attach_input(
+    mut conn: std::os::unix::net::UnixStream,
+    stdin: &Mutex<Option<std::fs::File>>,
+    pty: Option<RawFd>,
+) {
+    while let Ok(Some((stream, data))) = attach::read_frame(&mut conn) {
+        match stream {
+            attach::STDIN => {
+                let mut g = stdin.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(f) = g.as_mut() {
+                    if f.write_all(&data).is_err() {
+                        *g = None;
+                    }
+                }
+            }
+            attach::RESIZE => {
+                if let (Some(fd), Some((w, h))) = (pty, attach::parse_resize(&data)) {
+                    attach::resize(fd, w, h);
+                }
+            }
+            // Closing stdin of a pipe ends the container's input (a pty stays open).
+            attach::CLOSE if pty.is_none() => {
+                stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Reap children (orphans re-parented to us too) until the container's init exits.

@@ -244,4 +244,7 @@ pub struct ServeArgs {
     /// Registries (host:port) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Address of the streaming server for exec, attach and port-forward (port 0: any).
+    #[arg(long = "streaming-address", default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
 }

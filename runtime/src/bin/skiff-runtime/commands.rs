@@ -536,6 +536,7 @@ fn serve(root: &Path, a: crate::cli::ServeArgs) -> Result<()> {
         cni_bin_dir: a.cni_bin_dir,
         shim_binary: std::env::current_exe().context("locate own binary")?,
         insecure_registries: a.insecure_registry,
+        streaming_addr: a.streaming_address,
     };
     eprintln!("skiff-runtime: serving CRI v1 on {}", cfg.listen.display());
     tokio::runtime::Builder::new_multi_thread()

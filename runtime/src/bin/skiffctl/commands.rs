@@ -577,10 +577,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
             id,
             cmd,
         } => {
-            if interactive || tty {
-                bail!("exec -i/-t needs the streaming server, which skiff-runtime does not serve yet; run without -i/-t");
-            }
             let mut c = connect().await?;
+            if interactive || tty {
+                let url =
+                    c.rt.exec(v1::ExecRequest {
+                        container_id: id,
+                        cmd,
+                        tty,
+                        stdin: interactive,
+                        stdout: true,
+                        stderr: !tty,
+                    })
+                    .await?
+                    .into_inner()
+                    .url;
+                return crate::stream::session(&url, interactive, tty).await;
+            }
             let r =
                 c.rt.exec_sync(v1::ExecSyncRequest {
                     container_id: id,
@@ -687,11 +699,46 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 print_obj(&serde_json::json!({"stats": stats}), &output)?;
             }
         }
-        Command::PortForward { pod, ports } => {
-            let _ = (pod, ports);
-            bail!(
-                "port-forward needs the streaming server, which skiff-runtime does not serve yet"
-            );
+        Command::Attach {
+            interactive,
+            tty,
+            id,
+        } => {
+            let mut c = connect().await?;
+            let url =
+                c.rt.attach(v1::AttachRequest {
+                    container_id: id,
+                    stdin: interactive,
+                    tty,
+                    stdout: true,
+                    stderr: !tty,
+                })
+                .await?
+                .into_inner()
+                .url;
+            return crate::stream::session(&url, interactive, tty).await;
+        }
+        Command::PortForward { pod, port } => {
+            let (local, remote) = match port.split_once(':') {
+                Some((l, r)) => (l.parse::<u16>()?, r.parse::<u16>()?),
+                None => (port.parse::<u16>()?, port.parse::<u16>()?),
+            };
+            let c = connect().await?;
+            crate::stream::port_forward(local, remote, || {
+                let mut rt = c.rt.clone();
+                let pod = pod.clone();
+                async move {
+                    Ok(rt
+                        .port_forward(v1::PortForwardRequest {
+                            pod_sandbox_id: pod,
+                            port: vec![remote as i32],
+                        })
+                        .await?
+                        .into_inner()
+                        .url)
+                }
+            })
+            .await?;
         }
     }
     Ok(0)

@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod output;
+mod stream;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -224,6 +225,14 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Attach to a running container's output (and stdin with -i).
+    Attach {
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
+        id: String,
+    },
     /// Resource usage of containers.
     Stats {
         #[arg(short, long)]
@@ -240,8 +249,8 @@ pub enum Command {
         #[arg(short, long, default_value = "table")]
         output: String,
     },
-    /// Forward local ports to a pod.
-    PortForward { pod: String, ports: Vec<String> },
+    /// Forward a local port to a pod: POD [LOCAL:]REMOTE (LOCAL 0 picks a free port).
+    PortForward { pod: String, port: String },
 }
 
 fn main() {
