@@ -29,6 +29,32 @@ pub struct NetConf {
     /// CNI 1.1 GC: attachments that must be kept.
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// Per-container settings from the runtime (the `portMappings` capability).
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port forwarded to the container (the CNI portMappings convention).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

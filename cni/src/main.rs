@@ -42,6 +42,7 @@ fn range(c: &NetConf) -> Result<ipam::Range> {
 fn add(c: &NetConf, env: &Env) -> Result<Value> {
     env.require(true)?;
     let netns = env.netns.clone().unwrap();
+    nft::validate_port_mappings(&c.runtime_config.port_mappings)?;
     let r = range(c)?;
     let store = ipam::Store::open(&data_dir(c), &c.name)?;
     let ip = store.allocate(&env.container_id, &env.ifname, &r)?;
@@ -81,6 +82,7 @@ fn setup(c: &NetConf, env: &Env, netns: &Path, r: &ipam::Range, ip: Ipv4Addr) ->
         let cluster = c.cluster_cidr.clone().unwrap_or_else(|| r.net.to_string());
         nft::ensure_masquerade(&c.name, &r.net.to_string(), &cluster)?;
     }
+    nft::add_port_mappings(ip, &c.runtime_config.port_mappings)?;
     Ok(json!({
         "cniVersion": c.cni_version,
         "interfaces": [
@@ -106,6 +108,8 @@ fn del(c: &NetConf, env: &Env) -> Result<()> {
     let host = host_veth_name(&env.container_id, &env.ifname);
     netlink::with_handle(async |h| netlink::delete_link(&h, &host).await)?;
     let store = ipam::Store::open(&data_dir(c), &c.name)?;
+    let ip = store.find(&env.container_id, &env.ifname)?;
+    nft::del_port_mappings(ip, &c.runtime_config.port_mappings)?;
     store.release(&env.container_id, &env.ifname)?;
     Ok(())
 }

@@ -271,3 +271,79 @@ fn errors_follow_the_spec() {
         "address freed by GC is usable"
     );
 }
+
+#[test]
+fn port_mappings_forward_host_ports_until_del() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (p1, p2) = (lab.netns("pm1"), lab.netns("pm2"));
+    let mut conf = lab.conf("10.124.0.0/24");
+    conf["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 15353, "containerPort": 53, "protocol": "udp"}
+    ]});
+    let (code, r) = lab.cni("ADD", &conf, "web", Some(&p1));
+    assert_eq!(code, 0, "{r}");
+    let mut other = lab.conf("10.124.0.0/24");
+    other["runtimeConfig"] = json!({"portMappings": [{"hostPort": 18081, "containerPort": 80}]});
+    assert_eq!(lab.cni("ADD", &other, "web2", Some(&p2)).0, 0);
+    // A server in the pod; the node reaches it at its own address on the host port.
+    let mut srv = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &p1,
+            "busybox",
+            "nc",
+            "-l",
+            "-p",
+            "80",
+            "-e",
+            "echo",
+            "via-hostport",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    for _ in 0..50 {
+        let o = lab.in_ns(lab.node(), "busybox nc -w 2 10.124.0.1 18080 </dev/null");
+        got = String::from_utf8_lossy(&o.stdout).to_string();
+        if got.contains("via-hostport") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(got.contains("via-hostport"), "{got:?}");
+    let table = || {
+        String::from_utf8_lossy(&lab.in_ns(lab.node(), "nft list table ip skiff-cni").stdout)
+            .to_string()
+    };
+    let t = table();
+    assert!(
+        t.contains("18080 : 10.124.0.2 . 80") && t.contains("15353 : 10.124.0.2 . 53"),
+        "{t}"
+    );
+    // DEL removes this pod's ports only.
+    assert_eq!(lab.cni("DEL", &conf, "web", Some(&p1)).0, 0);
+    let t = table();
+    assert!(
+        !t.contains("18080") && !t.contains("15353") && t.contains("18081 : 10.124.0.3 . 80"),
+        "{t}"
+    );
+    // An unsupported protocol is a clear error, and nothing is left allocated.
+    let mut bad = lab.conf("10.124.0.0/24");
+    bad["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 1, "containerPort": 1, "protocol": "sctp"}]});
+    let (code, err) = lab.cni("ADD", &bad, "bad", Some(&p1));
+    assert_ne!(code, 0);
+    assert!(err["msg"].as_str().unwrap_or("").contains("sctp"), "{err}");
+    assert!(
+        !lab.in_ns(&p1, "ip link show eth0").status.success(),
+        "no interface left behind"
+    );
+}

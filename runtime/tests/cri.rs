@@ -521,7 +521,18 @@ fn pods_get_addresses_and_serve_http() {
     let images = node.root.join("images").display().to_string();
     node.ok(&["import", tar.to_str().unwrap(), "--image-dir", &images]);
     let c = json!({"metadata": {"name": "nginx"}, "image": {"image": "docker.io/skiff/nginx:latest"}, "log_path": "nginx/0.log"});
-    let (ngx, ngx_c) = node.run("nginx", &c);
+    // With a host port: 8080 on the node's addresses reaches the pod's port 80.
+    let mut pcfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(node.pod_config("nginx")).unwrap()).unwrap();
+    pcfg["port_mappings"] = json!([{"container_port": 80, "host_port": 8080}]);
+    let pfile = node.file("pod-nginx.json", &pcfg);
+    let ngx = node.ok(&["runp", &pfile]).trim().to_string();
+    let cfile = node.file("c-nginx.json", &c);
+    let ngx_c = node
+        .ok(&["create", &ngx, &cfile, &pfile])
+        .trim()
+        .to_string();
+    node.ok(&["start", &ngx_c]);
     let ngx_ip = ip(&ngx);
     wait_for(
         || {
@@ -536,6 +547,23 @@ fn pods_get_addresses_and_serve_http() {
                 .contains("\"GET / HTTP/1.1\" 200")
         },
         "nginx access log in the CRI log",
+    );
+    let gw = format!("{}.1", ngx_ip.rsplit_once('.').unwrap().0);
+    let o = node.in_node(&format!("curl -s -m 2 http://{gw}:8080/"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Welcome to nginx on Skiff"),
+        "host port: {o:?}\n{}",
+        String::from_utf8_lossy(
+            &node
+                .in_node("nft list table ip skiff-cni; ip -4 addr")
+                .stdout
+        )
+    );
+    node.ok(&["stopp", &ngx]);
+    let o = node.in_node(&format!("curl -s -m 1 http://{gw}:8080/"));
+    assert!(
+        !o.status.success(),
+        "the host port went with the pod's network"
     );
 
     // Stopping a pod releases its address (CNI DEL).

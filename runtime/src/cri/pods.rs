@@ -82,7 +82,25 @@ impl Inner {
         sandbox::create(root, &rec.id, &sb_cfg).map_err(status)?;
         if !rec.host_network {
             // Without a CNI config the pod still runs, with only loopback (Status says why).
-            if let Ok((plugin, conf)) = self.cni_network() {
+            if let Ok((plugin, mut conf)) = self.cni_network() {
+                // hostPorts, as the CNI portMappings capability passes them.
+                let maps: Vec<serde_json::Value> = config
+                    .port_mappings
+                    .iter()
+                    .filter(|m| m.host_port > 0)
+                    .map(|m| {
+                        let proto = match v1::Protocol::try_from(m.protocol) {
+                            Ok(v1::Protocol::Udp) => "udp",
+                            Ok(v1::Protocol::Sctp) => "sctp",
+                            _ => "tcp",
+                        };
+                        serde_json::json!({"hostPort": m.host_port, "containerPort": m.container_port,
+                            "protocol": proto, "hostIP": m.host_ip})
+                    })
+                    .collect();
+                if !maps.is_empty() {
+                    conf["runtimeConfig"] = serde_json::json!({"portMappings": maps});
+                }
                 match sandbox::network_add(root, &rec.id, &plugin, &conf, "eth0") {
                     Ok(_) => {
                         rec.ip = sandbox::load(root, &rec.id)
