@@ -773,3 +773,88 @@ fn exec_attach_and_port_forward_stream_over_websocket() {
     let _ = pf.kill();
     let _ = pf.wait();
 }
+
+#[test]
+fn stats_update_follow_and_log_rotation() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(false);
+    node.import_busybox();
+    let (pod, ticker) = node.run(
+        "t",
+        &busybox(
+            "ticker",
+            "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+        ),
+    );
+    node.wait_state(&ticker, RUNNING);
+    // Stats from the container's cgroup.
+    let stats = node.json(&["stats", "-o", "json", &ticker]);
+    let s = &stats["stats"][0];
+    assert_eq!(s["attributes"]["id"], ticker.as_str());
+    assert!(
+        s["memory"]["working_set_bytes"]["value"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(
+        s["cpu"]["usage_core_nano_seconds"]["value"]
+            .as_u64()
+            .is_some(),
+        "{s}"
+    );
+    // YAML output parses to the same status.
+    let y: Value = serde_yaml::from_str(&node.ok(&["inspect", "-o", "yaml", &ticker])).unwrap();
+    assert_eq!(y["status"]["id"], ticker.as_str());
+
+    // Update: the new memory limit reaches the cgroup and the status.
+    node.ok(&["update", "--memory", "64m", &ticker]);
+    let st = node.inspect(&ticker);
+    assert_eq!(
+        st["status"]["resources"]["linux"]["memory_limit_in_bytes"],
+        64 << 20
+    );
+    let cg = st["info"]["runtimeSpec"]["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let limit = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|base| {
+            std::fs::read_to_string(format!("{base}{cg}/memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(format!("{base}{cg}/memory.max")))
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup for {cg}"));
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+
+    // Rotation: the file is renamed, ReopenContainerLog starts a new one.
+    let log = PathBuf::from(st["status"]["log_path"].as_str().unwrap());
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    node.ok(&["reopen-log", &ticker]);
+    wait_for(
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("tick-")),
+        "output in the new log file",
+    );
+    let old = std::fs::read_to_string(&rotated).unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().len(),
+        old,
+        "old file no longer written"
+    );
+
+    // logs -f follows until the container exits.
+    let counter = node.container(
+        &pod,
+        "t",
+        &busybox("counter", "for i in 1 2 3; do echo n$i; sleep 0.3; done"),
+    );
+    let o = node.ctl(&["logs", "-f", &counter]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n1\nn2\nn3\n");
+    // A stopped container's log cannot be reopened.
+    node.ok(&["stop", &ticker]);
+    assert!(!node.ctl(&["reopen-log", &ticker]).status.success());
+}

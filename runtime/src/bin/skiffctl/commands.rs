@@ -18,6 +18,21 @@ fn labels(kv: &[String]) -> Result<HashMap<String, String>> {
         .collect()
 }
 
+/// "512m", "1g", "1048576" → bytes.
+fn parse_bytes(s: &str) -> Result<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], 1 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a size (like 512m or 1g)"))?;
+    Ok(n * mult)
+}
+
 /// Read a CRI config (JSON or YAML) as crictl does.
 fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
@@ -698,6 +713,39 @@ pub async fn run(cli: Cli) -> Result<i32> {
             } else {
                 print_obj(&serde_json::json!({"stats": stats}), &output)?;
             }
+        }
+        Command::Update {
+            memory,
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            ids,
+        } => {
+            let mut c = connect().await?;
+            let res = v1::LinuxContainerResources {
+                memory_limit_in_bytes: memory.as_deref().map(parse_bytes).transpose()?.unwrap_or(0),
+                cpu_shares: cpu_shares.unwrap_or(0),
+                cpu_quota: cpu_quota.unwrap_or(0),
+                cpu_period: cpu_period.unwrap_or(0),
+                cpuset_cpus: cpuset_cpus.unwrap_or_default(),
+                ..Default::default()
+            };
+            for id in ids {
+                c.rt.update_container_resources(v1::UpdateContainerResourcesRequest {
+                    container_id: id.clone(),
+                    linux: Some(res.clone()),
+                    windows: None,
+                    annotations: HashMap::new(),
+                })
+                .await?;
+                println!("{id}");
+            }
+        }
+        Command::ReopenLog { id } => {
+            let mut c = connect().await?;
+            c.rt.reopen_container_log(v1::ReopenContainerLogRequest { container_id: id })
+                .await?;
         }
         Command::Attach {
             interactive,

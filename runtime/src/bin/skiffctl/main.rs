@@ -233,6 +233,25 @@ pub enum Command {
         tty: bool,
         id: String,
     },
+    /// Change a running container's resources.
+    Update {
+        /// Memory limit in bytes (suffixes k, m, g allowed).
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long = "cpu-shares")]
+        cpu_shares: Option<i64>,
+        #[arg(long = "cpu-quota")]
+        cpu_quota: Option<i64>,
+        #[arg(long = "cpu-period")]
+        cpu_period: Option<i64>,
+        #[arg(long = "cpuset-cpus")]
+        cpuset_cpus: Option<String>,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Reopen a container's log file (after rotating it).
+    #[command(name = "reopen-log")]
+    ReopenLog { id: String },
     /// Resource usage of containers.
     Stats {
         #[arg(short, long)]
