@@ -3,5 +3,6 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod pki;
 pub mod scheduler;
 pub mod store;

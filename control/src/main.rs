@@ -1,63 +1,117 @@
 //! skiff-control: the control plane in one binary: the API server, the controller
 //! manager and the scheduler on the embedded store.
 
-use std::net::SocketAddr;
+use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: skiff-control --data-dir DIR [--bind-address 127.0.0.1] [--insecure-port 8080]"
-    );
-    std::process::exit(2);
+#[derive(Parser)]
+#[command(
+    name = "skiff-control",
+    version,
+    about = "Skiff's control plane: API server, store, scheduler, controllers"
+)]
+struct Cli {
+    /// Where the store and the cluster PKI live.
+    #[arg(
+        long = "data-dir",
+        global = true,
+        default_value = "/var/lib/skiff/control"
+    )]
+    data_dir: PathBuf,
+    /// Address to serve on (HTTPS, and plain HTTP when --insecure-port is given).
+    #[arg(long = "bind-address", default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// HTTPS port (client certificates from the cluster CA authenticate users).
+    #[arg(long = "secure-port", default_value_t = 6443)]
+    secure_port: u16,
+    /// Also serve plain HTTP without authentication on this port (loopback only; tests).
+    #[arg(long = "insecure-port")]
+    insecure_port: Option<u16>,
+    /// Extra names or addresses for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+    /// A node whose Lease is older than this is NotReady (e.g. 40s).
+    #[arg(long = "node-monitor-grace-period", value_parser = humantime::parse_duration)]
+    node_monitor_grace_period: Option<std::time::Duration>,
+    /// Seconds pods tolerate an unreachable node before eviction.
+    #[arg(long = "default-unreachable-toleration-seconds")]
+    default_unreachable_toleration_seconds: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an admin kubeconfig (cluster CA and an admin client certificate embedded).
+    Kubeconfig {
+        /// API server URL written into the kubeconfig.
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("skiff-control: {msg}");
+    std::process::exit(1)
 }
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let mut data_dir = None;
-    let mut bind = "127.0.0.1".to_string();
-    let mut port = 8080u16;
-    let mut cfg = skiff_control::controllers::Config::default();
-    let mut i = 1;
-    while i < args.len() {
-        let v = args.get(i + 1).cloned();
-        match args[i].as_str() {
-            "--data-dir" => data_dir = v,
-            "--bind-address" => bind = v.unwrap_or_else(|| usage()),
-            "--insecure-port" => port = v.and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
-            "--node-monitor-grace-period" => {
-                cfg.node_grace = std::time::Duration::from_secs(
-                    v.and_then(|p| p.trim_end_matches('s').parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
-            }
-            "--default-unreachable-toleration-seconds" => {
-                cfg.eviction_default = std::time::Duration::from_secs(
-                    v.and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
-                )
-            }
-            _ => usage(),
-        }
-        i += 2;
+    let cli = Cli::parse();
+    let mut sans = cli.tls_san.clone();
+    if !cli.bind_address.is_unspecified() {
+        sans.push(cli.bind_address.to_string());
     }
-    let store = skiff_control::store::Store::open(data_dir.unwrap_or_else(|| usage()))
-        .unwrap_or_else(|e| {
-            eprintln!("skiff-control: {e}");
-            std::process::exit(1)
-        });
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        sans.push(h.trim().to_string());
+    }
+    let pki = skiff_control::pki::Pki::ensure(&cli.data_dir.join("pki"), &sans)
+        .unwrap_or_else(|e| fail(e));
+    if let Some(Command::Kubeconfig { server }) = &cli.command {
+        print!("{}", pki.kubeconfig(server));
+        return;
+    }
+    if cli.insecure_port.is_some() && !cli.bind_address.is_loopback() {
+        fail("--insecure-port serves without authentication: only with a loopback --bind-address");
+    }
+    let store = skiff_control::store::Store::open(&cli.data_dir).unwrap_or_else(|e| fail(e));
+    let mut cfg = skiff_control::controllers::Config::default();
+    if let Some(g) = cli.node_monitor_grace_period {
+        cfg.node_grace = g;
+    }
+    if let Some(s) = cli.default_unreachable_toleration_seconds {
+        cfg.eviction_default = std::time::Duration::from_secs(s);
+    }
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
-    let addr: SocketAddr = format!("{bind}:{port}").parse().unwrap_or_else(|_| usage());
+    let router = skiff_control::apiserver::router(store);
+    let tls = skiff_control::apiserver::tls::server_config(&pki).unwrap_or_else(|e| fail(e));
+    let addr = SocketAddr::new(cli.bind_address, cli.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|e| {
-            eprintln!("skiff-control: listen on {addr}: {e}");
-            std::process::exit(1)
-        });
+        .unwrap_or_else(|e| fail(format!("listen on {addr}: {e}")));
     eprintln!(
-        "skiff-control: serving the Kubernetes API on http://{}",
-        listener.local_addr().unwrap()
+        "skiff-control: serving the Kubernetes API on https://{} (CA {})",
+        listener.local_addr().unwrap(),
+        pki.dir.join("ca.crt").display()
     );
-    axum::serve(listener, skiff_control::apiserver::router(store))
-        .await
-        .unwrap();
+    let secure = tokio::spawn(skiff_control::apiserver::tls::serve(
+        listener,
+        router.clone(),
+        tls,
+    ));
+    if let Some(port) = cli.insecure_port {
+        let addr = SocketAddr::new(cli.bind_address, port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| fail(format!("listen on {addr}: {e}")));
+        eprintln!(
+            "skiff-control: serving the Kubernetes API without authentication on http://{}",
+            l.local_addr().unwrap()
+        );
+        axum::serve(l, router).await.unwrap_or_else(|e| fail(e));
+    } else {
+        let _ = secure.await;
+    }
 }

@@ -11,6 +11,7 @@ pub(crate) mod objects;
 pub mod resources;
 mod status;
 pub(crate) mod table;
+pub mod tls;
 
 use crate::store::Store;
 use axum::body::{Body, Bytes};

@@ -228,7 +228,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                             .unwrap_or_default();
                         vec![
                             trunc(&x.id, no_trunc),
-                            if no_trunc {
+                            if no_trunc || !image.starts_with("sha256:") {
                                 image
                             } else {
                                 trunc(&image, false)

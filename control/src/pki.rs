@@ -1,0 +1,174 @@
+//! The cluster's certificates, made on first start under `<data-dir>/pki`: a CA, the API
+//! server's serving certificate (names and addresses clients use), and an admin client
+//! certificate (O=system:masters) for `skiff-control kubeconfig`. Keys are 0600 files.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+type Result<T> = std::result::Result<T, PkiError>;
+
+/// PEM files of the cluster PKI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+}
+
+fn years_from_now(n: i32) -> time::OffsetDateTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let year = 1970 + (secs / 31_556_952) as i32;
+    rcgen::date_time_ymd(year + n, 1, 1)
+}
+
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| PkiError::Io(format!("write {}", tmp.display()), e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| PkiError::Io(format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| PkiError::Io(format!("write {}", path.display()), e))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| PkiError::Io(format!("read {}", path.display()), e))
+}
+
+fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        d.push(DnType::OrganizationName, o);
+    }
+    d
+}
+
+impl Pki {
+    /// Load the PKI from `dir`, creating what is missing. `sans` are the names and
+    /// addresses of the serving certificate (made once; delete it to re-issue).
+    pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PkiError::Io(format!("create {}", dir.display()), e))?;
+        let p = |n: &str| dir.join(n);
+        if !p("ca.crt").exists() || !p("ca.key").exists() {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.distinguished_name = dn("skiff-ca", None);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            params.not_before = years_from_now(-1);
+            params.not_after = years_from_now(10);
+            let cert = params.self_signed(&key)?;
+            // Key first: a crash in between leaves no CA certificate without its key.
+            write_private(&p("ca.key"), &key.serialize_pem(), 0o600)?;
+            write_private(&p("ca.crt"), &cert.pem(), 0o644)?;
+            for f in ["apiserver.crt", "apiserver.key", "admin.crt", "admin.key"] {
+                let _ = std::fs::remove_file(p(f));
+            }
+        }
+        let ca_key = KeyPair::from_pem(&read(&p("ca.key"))?)?;
+        let ca_pem = read(&p("ca.crt"))?;
+        let ca = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+        let issue =
+            |name: &str, cn: &str, org: Option<&str>, sans: &[String], usage| -> Result<()> {
+                if p(&format!("{name}.crt")).exists() && p(&format!("{name}.key")).exists() {
+                    return Ok(());
+                }
+                let key = KeyPair::generate()?;
+                let mut params = CertificateParams::new(sans.to_vec())?;
+                params.distinguished_name = dn(cn, org);
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyEncipherment,
+                ];
+                params.extended_key_usages = vec![usage];
+                params.not_before = years_from_now(-1);
+                params.not_after = years_from_now(2);
+                let cert = params.signed_by(&key, &ca, &ca_key)?;
+                write_private(&p(&format!("{name}.key")), &key.serialize_pem(), 0o600)?;
+                write_private(&p(&format!("{name}.crt")), &cert.pem(), 0o644)
+            };
+        let mut names: Vec<String> = [
+            "localhost",
+            "127.0.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "10.96.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for s in sans {
+            if !names.contains(s) {
+                names.push(s.clone());
+            }
+        }
+        issue(
+            "apiserver",
+            "kube-apiserver",
+            None,
+            &names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        issue(
+            "admin",
+            "skiff-admin",
+            Some("system:masters"),
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca_cert: ca_pem,
+            server_cert: read(&p("apiserver.crt"))?,
+            server_key: read(&p("apiserver.key"))?,
+            admin_cert: read(&p("admin.crt"))?,
+            admin_key: read(&p("admin.key"))?,
+        })
+    }
+
+    /// An admin kubeconfig for `server` (https://host:port), certificates embedded.
+    pub fn kubeconfig(&self, server: &str) -> String {
+        use base64::Engine;
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
+             users:\n- name: skiff-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+             contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff-admin\ncurrent-context: skiff\n",
+            b(&self.ca_cert),
+            b(&self.admin_cert),
+            b(&self.admin_key)
+        )
+    }
+}

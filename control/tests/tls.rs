@@ -1,0 +1,263 @@
+//! The API server over HTTPS with the cluster CA made on first start, client-certificate
+//! authentication and `skiff-control kubeconfig`, driven by the real kubectl.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Control {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Control {
+    fn start(dir: &Path, extra: &[&str]) -> Control {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        // "serving the Kubernetes API on https://127.0.0.1:PORT (CA …)"
+        let port = first
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{first}"));
+        std::thread::spawn(move || for _ in lines {});
+        Control {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn kubeconfig(&self, name: &str) -> PathBuf {
+        let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "kubeconfig",
+                "--server",
+                &format!("https://127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let p = self.dir.join(name);
+        std::fs::write(&p, &o.stdout).unwrap();
+        p
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new("kubectl");
+    c.args(args)
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("skiff-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n";
+
+#[test]
+fn https_with_client_certificates() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    }
+    let dir = tmp("a");
+    let cp = Control::start(&dir, &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let kcs = kc.to_str().unwrap();
+    let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(DEPLOYMENT));
+    assert!(o.status.success(), "{o:?}");
+    let o = kubectl(
+        &[
+            "--kubeconfig",
+            kcs,
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2", "{o:?}");
+    let ca = dir.join("pki/ca.crt");
+    for f in ["ca.key", "apiserver.key", "admin.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("pki").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+
+    // No client certificate: 401, except the health and version endpoints.
+    let server = format!("https://127.0.0.1:{}", cp.port);
+    let o = kubectl(
+        &[
+            "--server",
+            &server,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "get",
+            "pods",
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    // (kubectl answers a 401 by asking for a username; with no terminal that ends it.)
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            " %{http_code}",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("{server}/api/v1/pods"),
+        ])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        body.ends_with(" 401") && body.contains("\"reason\":\"Unauthorized\""),
+        "{body}"
+    );
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("{server}/healthz"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok");
+    // The server's certificate is for the names clients use: curl verifies it without -k.
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("https://localhost:{}/version", cp.port),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+
+    // A certificate from another cluster's CA is refused.
+    let other_dir = tmp("b");
+    let other = Control::start(&other_dir, &[]);
+    let foreign = other.kubeconfig("foreign.kubeconfig");
+    let text = std::fs::read_to_string(&foreign)
+        .unwrap()
+        .replace(&format!(":{}", other.port), &format!(":{}", cp.port));
+    // Trust our server, but present the other cluster's admin certificate.
+    let ours = std::fs::read_to_string(&kc).unwrap();
+    let ca_line = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("certificate-authority-data"))
+            .unwrap()
+            .to_string()
+    };
+    let text = text.replace(&ca_line(&text), &ca_line(&ours));
+    std::fs::write(&foreign, text).unwrap();
+    let o = kubectl(
+        &["--kubeconfig", foreign.to_str().unwrap(), "get", "pods"],
+        None,
+    );
+    assert!(!o.status.success(), "{o:?}");
+    drop(other);
+
+    // A restart keeps the CA: the old kubeconfig still works and the data is there.
+    let ca_before = std::fs::read_to_string(&ca).unwrap();
+    drop(cp);
+    let cp = Control::start(&dir, &[]);
+    assert_eq!(std::fs::read_to_string(&ca).unwrap(), ca_before);
+    let kc = cp.kubeconfig("admin2.kubeconfig");
+    let o = kubectl(
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "deployment.apps/web",
+        "{o:?}"
+    );
+    drop(cp);
+
+    // Plain HTTP only on loopback.
+    let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--bind-address",
+            "0.0.0.0",
+            "--insecure-port",
+            "1",
+            "--secure-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("loopback"),
+        "{o:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
+}
