@@ -309,3 +309,103 @@ fn service_cluster_ips_and_node_ports_are_never_duplicated() {
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const TWO_CONTAINERS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: api}
+  template:
+    metadata:
+      labels: {app: api}
+    spec:
+      containers:
+      - name: app
+        image: IMAGE
+        ports:
+        - containerPort: 8080
+        env:
+        ENV
+      - name: sidecar
+        image: busybox
+";
+
+/// kubectl apply of a changed manifest sends a strategic merge patch: lists of
+/// containers and env vars merge by name, removed entries are deleted, the rest stays.
+#[test]
+fn apply_updates_merge_lists_by_key() {
+    let bins = kubectls();
+    if bins.is_empty() {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("skiff-smp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    // The oldest and newest kubectl installed.
+    let mut pick = vec![bins[0].clone()];
+    if bins.len() > 1 {
+        pick.push(bins[bins.len() - 1].clone());
+    }
+    for (i, k) in pick.iter().enumerate() {
+        let ns = format!("smp{i}");
+        assert!(
+            s.kubectl(k, &["create", "namespace", &ns], None)
+                .status
+                .success()
+                || {
+                    // kubectl 1.33's typed create sends protobuf; apply works in every version.
+                    s.kubectl(
+                        k,
+                        &["apply", "-f", "-"],
+                        Some(&format!(
+                            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+                        )),
+                    )
+                    .status
+                    .success()
+                }
+        );
+        let first = TWO_CONTAINERS.replace("IMAGE", "app:1").replace(
+            "ENV",
+            "- {name: A, value: \"1\"}\n        - {name: B, value: \"2\"}",
+        );
+        let o = s.kubectl(k, &["-n", &ns, "apply", "-f", "-"], Some(&first));
+        assert!(o.status.success(), "{}", out(&o));
+        // Someone else adds a field kubectl apply does not own: it must survive.
+        let o = s.kubectl(
+            k,
+            &["-n", &ns, "patch", "deployment", "api", "--type", "strategic", "-p",
+              r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","resources":{"limits":{"memory":"64Mi"}}}]}}}}"#],
+            None,
+        );
+        assert!(o.status.success(), "{}", out(&o));
+        let second = TWO_CONTAINERS
+            .replace("IMAGE", "app:2")
+            .replace("ENV", "- {name: A, value: \"1\"}");
+        let o = s.kubectl(k, &["-n", &ns, "apply", "-f", "-"], Some(&second));
+        assert!(o.status.success(), "{}", out(&o));
+        let o = s.kubectl(
+            k,
+            &["-n", &ns, "get", "deployment", "api", "-o", "json"],
+            None,
+        );
+        let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cs = &d["spec"]["template"]["spec"]["containers"];
+        assert_eq!(cs.as_array().unwrap().len(), 2, "{cs}");
+        assert_eq!(cs[0]["image"], "app:2");
+        assert_eq!(
+            cs[0]["env"],
+            serde_json::json!([{"name": "A", "value": "1"}]),
+            "B removed"
+        );
+        assert_eq!(cs[0]["ports"][0]["containerPort"], 8080);
+        assert_eq!(cs[0]["resources"]["limits"]["memory"], "64Mi", "kept: {cs}");
+        assert_eq!(cs[1]["name"], "sidecar");
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ mod discovery;
 pub(crate) mod objects;
 pub mod resources;
 mod status;
+mod strategic;
 pub(crate) mod table;
 pub mod tls;
 

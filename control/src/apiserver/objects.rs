@@ -425,8 +425,15 @@ pub fn patch(
                 Ok(doc)
             }, status_only)
         }
-        // Strategic merge is approximated by JSON merge: lists are replaced, not merged by key.
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid strategic merge patch: {e}")))?;
+            modify(c, name, |cur| {
+                let mut doc = cur.clone();
+                super::strategic::apply(&mut doc, &p).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string()))?;
+                Ok(doc)
+            }, status_only)
+        }
+        "application/merge-patch+json" => {
             let mut p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
             strip_directives(&mut p);
             modify(c, name, |cur| {
