@@ -78,18 +78,59 @@ fn start_cp(
     k: std::path::PathBuf,
     dir: &std::path::Path,
     cfg: skiff_control::controllers::Config,
-) -> (Cp, Server) {
+) -> (Cp, Server, skiff_control::store::Store) {
     let _ = std::fs::remove_dir_all(dir);
     let store = skiff_control::store::Store::open(dir).unwrap();
     skiff_control::controllers::start_with(store.clone(), cfg);
-    let server = Server::serve(store);
+    let server = Server::serve(store.clone());
     (
         Cp {
             addr: server.addr.clone(),
             k,
         },
         server,
+        store,
     )
+}
+
+/// Stands in for kubelets: a pod bound to a node becomes Running and Ready shortly after,
+/// one pod per round, so rollouts proceed step by step.
+fn fake_kubelet(
+    store: skiff_control::store::Store,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for kv in store.list("/registry/core/pods/").0 {
+                let mut p: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+                let ready = p["status"]["conditions"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+                // Only pods bound to a node run.
+                if ready
+                    || p["metadata"]["deletionTimestamp"].is_string()
+                    || p["spec"]["nodeName"].is_null()
+                {
+                    continue;
+                }
+                p["status"]["phase"] = serde_json::json!("Running");
+                let mut conds = p["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                conds.push(serde_json::json!({"type": "Ready", "status": "True"}));
+                p["status"]["conditions"] = serde_json::json!(conds);
+                let _ = store.put(
+                    &kv.key,
+                    serde_json::to_vec(&p).unwrap(),
+                    skiff_control::store::Precondition::Revision(kv.mod_revision),
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
 }
 
 fn deployment(replicas: u32, cpu: &str) -> String {
@@ -109,7 +150,7 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
-    let (cp, _server) = start_cp(k, &dir, skiff_control::controllers::Config::default());
+    let (cp, _server, _store) = start_cp(k, &dir, skiff_control::controllers::Config::default());
     let pods = |out: &str| out.lines().filter(|l| l.starts_with("pod/")).count();
 
     cp.apply(&node("node-1"));
@@ -219,7 +260,7 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         node_grace: Duration::from_secs(2),
         eviction_default: Duration::from_secs(2),
     };
-    let (cp, _server) = start_cp(k, &dir, cfg);
+    let (cp, _server, _store) = start_cp(k, &dir, cfg);
     let lease = |node: &str| {
         let ts = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])
@@ -285,5 +326,133 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         taints.contains("node.kubernetes.io/unreachable"),
         "{taints}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rolling_update_rollout_status_undo_restart() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-rollout-{}", std::process::id()));
+    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubelet = fake_kubelet(store.clone(), stop.clone());
+    cp.apply(&node("n1"));
+    cp.apply(&node("n2"));
+    let manifest = deployment(4, "100m").replace(
+        "spec:\n  replicas: 4\n",
+        "spec:\n  replicas: 4\n  revisionHistoryLimit: 2\n  strategy:\n    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n",
+    );
+    cp.apply(&manifest);
+    let (ok, out) = cp.run(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    );
+    assert!(ok && out.contains("successfully rolled out"), "{out}");
+
+    // A new image rolls out one pod at a time: never more than 5 pods, never fewer than 4 ready.
+    let (ok, out) = cp.run(&["set", "image", "deployment/web", "nginx=nginx:2"], None);
+    assert!(ok, "{out}");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods: Vec<serde_json::Value> = store
+            .list("/registry/core/pods/")
+            .0
+            .iter()
+            .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+            .collect();
+        let live = pods
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .count();
+        assert!(live <= 5, "maxSurge 1 allows 5 pods, saw {live}");
+        let d: serde_json::Value = serde_json::from_slice(
+            &store
+                .get("/registry/apps/deployments/default/web")
+                .unwrap()
+                .value,
+        )
+        .unwrap();
+        let avail = d["status"]["availableReplicas"].as_i64().unwrap_or(0);
+        assert!(
+            avail >= 4 || d["status"]["observedGeneration"] != d["metadata"]["generation"],
+            "maxUnavailable 0: {avail} available"
+        );
+        let new_pods = pods
+            .iter()
+            .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:2")
+            .count();
+        if new_pods == 4 && live == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "rollout did not finish: {live} pods, {new_pods} new"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, out) = cp.run(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    );
+    assert!(ok && out.contains("successfully rolled out"), "{out}");
+    let (_, out) = cp.run(&["rollout", "history", "deployment/web"], None);
+    assert!(out.contains("1 ") && out.contains("2 "), "{out}");
+
+    // Undo takes revision 1's template back (as revision 3).
+    let (ok, out) = cp.run(&["rollout", "undo", "deployment/web"], None);
+    assert!(ok, "{out}");
+    cp.eventually(
+        &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"],
+        "undo to nginx as revision 3",
+        |o| o == "nginx 3",
+    );
+    let (ok, out) = cp.run(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    );
+    assert!(ok, "{out}");
+    // Restart: same spec, new pods (a template annotation), revision 4.
+    let (ok, out) = cp.run(&["rollout", "restart", "deployment/web"], None);
+    assert!(ok, "{out}");
+    cp.eventually(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ],
+        "revision 4",
+        |o| o == "4",
+    );
+    let (ok, out) = cp.run(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    );
+    assert!(ok, "{out}");
+    // History is kept to revisionHistoryLimit (2) old sets, plus the current one.
+    let rs = cp.eventually(&["get", "rs", "-o", "name"], "old sets pruned", |o| {
+        o.lines().count() == 3
+    });
+    assert_eq!(rs.lines().count(), 3, "{rs}");
+    // kubectl scale still works during all this.
+    let (ok, out) = cp.run(&["scale", "deployment/web", "--replicas=2"], None);
+    assert!(ok, "{out}");
+    cp.eventually(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.replicas}",
+        ],
+        "2 replicas",
+        |o| o == "2",
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = kubelet.join();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,78 +1,359 @@
 //! Deployment: one ReplicaSet per pod template (named by the template's hash, labelled
-//! pod-template-hash), scaled to spec.replicas; ReplicaSets of older templates are
-//! scaled to zero (the Recreate strategy; rolling updates come later).
+//! pod-template-hash, annotated with its revision), rolled out by the strategy:
+//! RollingUpdate (the default) brings the new ReplicaSet up and old ones down within
+//! maxSurge / maxUnavailable of spec.replicas; Recreate scales old ones to zero first.
+//! A template equal to an older ReplicaSet's (kubectl rollout undo) reuses that set under
+//! a new revision. Old empty sets beyond revisionHistoryLimit are deleted. Status and
+//! the Available/Progressing conditions are what `kubectl rollout status` reads.
 
 use super::*;
 
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
 fn template_hash(tpl: &Value) -> String {
+    let mut t = tpl.clone();
+    if let Some(l) = t["metadata"]["labels"].as_object_mut() {
+        l.remove("pod-template-hash");
+    }
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in tpl.to_string().bytes() {
+    for b in t.to_string().bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
     }
     format!("{:x}", h)[..10].to_string()
 }
 
+fn revision(o: &Value) -> i64 {
+    o["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// maxSurge / maxUnavailable: an int or a percentage of `replicas` (surge rounds up,
+/// unavailable down, as Kubernetes does).
+fn int_or_percent(v: &Value, replicas: i64, round_up: bool, default_pct: i64) -> i64 {
+    let pct = |p: i64| {
+        if round_up {
+            (replicas * p + 99) / 100
+        } else {
+            replicas * p / 100
+        }
+    };
+    match v {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse().ok())
+            .map(pct)
+            .or_else(|| s.parse().ok())
+            .unwrap_or(0),
+        _ => pct(default_pct),
+    }
+}
+
+fn spec_replicas(rs: &Value) -> i64 {
+    rs["spec"]["replicas"].as_i64().unwrap_or(0)
+}
+
+fn available(rs: &Value) -> i64 {
+    rs["status"]["availableReplicas"].as_i64().unwrap_or(0)
+}
+
+fn set_replicas(store: &Store, rs: &Value, n: i64) {
+    if spec_replicas(rs) != n {
+        let mut next = rs.clone();
+        next["spec"]["replicas"] = json!(n);
+        update(store, &key_of(rs, "apps", "replicasets"), &next);
+    }
+}
+
 pub fn reconcile(store: &Store) {
     let all_rs = list(store, "/registry/apps/replicasets/");
     for d in list(store, "/registry/apps/deployments/") {
-        let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = d["metadata"]["name"].as_str().unwrap_or("");
+        if d["metadata"]["deletionTimestamp"].is_string() {
+            continue;
+        }
         let uid = d["metadata"]["uid"].as_str().unwrap_or("");
-        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-        let hash = template_hash(&d["spec"]["template"]);
         let owned: Vec<&Value> = all_rs
             .iter()
             .filter(|rs| controller_uid(rs) == Some(uid))
             .collect();
-        let current = owned
-            .iter()
-            .find(|rs| rs["metadata"]["labels"]["pod-template-hash"] == hash.as_str());
-        match current {
-            None => {
-                let mut tpl = d["spec"]["template"].clone();
-                tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-                let mut selector = d["spec"]["selector"].clone();
-                selector["matchLabels"]["pod-template-hash"] = json!(hash);
-                let mut labels = tpl["metadata"]["labels"].clone();
-                labels["pod-template-hash"] = json!(hash);
-                let rs = json!({
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {"namespace": ns, "name": format!("{name}-{hash}"), "labels": labels, "generation": 1,
-                                 "ownerReferences": [owner_ref(&d, "apps/v1", "Deployment")]},
-                    "spec": {"replicas": replicas, "selector": selector, "template": tpl}
-                });
-                create(store, "apps", "replicasets", rs);
-            }
-            Some(rs) if rs["spec"]["replicas"].as_i64() != Some(replicas) => {
-                let mut next = (*rs).clone();
-                next["spec"]["replicas"] = json!(replicas);
+        reconcile_one(store, &d, &owned);
+    }
+}
+
+fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
+    let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let hash = template_hash(&d["spec"]["template"]);
+    let max_rev = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
+    let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
+    let is_new = |rs: &&&Value| rs["metadata"]["labels"]["pod-template-hash"] == hash.as_str();
+    let mut new_rs: Option<Value> = owned.iter().find(is_new).map(|rs| (**rs).clone());
+    let olds: Vec<&Value> = owned.iter().filter(|rs| !is_new(rs)).copied().collect();
+    let recreate = d["spec"]["strategy"]["type"] == "Recreate";
+
+    if paused {
+        // Only scaling of the current set while paused; no rollout.
+        if let Some(rs) = &new_rs {
+            set_replicas(store, rs, replicas);
+        }
+        write_status(store, d, new_rs.as_ref(), owned, replicas, &hash);
+        return;
+    }
+
+    // The ReplicaSet of the current template: made, or an old one taken back (undo).
+    match &mut new_rs {
+        None => {
+            let old_total: i64 = olds.iter().map(|rs| spec_replicas(rs)).sum();
+            let start = if recreate || olds.is_empty() {
+                if recreate && old_total > 0 {
+                    0
+                } else {
+                    replicas
+                }
+            } else {
+                let surge = int_or_percent(
+                    &d["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+                    replicas,
+                    true,
+                    25,
+                );
+                (replicas + surge - old_total).clamp(0, replicas)
+            };
+            let mut tpl = d["spec"]["template"].clone();
+            tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = d["spec"]["selector"].clone();
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let labels = tpl["metadata"]["labels"].clone();
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"namespace": ns, "name": format!("{name}-{hash}"), "labels": labels, "generation": 1,
+                             "annotations": {REVISION: (max_rev + 1).to_string()},
+                             "ownerReferences": [owner_ref(d, "apps/v1", "Deployment")]},
+                "spec": {"replicas": start, "selector": selector, "template": tpl}
+            });
+            new_rs = create(store, "apps", "replicasets", rs);
+        }
+        Some(rs) => {
+            // Back to an older template: it becomes the newest revision.
+            if revision(rs) < max_rev {
+                let mut next = rs.clone();
+                next["metadata"]["annotations"][REVISION] = json!((max_rev + 1).to_string());
                 update(store, &key_of(rs, "apps", "replicasets"), &next);
+                return; // the next round works on the updated set
             }
-            _ => {}
         }
-        for old in owned
+    }
+    let Some(new_rs) = new_rs else { return };
+
+    if recreate {
+        for old in &olds {
+            set_replicas(store, old, 0);
+        }
+        // Up only once every old pod is gone.
+        let old_pods: i64 = olds
             .iter()
-            .filter(|rs| rs["metadata"]["labels"]["pod-template-hash"] != hash.as_str())
-        {
-            if old["spec"]["replicas"].as_i64() != Some(0) {
-                let mut next = (*old).clone();
-                next["spec"]["replicas"] = json!(0);
-                update(store, &key_of(old, "apps", "replicasets"), &next);
+            .map(|rs| rs["status"]["replicas"].as_i64().unwrap_or(0))
+            .sum();
+        if old_pods == 0 {
+            set_replicas(store, &new_rs, replicas);
+        }
+    } else {
+        let surge = int_or_percent(
+            &d["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+            replicas,
+            true,
+            25,
+        );
+        let mut unavail = int_or_percent(
+            &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+            replicas,
+            false,
+            25,
+        );
+        if surge == 0 && unavail == 0 {
+            unavail = 1;
+        }
+        let old_total: i64 = olds.iter().map(|rs| spec_replicas(rs)).sum();
+        let new_spec = spec_replicas(&new_rs);
+        // Scale up: never more than replicas + maxSurge pods in all.
+        let target = if new_spec > replicas {
+            replicas
+        } else {
+            (replicas + surge - old_total).clamp(new_spec, replicas)
+        };
+        set_replicas(store, &new_rs, target);
+        // Scale down old sets: keep at least replicas - maxUnavailable available.
+        let min_available = replicas - unavail;
+        let total_available: i64 =
+            available(&new_rs) + olds.iter().map(|rs| available(rs)).sum::<i64>();
+        let mut can_remove = (total_available - min_available).max(0);
+        // Old pods that are not available cost nothing to remove.
+        let mut olds_sorted = olds.clone();
+        olds_sorted.sort_by_key(|rs| revision(rs));
+        for old in olds_sorted {
+            let spec = spec_replicas(old);
+            if spec == 0 {
+                continue;
+            }
+            let unavailable_here = (spec - available(old)).max(0);
+            let cut = (unavailable_here + can_remove).min(spec);
+            can_remove -= (cut - unavailable_here).max(0);
+            if cut > 0 {
+                set_replicas(store, old, spec - cut);
             }
         }
-        let sum = |f: &str| {
-            owned
-                .iter()
-                .map(|rs| rs["status"][f].as_i64().unwrap_or(0))
-                .sum::<i64>()
-        };
-        let updated = current.map_or(0, |rs| rs["status"]["replicas"].as_i64().unwrap_or(0));
-        let status = json!({"replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": sum("readyReplicas"),
-                            "availableReplicas": sum("availableReplicas"), "observedGeneration": d["metadata"]["generation"]});
-        if d["status"] != status {
-            let mut next = d.clone();
-            next["status"] = status;
-            update(store, &key_of(&d, "apps", "deployments"), &next);
+    }
+
+    // Revision history: old, empty sets beyond the limit go, oldest first.
+    let limit = d["spec"]["revisionHistoryLimit"]
+        .as_i64()
+        .unwrap_or(10)
+        .max(0) as usize;
+    let mut empty: Vec<&&Value> = olds
+        .iter()
+        .filter(|rs| spec_replicas(rs) == 0 && rs["status"]["replicas"].as_i64().unwrap_or(0) == 0)
+        .collect();
+    if empty.len() > limit {
+        empty.sort_by_key(|rs| revision(rs));
+        for rs in &empty[..empty.len() - limit] {
+            let _ = store.delete(&key_of(rs, "apps", "replicasets"), Precondition::None);
         }
+    }
+    write_status(store, d, Some(&new_rs), owned, replicas, &hash);
+}
+
+fn write_status(
+    store: &Store,
+    d: &Value,
+    new_rs: Option<&Value>,
+    owned: &[&Value],
+    replicas: i64,
+    hash: &str,
+) {
+    let sum = |f: &str| {
+        owned
+            .iter()
+            .map(|rs| rs["status"][f].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    };
+    let updated = new_rs.map_or(0, |rs| rs["status"]["replicas"].as_i64().unwrap_or(0));
+    let new_available = new_rs.map_or(0, available);
+    let avail = sum("availableReplicas");
+    let unavail = int_or_percent(
+        &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        replicas,
+        false,
+        25,
+    );
+    let now = now_rfc3339();
+    let complete = updated == replicas && sum("replicas") == replicas && new_available == replicas;
+    let old_conds = d["status"]["conditions"].clone();
+    let cond = |typ: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
+        // Keep the transition time while the status stays the same.
+        let prev = old_conds
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == typ).cloned());
+        let since = prev
+            .as_ref()
+            .filter(|c| c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+            .unwrap_or_else(|| now.clone());
+        let updated = prev
+            .as_ref()
+            .filter(|c| c["status"] == status && c["reason"] == reason)
+            .and_then(|c| c["lastUpdateTime"].as_str().map(str::to_string))
+            .unwrap_or_else(|| now.clone());
+        json!({"type": typ, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": since, "lastUpdateTime": updated})
+    };
+    let rs_name = new_rs
+        .and_then(|rs| rs["metadata"]["name"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let conditions = json!([
+        cond(
+            "Available",
+            avail >= replicas - unavail,
+            if avail >= replicas - unavail {
+                "MinimumReplicasAvailable"
+            } else {
+                "MinimumReplicasUnavailable"
+            },
+            if avail >= replicas - unavail {
+                "Deployment has minimum availability.".into()
+            } else {
+                "Deployment does not have minimum availability.".into()
+            }
+        ),
+        cond(
+            "Progressing",
+            true,
+            if complete {
+                "NewReplicaSetAvailable"
+            } else {
+                "ReplicaSetUpdated"
+            },
+            if complete {
+                format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
+            } else {
+                format!("ReplicaSet \"{rs_name}\" is progressing.")
+            }
+        ),
+    ]);
+    let mut status = json!({
+        "replicas": sum("replicas"), "updatedReplicas": updated, "readyReplicas": sum("readyReplicas"),
+        "availableReplicas": avail, "unavailableReplicas": (replicas - avail).max(0),
+        "observedGeneration": d["metadata"]["generation"], "conditions": conditions,
+    });
+    let _ = hash;
+    let rev = new_rs.map(revision).unwrap_or(0);
+    let mut next = d.clone();
+    // Compare without the timestamps, which change every round.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(a) = v["conditions"].as_array_mut() {
+            for c in a {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastUpdateTime");
+                    o.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    };
+    let same_status = strip(&d["status"]) == strip(&status);
+    let same_rev = revision(d) == rev || rev == 0;
+    if same_status && same_rev {
+        return;
+    }
+    if same_status {
+        status = d["status"].clone();
+    }
+    next["status"] = status;
+    if rev > 0 {
+        next["metadata"]["annotations"][REVISION] = json!(rev.to_string());
+    }
+    update(store, &key_of(d, "apps", "deployments"), &next);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surge_and_unavailable_round_like_kubernetes() {
+        assert_eq!(int_or_percent(&Value::Null, 10, true, 25), 3);
+        assert_eq!(int_or_percent(&Value::Null, 10, false, 25), 2);
+        assert_eq!(int_or_percent(&json!("50%"), 3, true, 0), 2);
+        assert_eq!(int_or_percent(&json!("50%"), 3, false, 0), 1);
+        assert_eq!(int_or_percent(&json!(2), 3, false, 0), 2);
+        let a = json!({"metadata": {"labels": {"app": "x"}}, "spec": {}});
+        let mut b = a.clone();
+        b["metadata"]["labels"]["pod-template-hash"] = json!("abc");
+        assert_eq!(template_hash(&a), template_hash(&b));
     }
 }

@@ -11,6 +11,14 @@ fn active(p: &Value) -> bool {
         )
 }
 
+fn is_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 pub fn reconcile(store: &Store) {
     for rs in list(store, "/registry/apps/replicasets/") {
         let ns = rs["metadata"]["namespace"]
@@ -46,10 +54,11 @@ pub fn reconcile(store: &Store) {
                 }
             }
         } else if pods.len() > want {
-            // Unscheduled first, then the newest.
+            // Unscheduled first, then not ready, then the newest.
             pods.sort_by_key(|p| {
                 (
                     p["spec"]["nodeName"].is_string(),
+                    is_ready(p),
                     std::cmp::Reverse(
                         p["metadata"]["creationTimestamp"]
                             .as_str()
@@ -62,16 +71,7 @@ pub fn reconcile(store: &Store) {
                 let _ = store.delete(&key_of(&p, "core", "pods"), Precondition::None);
             }
         }
-        let ready = pods
-            .iter()
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count();
+        let ready = pods.iter().filter(|p| is_ready(p)).count();
         let status = json!({"replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "observedGeneration": rs["metadata"]["generation"]});
         if rs["status"] != status {
             let mut next = rs.clone();
