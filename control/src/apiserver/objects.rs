@@ -295,18 +295,67 @@ fn selected(q: &HashMap<String, String>, o: &Value) -> bool {
         && q.get("fieldSelector").is_none_or(|s| field_match(s, o))
 }
 
+/// A continue token: where the next page starts (after `start`), opaque to clients.
+fn continue_token(start: &str, rev: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"v": "skiff/1", "rv": rev, "start": start}).to_string())
+}
+
+fn parse_continue(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if v["v"] != "skiff/1" {
+        return Err(bad());
+    }
+    v["start"].as_str().map(str::to_string).ok_or_else(bad)
+}
+
+/// List with selectors and paging (`limit`, `continue`): pages follow key order; a page
+/// continues after the last key of the one before.
 pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
     let (kvs, rev) = c.store.list(&c.r.prefix(c.ns));
-    let items: Vec<Value> = kvs.iter().map(decode).filter(|o| selected(q, o)).collect();
+    let after = q
+        .get("continue")
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_continue(t))
+        .transpose()?;
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        )
+        .filter(|n| *n > 0),
+        None => None,
+    };
+    let mut keyed: Vec<(&str, Value)> = kvs
+        .iter()
+        .filter(|kv| after.as_deref().is_none_or(|a| kv.key.as_str() > a))
+        .map(|kv| (kv.key.as_str(), decode(kv)))
+        .filter(|(_, o)| selected(q, o))
+        .collect();
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(n) = limit.filter(|n| keyed.len() > *n) {
+        meta["remainingItemCount"] = json!(keyed.len() - n);
+        keyed.truncate(n);
+        meta["continue"] = json!(continue_token(keyed[n - 1].0, rev));
+    }
+    let items: Vec<Value> = keyed.into_iter().map(|(_, o)| o).collect();
     if c.table {
+        let mut t = table(c.r.kind, &items, rev);
+        t["metadata"] = meta;
         return Ok((
             StatusCode::OK,
             [("content-type", TABLE_CONTENT_TYPE)],
-            table(c.r.kind, &items, rev).to_string(),
+            t.to_string(),
         )
             .into_response());
     }
-    let l = json!({"kind": format!("{}List", c.r.kind), "apiVersion": c.r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": items});
+    let l = json!({"kind": format!("{}List", c.r.kind), "apiVersion": c.r.api_version(), "metadata": meta, "items": items});
     Ok(json_response(StatusCode::OK, &l))
 }
 
