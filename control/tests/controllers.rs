@@ -456,3 +456,140 @@ fn rolling_update_rollout_status_undo_restart() {
     let _ = kubelet.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn deletion_finalizers_cascades_and_namespaces() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-delete-{}", std::process::id()));
+    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let count = |prefix: &str| store.list(prefix).0.len();
+
+    // A finalizer holds the object (with a deletionTimestamp) until it is removed.
+    cp.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n");
+    let (ok, out) = cp.run(&["delete", "configmap", "held", "--wait=false"], None);
+    assert!(ok, "{out}");
+    let (_, ts) = cp.run(
+        &[
+            "get",
+            "configmap",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+        None,
+    );
+    assert!(!ts.is_empty(), "held with a deletionTimestamp");
+    let (ok, out) = cp.run(
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        count("/registry/core/configmaps/default/held"),
+        0,
+        "gone with its last finalizer"
+    );
+
+    // Foreground: dependents first, then the owner; kubectl waits for it.
+    cp.apply(&deployment(2, "10m"));
+    cp.eventually(&["get", "pods", "-o", "name"], "2 pods", |o| {
+        o.lines().count() == 2
+    });
+    let (ok, out) = cp.run(
+        &[
+            "delete",
+            "deployment",
+            "web",
+            "--cascade=foreground",
+            "--timeout=20s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(count("/registry/apps/deployments/default/"), 0);
+    assert_eq!(count("/registry/apps/replicasets/default/"), 0);
+    cp.eventually(&["get", "pods", "-o", "name"], "pods gone", |o| {
+        o.trim().is_empty()
+    });
+
+    // Orphan: the ReplicaSet stays, without its owner reference.
+    cp.apply(&deployment(1, "10m"));
+    cp.eventually(&["get", "rs", "-o", "name"], "a replicaset", |o| {
+        o.lines().count() == 1
+    });
+    let (ok, out) = cp.run(&["delete", "deployment", "web", "--cascade=orphan"], None);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, rs) = cp.run(
+        &[
+            "get",
+            "rs",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ],
+        None,
+    );
+    assert_eq!(count("/registry/apps/replicasets/default/"), 1);
+    assert!(rs.trim().is_empty(), "orphaned: {rs}");
+
+    // Namespaces: everything in them goes, then the namespace; nothing new while terminating.
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scratch\n");
+    cp.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: scratch\n");
+    cp.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pinned\n  namespace: scratch\n  finalizers: [example.com/hold]\n");
+    let (ok, out) = cp.run(&["delete", "namespace", "scratch", "--wait=false"], None);
+    assert!(ok, "{out}");
+    cp.eventually(
+        &[
+            "get",
+            "namespace",
+            "scratch",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "Terminating",
+        |o| o == "Terminating",
+    );
+    let (ok, out) = cp.run(
+        &["-n", "scratch", "apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: late\n"),
+    );
+    assert!(!ok && out.contains("being terminated"), "{out}");
+    cp.eventually(
+        &["-n", "scratch", "get", "configmaps", "-o", "name"],
+        "only the pinned one",
+        |o| o.trim() == "configmap/pinned",
+    );
+    let (ok, out) = cp.run(
+        &[
+            "-n",
+            "scratch",
+            "patch",
+            "configmap",
+            "pinned",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":[]}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    cp.eventually(
+        &["get", "namespaces", "-o", "name"],
+        "namespace gone",
+        |o| !o.contains("namespace/scratch"),
+    );
+    assert_eq!(count("/registry/core/configmaps/scratch/"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -213,7 +213,7 @@ async fn handle(
                 .to_string();
             objects::patch(&ctx, n, &ct, &body, sub.is_some())
         }
-        (Method::DELETE, Some(n)) => objects::delete(&ctx, n),
+        (Method::DELETE, Some(n)) => objects::delete(&ctx, n, &q, &body),
         (m, _) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

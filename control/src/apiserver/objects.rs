@@ -153,8 +153,11 @@ fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
 fn check_namespace(c: &Ctx) -> Result<(), ApiError> {
     if let Some(ns) = c.ns {
         let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
-        if c.store.get(&nsr.key(None, ns)).is_none() {
+        let Some(kv) = c.store.get(&nsr.key(None, ns)) else {
             return Err(ApiError::not_found("namespaces", ns));
+        };
+        if decode(&kv)["metadata"]["deletionTimestamp"].is_string() {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("{} \"\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", c.r.plural)));
         }
     }
     Ok(())
@@ -385,7 +388,14 @@ fn modify_value(
         let cur = decode(&cur_kv);
         let mut next = f(&cur)?;
         // Identity and bookkeeping are the server's.
-        for k in ["uid", "creationTimestamp", "name", "namespace"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             if !cur["metadata"][k].is_null() {
                 next["metadata"][k] = cur["metadata"][k].clone();
             }
@@ -410,6 +420,20 @@ fn modify_value(
             .as_str()
             .and_then(|s| s.parse::<i64>().ok());
         let pre = Precondition::Revision(want_rv.unwrap_or(cur_kv.mod_revision));
+        // Being deleted and the last finalizer is gone: the object goes now.
+        let finalized = next["metadata"]["deletionTimestamp"].is_string()
+            && next["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
+            && c.r.kind != "Namespace";
+        if finalized {
+            if let Some(gone) =
+                remove_now(c.store, &key, Some(want_rv.unwrap_or(cur_kv.mod_revision)))
+            {
+                return Ok((gone, cur_kv.mod_revision));
+            }
+            continue;
+        }
         match c.store.put(&key, encode(&next), pre) {
             Ok(kv) => return Ok((decode(&kv), kv.mod_revision)),
             // A concurrent writer got in between: retry only if the client did not pin a version.
@@ -495,17 +519,128 @@ pub fn patch(
     }
 }
 
-pub fn delete(c: &Ctx, name: &str) -> Result<Response, ApiError> {
-    let prev = c
-        .store
-        .delete(&c.r.key(c.ns, name), Precondition::None)
-        .map_err(|e| store_err(c.r, name, e))?;
-    let mut obj = decode(&prev);
-    if c.r.kind == "Service" {
-        super::allocator::release(c.store, &super::allocator::held(&obj));
+/// Remove an object from the store now, releasing what it held.
+pub(crate) fn remove_now(store: &Store, key: &str, rev: Option<i64>) -> Option<Value> {
+    let pre = rev.map_or(Precondition::None, Precondition::Revision);
+    let prev = store.delete(key, pre).ok()?;
+    let obj = decode(&prev);
+    if obj["kind"] == "Service" {
+        super::allocator::release(store, &super::allocator::held(&obj));
     }
-    obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-    Ok(json_response(StatusCode::OK, &obj))
+    Some(obj)
+}
+
+/// DELETE: objects with finalizers (or a Foreground delete) get a deletionTimestamp and
+/// go when their finalizers are gone; namespaces terminate (the namespace controller
+/// empties them); Orphan unlinks dependents first; Background (the default) deletes now
+/// and leaves dependents to the garbage collector.
+pub fn delete(
+    c: &Ctx,
+    name: &str,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let opts: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let policy = q
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or_else(|| opts["propagationPolicy"].as_str())
+        .or_else(|| match opts["orphanDependents"].as_bool() {
+            Some(true) => Some("Orphan"),
+            _ => None,
+        })
+        .unwrap_or("Background")
+        .to_string();
+    if !matches!(policy.as_str(), "Background" | "Foreground" | "Orphan") {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
+        )));
+    }
+    let key = c.r.key(c.ns, name);
+    let kv = c
+        .store
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    let mut obj = decode(&kv);
+    if let Some(want) = opts["preconditions"]["uid"].as_str() {
+        if obj["metadata"]["uid"].as_str() != Some(want) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {}",
+                    obj["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            ));
+        }
+    }
+    let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    if policy == "Orphan" {
+        orphan_dependents(c.store, &uid);
+    }
+    let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if c.r.kind == "Namespace" {
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            obj["status"]["phase"] = json!("Terminating");
+            let kv = c
+                .store
+                .put(&key, encode(&obj), Precondition::Revision(kv.mod_revision))
+                .map_err(|e| store_err(c.r, name, e))?;
+            obj = decode(&kv);
+        }
+        return Ok(json_response(StatusCode::OK, &obj));
+    }
+    if policy == "Foreground" && !finalizers.contains(&json!("foregroundDeletion")) {
+        finalizers.push(json!("foregroundDeletion"));
+    }
+    if finalizers.is_empty() {
+        let mut gone = remove_now(c.store, &key, Some(kv.mod_revision))
+            .ok_or_else(|| ApiError::conflict_retry(c.r, name))?;
+        gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        return Ok(json_response(StatusCode::OK, &gone));
+    }
+    if obj["metadata"]["deletionTimestamp"].is_null() {
+        obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    }
+    obj["metadata"]["finalizers"] = json!(finalizers);
+    let kv = c
+        .store
+        .put(&key, encode(&obj), Precondition::Revision(kv.mod_revision))
+        .map_err(|e| store_err(c.r, name, e))?;
+    // 202: the object is still there, waiting for its finalizers.
+    Ok(json_response(StatusCode::ACCEPTED, &decode(&kv)))
+}
+
+/// Drop ownerReferences to `uid` from every object (kubectl delete --cascade=orphan).
+fn orphan_dependents(store: &Store, uid: &str) {
+    for kv in store.list("/registry/").0 {
+        let mut o = decode(&kv);
+        let Some(refs) = o["metadata"]["ownerReferences"].as_array() else {
+            continue;
+        };
+        if !refs.iter().any(|r| r["uid"] == uid) {
+            continue;
+        }
+        let kept: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
+        if kept.is_empty() {
+            o["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("ownerReferences"));
+        } else {
+            o["metadata"]["ownerReferences"] = json!(kept);
+        }
+        let _ = store.put(&kv.key, encode(&o), Precondition::Revision(kv.mod_revision));
+    }
 }
 
 /// Newline-delimited watch events; from `resourceVersion` (history replay) or, without

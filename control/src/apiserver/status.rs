@@ -29,6 +29,17 @@ impl ApiError {
     pub fn bad_request(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", m)
     }
+    /// The object changed while we acted on it; the client may retry.
+    pub fn conflict_retry(r: &super::resources::Resource, name: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                r.qualified()
+            ),
+        )
+    }
     pub fn invalid(kind: &str, name: &str, m: &str) -> ApiError {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

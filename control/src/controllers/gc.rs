@@ -1,22 +1,62 @@
-//! Garbage collection by ownerReferences (background cascading delete): an object whose
-//! controlling owner no longer exists is deleted, so deleting a Deployment removes its
-//! ReplicaSets and then their Pods.
+//! Garbage collection by ownerReferences: an object whose controlling owner no longer
+//! exists is deleted (background cascading delete: deleting a Deployment removes its
+//! ReplicaSets and then their Pods). Owners deleted in the foreground (finalizer
+//! `foregroundDeletion`) first lose their dependents, then go themselves.
 
 use super::*;
+use crate::apiserver::objects::remove_now;
 use std::collections::HashSet;
+
+const FOREGROUND: &str = "foregroundDeletion";
 
 pub fn reconcile(store: &Store) {
     let (all, _) = store.list("/registry/");
-    let uids: HashSet<String> = all
+    let objs: Vec<Value> = all.iter().map(decode).collect();
+    let uids: HashSet<&str> = objs
         .iter()
-        .map(decode)
-        .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_string))
+        .filter_map(|o| o["metadata"]["uid"].as_str())
         .collect();
-    for kv in &all {
-        let o = decode(kv);
-        if let Some(owner) = controller_uid(&o) {
+    for (kv, o) in all.iter().zip(&objs) {
+        if let Some(owner) = controller_uid(o) {
             if !uids.contains(owner) {
-                let _ = store.delete(&kv.key, Precondition::Revision(kv.mod_revision));
+                remove_now(store, &kv.key, Some(kv.mod_revision));
+            }
+        }
+    }
+    for (kv, o) in all.iter().zip(&objs) {
+        let fins = o["metadata"]["finalizers"].as_array();
+        if o["metadata"]["deletionTimestamp"].is_null()
+            || !fins.is_some_and(|f| f.iter().any(|x| x == FOREGROUND))
+        {
+            continue;
+        }
+        let uid = o["metadata"]["uid"].as_str().unwrap_or("");
+        let dependents: Vec<(&crate::store::KeyValue, &Value)> = all
+            .iter()
+            .zip(&objs)
+            .filter(|(_, d)| {
+                d["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["uid"] == uid))
+            })
+            .collect();
+        if dependents.is_empty() {
+            let mut next = o.clone();
+            let left: Vec<Value> = fins
+                .into_iter()
+                .flatten()
+                .filter(|x| *x != FOREGROUND)
+                .cloned()
+                .collect();
+            if left.is_empty() {
+                remove_now(store, &kv.key, Some(kv.mod_revision));
+            } else {
+                next["metadata"]["finalizers"] = json!(left);
+                update(store, &kv.key, &next);
+            }
+        } else {
+            for (dkv, _) in dependents {
+                remove_now(store, &dkv.key, Some(dkv.mod_revision));
             }
         }
     }

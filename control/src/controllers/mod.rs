@@ -5,6 +5,7 @@
 
 mod deployment;
 mod gc;
+mod namespace;
 pub mod nodelifecycle;
 mod replicaset;
 mod scheduling;
@@ -117,7 +118,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
 }
 
 fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
-    let loops: [(&str, Reconcile, &[&str]); 4] = [
+    let loops: [(&str, Reconcile, &[&str]); 5] = [
         (
             "deployment",
             deployment::reconcile,
@@ -134,6 +135,11 @@ fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
             &["/registry/core/pods/", "/registry/core/nodes/"],
         ),
         ("garbage-collector", gc::reconcile, &["/registry/"]),
+        (
+            "namespace",
+            namespace::reconcile,
+            &["/registry/core/namespaces/"],
+        ),
     ];
     loops
         .into_iter()
