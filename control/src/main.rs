@@ -37,6 +37,15 @@ struct Cli {
     /// Seconds pods tolerate an unreachable node before eviction.
     #[arg(long = "default-unreachable-toleration-seconds")]
     default_unreachable_toleration_seconds: Option<u64>,
+    /// Pod CIDRs for nodes are carved out of this range.
+    #[arg(long = "cluster-cidr", default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long = "node-cidr-mask-size", default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Give nodes pod CIDRs (node IPAM).
+    #[arg(long = "allocate-node-cidrs", default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,6 +92,14 @@ async fn main() {
     if let Some(s) = cli.default_unreachable_toleration_seconds {
         cfg.eviction_default = std::time::Duration::from_secs(s);
     }
+    if skiff_control::controllers::nodeipam::parse_cidr(&cli.cluster_cidr).is_none() {
+        fail(format!(
+            "--cluster-cidr {:?} is not an IPv4 CIDR",
+            cli.cluster_cidr
+        ));
+    }
+    cfg.cluster_cidr = cli.allocate_node_cidrs.then(|| cli.cluster_cidr.clone());
+    cfg.node_cidr_mask = cli.node_cidr_mask_size;
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
     let router = skiff_control::apiserver::router(store);

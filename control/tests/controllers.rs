@@ -259,6 +259,7 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
     let cfg = skiff_control::controllers::Config {
         node_grace: Duration::from_secs(2),
         eviction_default: Duration::from_secs(2),
+        ..Default::default()
     };
     let (cp, _server, _store) = start_cp(k, &dir, cfg);
     let lease = |node: &str| {
@@ -378,7 +379,8 @@ fn rolling_update_rollout_status_undo_restart() {
         let avail = d["status"]["availableReplicas"].as_i64().unwrap_or(0);
         assert!(
             avail >= 4 || d["status"]["observedGeneration"] != d["metadata"]["generation"],
-            "maxUnavailable 0: {avail} available"
+            "maxUnavailable 0: {avail} available: {}",
+            d["status"]
         );
         let new_pods = pods
             .iter()
@@ -591,5 +593,105 @@ fn deletion_finalizers_cascades_and_namespaces() {
         |o| !o.contains("namespace/scratch"),
     );
     assert_eq!(count("/registry/core/configmaps/scratch/"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn endpoints_slices_events_and_node_cidrs() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-endpoints-{}", std::process::id()));
+    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    // Node IPAM: distinct pod CIDRs from the cluster range.
+    cp.apply(&node("n1"));
+    cp.apply(&node("n2"));
+    let cidrs = cp.eventually(
+        &["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"],
+        "pod CIDRs",
+        |o| o.split_whitespace().count() == 2,
+    );
+    let c: Vec<&str> = cidrs.split_whitespace().collect();
+    assert!(
+        c.iter()
+            .all(|x| x.starts_with("10.244.") && x.ends_with("/24"))
+            && c[0] != c[1],
+        "{cidrs}"
+    );
+
+    // A pod that fits nowhere gets a FailedScheduling event with the reason.
+    cp.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests: {cpu: '64'}\n");
+    let ev = cp.eventually(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=huge",
+            "-o",
+            "jsonpath={.items[*].reason}: {.items[*].message}",
+        ],
+        "FailedScheduling",
+        |o| o.contains("FailedScheduling"),
+    );
+    assert!(ev.contains("Insufficient cpu"), "{ev}");
+    let (_, describe) = cp.run(&["describe", "pod", "huge"], None);
+    assert!(describe.contains("FailedScheduling"), "{describe}");
+    cp.run(&["delete", "pod", "huge"], None);
+
+    // Endpoints from a Service's selector: pods with IPs, ready ones as addresses.
+    cp.apply(&deployment(2, "10m").replace(
+        "      - name: nginx\n        image: nginx\n",
+        "      - name: nginx\n        image: nginx\n        ports: [{name: http, containerPort: 8080}]\n",
+    ));
+    cp.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{name: web, port: 80, targetPort: http}]\n");
+    // Stand in for the kubelets: IPs for both pods, only one Ready.
+    let pods = cp.eventually(
+        &["get", "pods", "-l", "app=web", "-o", "name"],
+        "2 pods",
+        |o| o.lines().count() == 2,
+    );
+    for (i, p) in pods.lines().enumerate() {
+        let name = p.trim_start_matches("pod/");
+        let key = format!("/registry/core/pods/default/{name}");
+        let kv = store.get(&key).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+        v["status"]["podIP"] = serde_json::json!(format!("10.244.0.{}", 10 + i));
+        v["status"]["conditions"] =
+            serde_json::json!([{"type": "Ready", "status": if i == 0 { "True" } else { "False" }}]);
+        store
+            .put(
+                &key,
+                serde_json::to_vec(&v).unwrap(),
+                skiff_control::store::Precondition::Revision(kv.mod_revision),
+            )
+            .unwrap();
+    }
+    let ep = cp.eventually(
+        &["get", "endpoints", "web", "-o", "jsonpath={.subsets[0].addresses[*].ip}|{.subsets[0].notReadyAddresses[*].ip}|{.subsets[0].ports[0].port}"],
+        "endpoints",
+        |o| o == "10.244.0.10|10.244.0.11|8080",
+    );
+    assert_eq!(ep, "10.244.0.10|10.244.0.11|8080");
+    let slice = cp.eventually(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[*].conditions.ready}|{.items[0].ports[0].port}",
+        ],
+        "endpointslice",
+        |o| o == "true false|8080",
+    );
+    assert_eq!(slice, "true false|8080");
+    // The service goes: its endpoints and slices go too.
+    cp.run(&["delete", "service", "web"], None);
+    cp.eventually(
+        &["get", "endpoints,endpointslices", "-o", "name"],
+        "endpoints gone",
+        |o| o.trim().is_empty(),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -176,7 +176,12 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
         if surge == 0 && unavail == 0 {
             unavail = 1;
         }
-        let old_total: i64 = olds.iter().map(|rs| spec_replicas(rs)).sum();
+        // Old pods still there count until their ReplicaSet has removed them, so the
+        // surge bound holds for live pods, not only for the sets' specs.
+        let old_total: i64 = olds
+            .iter()
+            .map(|rs| spec_replicas(rs).max(rs["status"]["replicas"].as_i64().unwrap_or(0)))
+            .sum();
         let new_spec = spec_replicas(&new_rs);
         // Scale up: never more than replicas + maxSurge pods in all.
         let target = if new_spec > replicas {
@@ -185,24 +190,21 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
             (replicas + surge - old_total).clamp(new_spec, replicas)
         };
         set_replicas(store, &new_rs, target);
-        // Scale down old sets: keep at least replicas - maxUnavailable available.
+        // Scale down old sets, as kube reasons: from the pods the specs ask for (not from
+        // statuses, which lag), keep replicas - maxUnavailable, counting new pods that are
+        // not available yet as missing.
         let min_available = replicas - unavail;
-        let total_available: i64 =
-            available(&new_rs) + olds.iter().map(|rs| available(rs)).sum::<i64>();
-        let mut can_remove = (total_available - min_available).max(0);
-        // Old pods that are not available cost nothing to remove.
+        let all_pods = target + olds.iter().map(|rs| spec_replicas(rs)).sum::<i64>();
+        let new_unavailable = (target - available(&new_rs)).max(0);
+        let mut can_remove = (all_pods - min_available - new_unavailable).max(0);
         let mut olds_sorted = olds.clone();
         olds_sorted.sort_by_key(|rs| revision(rs));
         for old in olds_sorted {
             let spec = spec_replicas(old);
-            if spec == 0 {
-                continue;
-            }
-            let unavailable_here = (spec - available(old)).max(0);
-            let cut = (unavailable_here + can_remove).min(spec);
-            can_remove -= (cut - unavailable_here).max(0);
+            let cut = spec.min(can_remove);
             if cut > 0 {
                 set_replicas(store, old, spec - cut);
+                can_remove -= cut;
             }
         }
     }

@@ -4,8 +4,10 @@
 //! and garbage collection by ownerReferences.
 
 mod deployment;
+mod endpoints;
 mod gc;
 mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 mod replicaset;
 mod scheduling;
@@ -60,6 +62,30 @@ pub(crate) fn create(store: &Store, group: &str, plural: &str, mut o: Value) -> 
         .map(|kv| decode(&kv))
 }
 
+/// Record an Event about `o` (what `kubectl describe` and `kubectl get events` show).
+pub(crate) fn record_event(
+    store: &Store,
+    o: &Value,
+    typ: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = o["metadata"]["name"].as_str().unwrap_or("");
+    let now = now_rfc3339();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"namespace": ns, "name": format!("{name}.{}", random_hex(8))},
+        "involvedObject": {"apiVersion": o["apiVersion"], "kind": o["kind"], "namespace": ns, "name": name,
+                           "uid": o["metadata"]["uid"], "resourceVersion": o["metadata"]["resourceVersion"]},
+        "reason": reason, "message": message, "type": typ,
+        "source": {"component": component}, "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    create(store, "core", "events", ev);
+}
+
 pub(crate) fn owner_ref(o: &Value, api_version: &str, kind: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
 }
@@ -78,13 +104,17 @@ pub(crate) fn labels_match(selector: &Value, labels: &Value) -> bool {
         .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
 }
 
-/// Timing of the node lifecycle controller.
-#[derive(Debug, Clone, Copy)]
+/// Settings of the node controllers (lifecycle timing, pod CIDRs).
+#[derive(Debug, Clone)]
 pub struct Config {
     /// No Lease renewal for this long: the node is NotReady (kube's node-monitor-grace-period).
     pub node_grace: Duration,
     /// Eviction delay for pods without their own toleration (DefaultTolerationSeconds).
     pub eviction_default: Duration,
+    /// Pod CIDRs for nodes come from here (None: node IPAM is off).
+    pub cluster_cidr: Option<String>,
+    /// Size of each node's pod CIDR.
+    pub node_cidr_mask: u8,
 }
 
 impl Default for Config {
@@ -92,6 +122,8 @@ impl Default for Config {
         Config {
             node_grace: Duration::from_secs(40),
             eviction_default: Duration::from_secs(300),
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            node_cidr_mask: 24,
         }
     }
 }
@@ -110,6 +142,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
             .name("node-lifecycle".into())
             .spawn(move || loop {
                 nodelifecycle::reconcile(&store, &cfg);
+                nodeipam::reconcile(&store, &cfg);
                 std::thread::sleep(Duration::from_millis(500));
             })
             .expect("spawn node lifecycle"),
@@ -118,7 +151,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
 }
 
 fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
-    let loops: [(&str, Reconcile, &[&str]); 5] = [
+    let loops: [(&str, Reconcile, &[&str]); 6] = [
         (
             "deployment",
             deployment::reconcile,
@@ -135,6 +168,15 @@ fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
             &["/registry/core/pods/", "/registry/core/nodes/"],
         ),
         ("garbage-collector", gc::reconcile, &["/registry/"]),
+        (
+            "endpoints",
+            endpoints::reconcile,
+            &[
+                "/registry/core/services/",
+                "/registry/core/pods/",
+                "/registry/core/endpoints/",
+            ],
+        ),
         (
             "namespace",
             namespace::reconcile,

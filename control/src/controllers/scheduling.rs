@@ -1,5 +1,6 @@
 //! The scheduler loop: pending pods without a node get one (spec.nodeName, the effect
-//! of pods/binding) or a PodScheduled=False condition with kube's message.
+//! of pods/binding) or a PodScheduled=False condition with kube's message, each with an
+//! Event (Scheduled, or FailedScheduling with the reason) as kube-scheduler records.
 
 use super::*;
 use crate::scheduler::Scheduler;
@@ -28,6 +29,12 @@ pub fn reconcile(store: &Store) {
         match s.schedule(&pod) {
             Ok(node) => {
                 s.assume(&pod, &node);
+                let msg = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    p["metadata"]["namespace"].as_str().unwrap_or("default"),
+                    p["metadata"]["name"].as_str().unwrap_or("")
+                );
+                record_event(store, p, "Normal", "Scheduled", &msg, "default-scheduler");
                 next["spec"]["nodeName"] = json!(node);
                 next["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]);
             }
@@ -41,6 +48,14 @@ pub fn reconcile(store: &Store) {
                 {
                     continue;
                 }
+                record_event(
+                    store,
+                    p,
+                    "Warning",
+                    "FailedScheduling",
+                    &e.to_string(),
+                    "default-scheduler",
+                );
                 next["status"]["conditions"] = cond;
             }
         }
