@@ -50,7 +50,7 @@ pub fn reconcile(store: &Store) {
     let slices = list(store, "/registry/discovery.k8s.io/endpointslices/");
     for svc in &services {
         let sel = &svc["spec"]["selector"];
-        if !sel.as_object().is_some_and(|m| !m.is_empty()) {
+        if sel.as_object().is_none_or(|m| m.is_empty()) {
             continue; // endpoints of selector-less services are the user's
         }
         let ns = svc["metadata"]["namespace"].as_str().unwrap_or("default");
