@@ -695,3 +695,95 @@ fn endpoints_slices_events_and_node_cidrs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-ds-{}", std::process::id()));
+    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubelet = fake_kubelet(store.clone(), stop.clone());
+    cp.apply(&node("n1"));
+    cp.apply(&node("n2"));
+    // A node with a taint the DaemonSet does not tolerate.
+    cp.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu\nspec:\n  taints: [{key: dedicated, value: gpu, effect: NoSchedule}]\nstatus:\n  conditions: [{type: Ready, status: 'True'}]\n");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels: {app: agent}\n  template:\n    metadata:\n      labels: {app: agent}\n    spec:\n      containers:\n      - name: agent\n        image: agent:IMG\n";
+    cp.apply(&ds.replace("IMG", "1"));
+    let nodes = |o: &str| {
+        let mut v: Vec<String> = o.split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v.join(" ")
+    };
+    let on = cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+        "pods on n1 and n2",
+        |o| nodes(o) == "n1 n2",
+    );
+    assert_eq!(nodes(&on), "n1 n2");
+    let (ok, out) = cp.run(
+        &["rollout", "status", "daemonset/agent", "--timeout=20s"],
+        None,
+    );
+    assert!(ok, "{out}");
+    // A new node gets a pod; a node that goes loses it.
+    cp.apply(&node("n3"));
+    cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+        "a pod on n3",
+        |o| nodes(o) == "n1 n2 n3",
+    );
+    cp.run(&["delete", "node", "n1"], None);
+    cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+        "none on n1",
+        |o| nodes(o) == "n2 n3",
+    );
+    // A new template rolls out node by node.
+    cp.apply(&ds.replace("IMG", "2"));
+    cp.eventually(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ],
+        "every pod on agent:2",
+        |o| o.split_whitespace().count() == 2 && o.split_whitespace().all(|i| i == "agent:2"),
+    );
+    let (ok, out) = cp.run(
+        &["rollout", "status", "daemonset/agent", "--timeout=20s"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (_, st) = cp.run(&["get", "daemonset", "agent", "-o", "jsonpath={.status.desiredNumberScheduled}/{.status.updatedNumberScheduled}/{.status.numberReady}"], None);
+    assert_eq!(st, "2/2/2");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = kubelet.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}

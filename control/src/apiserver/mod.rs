@@ -6,6 +6,7 @@
 //! `metadata.resourceVersion` is the store's mod_revision of the key.
 
 mod allocator;
+mod defaults;
 mod discovery;
 pub(crate) mod objects;
 pub mod resources;

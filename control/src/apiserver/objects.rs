@@ -102,7 +102,7 @@ fn valid_name(n: &str) -> bool {
 }
 
 fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body of the request was in an unknown format: {e}"
         ))
@@ -128,6 +128,7 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
             )));
         }
     }
+    super::defaults::apply(c.r.kind, &mut v);
     typed_check(c.r, &v)?;
     Ok(v)
 }
@@ -414,6 +415,9 @@ fn modify_value(
             } else {
                 gen
             });
+        }
+        if !status_only {
+            super::defaults::apply(c.r.kind, &mut next);
         }
         typed_check(c.r, &next)?;
         let want_rv = next["metadata"]["resourceVersion"]

@@ -1,8 +1,10 @@
 //! The controller manager: level-triggered loops that make actual state equal desired
 //! state. Each loop wakes on store events under its prefixes (or every second) and
-//! reconciles everything: Deployment → ReplicaSet → Pods, scheduling of pending pods,
-//! and garbage collection by ownerReferences.
+//! reconciles everything: Deployment → ReplicaSet → Pods, DaemonSets, scheduling of
+//! pending pods, Endpoints/EndpointSlices, namespaces, node lifecycle and IPAM, and
+//! garbage collection by ownerReferences.
 
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod gc;
@@ -151,7 +153,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
 }
 
 fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
-    let loops: [(&str, Reconcile, &[&str]); 6] = [
+    let loops: [(&str, Reconcile, &[&str]); 7] = [
         (
             "deployment",
             deployment::reconcile,
@@ -168,6 +170,15 @@ fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
             &["/registry/core/pods/", "/registry/core/nodes/"],
         ),
         ("garbage-collector", gc::reconcile, &["/registry/"]),
+        (
+            "daemonset",
+            daemonset::reconcile,
+            &[
+                "/registry/apps/daemonsets/",
+                "/registry/core/pods/",
+                "/registry/core/nodes/",
+            ],
+        ),
         (
             "endpoints",
             endpoints::reconcile,

@@ -1,0 +1,239 @@
+//! DaemonSet: one pod on every eligible node (its nodeSelector matches and its taints
+//! are tolerated; the pods tolerate the node conditions kube's DaemonSets tolerate), bound
+//! directly to the node. Pods on nodes that are gone or no longer eligible are deleted.
+//! A new template rolls out node by node within maxUnavailable (RollingUpdate), or waits
+//! for pods to be deleted by hand (OnDelete).
+
+use super::*;
+
+const HASH: &str = "controller-revision-hash";
+
+/// Tolerations every DaemonSet pod gets, as the DaemonSet controller adds them.
+fn default_tolerations() -> Vec<Value> {
+    let mut t = vec![
+        json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}),
+        json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}),
+    ];
+    for k in [
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+    ] {
+        t.push(json!({"key": k, "operator": "Exists", "effect": "NoSchedule"}));
+    }
+    t
+}
+
+fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
+    tolerations.iter().any(|t| {
+        let key_ok = t["key"]
+            .as_str()
+            .is_none_or(|k| k.is_empty() || taint["key"] == k);
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || taint["effect"] == e);
+        let value_ok = match t["operator"].as_str().unwrap_or("Equal") {
+            "Exists" => true,
+            _ => t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or(""),
+        };
+        key_ok && effect_ok && value_ok && !(t["key"].is_null() && t["operator"] != "Exists")
+    })
+}
+
+fn eligible(node: &Value, tpl_spec: &Value, tolerations: &[Value]) -> bool {
+    let selector_ok = tpl_spec["nodeSelector"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v));
+    let taints_ok = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(t["effect"].as_str(), Some("NoSchedule") | Some("NoExecute")))
+        .all(|t| tolerates(tolerations, t));
+    selector_ok && taints_ok
+}
+
+fn is_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn template_hash(tpl: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in tpl.to_string().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{:x}", h)[..10].to_string()
+}
+
+fn delete_pod(store: &Store, p: &Value) {
+    let rev = p["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok());
+    crate::apiserver::objects::remove_now(store, &key_of(p, "core", "pods"), rev);
+}
+
+pub fn reconcile(store: &Store) {
+    let nodes = list(store, "/registry/core/nodes/");
+    let pods = list(store, "/registry/core/pods/");
+    for ds in list(store, "/registry/apps/daemonsets/") {
+        if ds["metadata"]["deletionTimestamp"].is_string() {
+            continue;
+        }
+        let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
+        let uid = ds["metadata"]["uid"].as_str().unwrap_or("");
+        let tpl = &ds["spec"]["template"];
+        let hash = template_hash(tpl);
+        let mut tolerations: Vec<Value> = tpl["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        tolerations.extend(default_tolerations());
+        let owned: Vec<&Value> = pods
+            .iter()
+            .filter(|p| {
+                controller_uid(p) == Some(uid) && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .collect();
+        let wanted: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| eligible(n, &tpl["spec"], &tolerations))
+            .collect();
+        let wanted_names: Vec<&str> = wanted
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        let (mut current, mut updated, mut ready, mut misscheduled) = (0, 0, 0, 0);
+        let mut old_on_nodes: Vec<&Value> = Vec::new();
+        let mut unavailable = 0;
+        for p in &owned {
+            if !wanted_names.contains(&p["spec"]["nodeName"].as_str().unwrap_or("")) {
+                misscheduled += 1;
+                delete_pod(store, p);
+            }
+        }
+        for n in &wanted {
+            let name = n["metadata"]["name"].as_str().unwrap_or("");
+            let mut here: Vec<&&Value> = owned
+                .iter()
+                .filter(|p| p["spec"]["nodeName"] == name)
+                .collect();
+            here.sort_by_key(|p| {
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            });
+            for extra in here.iter().skip(1) {
+                delete_pod(store, extra);
+            }
+            match here.first() {
+                None => {
+                    unavailable += 1;
+                    let mut meta = tpl["metadata"].clone();
+                    if meta.is_null() {
+                        meta = json!({});
+                    }
+                    meta["namespace"] = json!(ns);
+                    meta["generateName"] = json!(format!(
+                        "{}-",
+                        ds["metadata"]["name"].as_str().unwrap_or("ds")
+                    ));
+                    meta["labels"][HASH] = json!(hash);
+                    meta["ownerReferences"] = json!([owner_ref(&ds, "apps/v1", "DaemonSet")]);
+                    let mut spec = tpl["spec"].clone();
+                    spec["nodeName"] = json!(name);
+                    spec["tolerations"] = json!(tolerations);
+                    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}});
+                    create(store, "core", "pods", pod);
+                }
+                Some(p) => {
+                    current += 1;
+                    if is_ready(p) {
+                        ready += 1;
+                    } else {
+                        unavailable += 1;
+                    }
+                    if p["metadata"]["labels"][HASH] == hash.as_str() {
+                        updated += 1;
+                    } else {
+                        old_on_nodes.push(p);
+                    }
+                }
+            }
+        }
+        // Rolling update: replace old pods while at most maxUnavailable are down.
+        let strategy = &ds["spec"]["updateStrategy"];
+        if strategy["type"].as_str().unwrap_or("RollingUpdate") == "RollingUpdate" {
+            let desired = wanted.len() as i64;
+            let max_unavail = match &strategy["rollingUpdate"]["maxUnavailable"] {
+                Value::Number(n) => n.as_i64().unwrap_or(1),
+                Value::String(s) => s
+                    .strip_suffix('%')
+                    .and_then(|p| p.parse::<i64>().ok())
+                    .map(|p| (desired * p / 100).max(1))
+                    .unwrap_or(1),
+                _ => 1,
+            };
+            // Not-ready old pods first: replacing them costs no availability.
+            old_on_nodes.sort_by_key(|p| is_ready(p));
+            let mut budget = max_unavail - unavailable;
+            for p in old_on_nodes {
+                if !is_ready(p) {
+                    delete_pod(store, p);
+                } else if budget > 0 {
+                    delete_pod(store, p);
+                    budget -= 1;
+                }
+            }
+        }
+        let desired = wanted.len() as i64;
+        let status = json!({
+            "desiredNumberScheduled": desired, "currentNumberScheduled": current,
+            "numberMisscheduled": misscheduled, "numberReady": ready, "numberAvailable": ready,
+            "numberUnavailable": (desired - ready).max(0), "updatedNumberScheduled": updated,
+            "observedGeneration": ds["metadata"]["generation"],
+        });
+        if ds["status"] != status {
+            let mut next = ds.clone();
+            next["status"] = status;
+            update(store, &key_of(&ds, "apps", "daemonsets"), &next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_and_selectors_decide_eligibility() {
+        let tol = default_tolerations();
+        let plain = json!({"metadata": {"name": "a", "labels": {"disk": "ssd"}}, "spec": {}});
+        let tainted = json!({"metadata": {"name": "b"}, "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}});
+        let cordoned = json!({"metadata": {"name": "c"}, "spec": {"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}});
+        assert!(eligible(&plain, &json!({}), &tol));
+        assert!(!eligible(&tainted, &json!({}), &tol));
+        assert!(
+            eligible(&cordoned, &json!({}), &tol),
+            "DaemonSets run on cordoned nodes"
+        );
+        let mut gpu = tol.clone();
+        gpu.push(json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}));
+        assert!(eligible(&tainted, &json!({}), &gpu));
+        assert!(!eligible(
+            &plain,
+            &json!({"nodeSelector": {"disk": "hdd"}}),
+            &tol
+        ));
+        assert!(eligible(
+            &plain,
+            &json!({"nodeSelector": {"disk": "ssd"}}),
+            &tol
+        ));
+    }
+}
