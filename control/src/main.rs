@@ -46,6 +46,16 @@ struct Cli {
     /// Give nodes pod CIDRs (node IPAM).
     #[arg(long = "allocate-node-cidrs", default_value_t = true, action = clap::ArgAction::Set)]
     allocate_node_cidrs: bool,
+    /// Run the controllers only while holding their Lease (kube-system/skiff-controller-manager,
+    /// kube-system/skiff-scheduler), so several instances can share one store.
+    #[arg(long = "leader-elect", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Run the controller manager in this process.
+    #[arg(long = "controllers", default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
+    /// Run the scheduler in this process.
+    #[arg(long = "scheduler", default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -100,6 +110,9 @@ async fn main() {
     }
     cfg.cluster_cidr = cli.allocate_node_cidrs.then(|| cli.cluster_cidr.clone());
     cfg.node_cidr_mask = cli.node_cidr_mask_size;
+    cfg.leader_elect = cli.leader_elect;
+    cfg.controllers = cli.controllers;
+    cfg.scheduler = cli.scheduler;
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
     let router = skiff_control::apiserver::router(store);

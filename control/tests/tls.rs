@@ -24,7 +24,12 @@ impl Control {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        // Other lines (leader election) may come first.
+        let first = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("https://127.0.0.1:"))
+            .expect("serving line");
         // "serving the Kubernetes API on https://127.0.0.1:PORT (CA …)"
         let port = first
             .split("https://127.0.0.1:")
@@ -123,6 +128,32 @@ fn https_with_client_certificates() {
         None,
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "2", "{o:?}");
+    // The controller manager and scheduler hold their Leases (leader election).
+    let mut leases = String::new();
+    for _ in 0..50 {
+        let o = kubectl(
+            &[
+                "--kubeconfig",
+                kcs,
+                "-n",
+                "kube-system",
+                "get",
+                "leases",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        leases = String::from_utf8_lossy(&o.stdout).to_string();
+        if leases.contains("skiff-controller-manager") && leases.contains("skiff-scheduler") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        leases.contains("lease.coordination.k8s.io/skiff-scheduler"),
+        "{leases}"
+    );
     let ca = dir.join("pki/ca.crt");
     for f in ["ca.key", "apiserver.key", "admin.key"] {
         use std::os::unix::fs::PermissionsExt;

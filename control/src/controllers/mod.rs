@@ -8,6 +8,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod gc;
+pub mod leader;
 mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -117,6 +118,14 @@ pub struct Config {
     pub cluster_cidr: Option<String>,
     /// Size of each node's pod CIDR.
     pub node_cidr_mask: u8,
+    /// Run the controller manager (every controller but the scheduler).
+    pub controllers: bool,
+    /// Run the scheduler.
+    pub scheduler: bool,
+    /// Run only while holding the component's Lease (several instances on one store).
+    pub leader_elect: bool,
+    /// This instance's name in the Leases.
+    pub identity: String,
 }
 
 impl Default for Config {
@@ -126,6 +135,16 @@ impl Default for Config {
             eviction_default: Duration::from_secs(300),
             cluster_cidr: Some("10.244.0.0/16".into()),
             node_cidr_mask: 24,
+            controllers: true,
+            scheduler: true,
+            leader_elect: false,
+            identity: format!(
+                "{}_{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "skiff".into()),
+                random_hex(8)
+            ),
         }
     }
 }
@@ -138,66 +157,100 @@ pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
 }
 
 pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>> {
-    let mut handles = start_loops(store.clone());
-    handles.push(
-        std::thread::Builder::new()
-            .name("node-lifecycle".into())
-            .spawn(move || loop {
-                nodelifecycle::reconcile(&store, &cfg);
-                nodeipam::reconcile(&store, &cfg);
-                std::thread::sleep(Duration::from_millis(500));
-            })
-            .expect("spawn node lifecycle"),
-    );
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    // Without leader election every part always runs; with it, each part runs while its
+    // Lease is held (kube-controller-manager and kube-scheduler name theirs alike).
+    let gate = |name: &str, handles: &mut Vec<std::thread::JoinHandle<()>>| -> Arc<AtomicBool> {
+        if !cfg.leader_elect {
+            return Arc::new(AtomicBool::new(true));
+        }
+        let e = leader::Elector::new(store.clone(), name, &cfg.identity, Duration::from_secs(15));
+        let flag = e.flag();
+        handles.push(e.run());
+        flag
+    };
+    let mut handles = Vec::new();
+    if cfg.controllers {
+        let lead = gate("skiff-controller-manager", &mut handles);
+        handles.extend(start_loops(store.clone(), &CONTROLLER_LOOPS, lead.clone()));
+        let store = store.clone();
+        let cfg = cfg.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name("node-lifecycle".into())
+                .spawn(move || loop {
+                    if lead.load(std::sync::atomic::Ordering::SeqCst) {
+                        nodelifecycle::reconcile(&store, &cfg);
+                        nodeipam::reconcile(&store, &cfg);
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                })
+                .expect("spawn node lifecycle"),
+        );
+    }
+    if cfg.scheduler {
+        let lead = gate("skiff-scheduler", &mut handles);
+        handles.extend(start_loops(store.clone(), &SCHEDULER_LOOPS, lead));
+    }
     handles
 }
 
-fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
-    let loops: [(&str, Reconcile, &[&str]); 7] = [
-        (
-            "deployment",
-            deployment::reconcile,
-            &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
-        ),
-        (
-            "replicaset",
-            replicaset::reconcile,
-            &["/registry/apps/replicasets/", "/registry/core/pods/"],
-        ),
-        (
-            "scheduler",
-            scheduling::reconcile,
-            &["/registry/core/pods/", "/registry/core/nodes/"],
-        ),
-        ("garbage-collector", gc::reconcile, &["/registry/"]),
-        (
-            "daemonset",
-            daemonset::reconcile,
-            &[
-                "/registry/apps/daemonsets/",
-                "/registry/core/pods/",
-                "/registry/core/nodes/",
-            ],
-        ),
-        (
-            "endpoints",
-            endpoints::reconcile,
-            &[
-                "/registry/core/services/",
-                "/registry/core/pods/",
-                "/registry/core/endpoints/",
-            ],
-        ),
-        (
-            "namespace",
-            namespace::reconcile,
-            &["/registry/core/namespaces/"],
-        ),
-    ];
+type Loop = (&'static str, Reconcile, &'static [&'static str]);
+
+const SCHEDULER_LOOPS: [Loop; 1] = [(
+    "scheduler",
+    scheduling::reconcile,
+    &["/registry/core/pods/", "/registry/core/nodes/"],
+)];
+
+const CONTROLLER_LOOPS: [Loop; 6] = [
+    (
+        "deployment",
+        deployment::reconcile,
+        &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
+    ),
+    (
+        "replicaset",
+        replicaset::reconcile,
+        &["/registry/apps/replicasets/", "/registry/core/pods/"],
+    ),
+    ("garbage-collector", gc::reconcile, &["/registry/"]),
+    (
+        "daemonset",
+        daemonset::reconcile,
+        &[
+            "/registry/apps/daemonsets/",
+            "/registry/core/pods/",
+            "/registry/core/nodes/",
+        ],
+    ),
+    (
+        "endpoints",
+        endpoints::reconcile,
+        &[
+            "/registry/core/services/",
+            "/registry/core/pods/",
+            "/registry/core/endpoints/",
+        ],
+    ),
+    (
+        "namespace",
+        namespace::reconcile,
+        &["/registry/core/namespaces/"],
+    ),
+];
+
+fn start_loops(
+    store: Store,
+    loops: &[Loop],
+    lead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
     loops
-        .into_iter()
-        .map(|(name, f, prefixes)| {
+        .iter()
+        .map(|&(name, f, prefixes)| {
             let store = store.clone();
+            let lead = lead.clone();
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
@@ -206,7 +259,9 @@ fn start_loops(store: Store) -> Vec<std::thread::JoinHandle<()>> {
                         .filter_map(|p| store.watch(p, 0).ok())
                         .collect();
                     loop {
-                        f(&store);
+                        if lead.load(std::sync::atomic::Ordering::SeqCst) {
+                            f(&store);
+                        }
                         // Wake on any event (drained in bulk) or after a second.
                         let deadline = std::time::Instant::now() + Duration::from_secs(1);
                         'wait: while std::time::Instant::now() < deadline {

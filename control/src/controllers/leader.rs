@@ -1,0 +1,152 @@
+//! Leader election through a coordination.k8s.io Lease (kube-system/<name>), as
+//! kube-controller-manager and kube-scheduler do: the holder renews it; when a holder
+//! stops renewing for leaseDurationSeconds, another candidate takes it over. Writes are
+//! compare-and-swap on the lease's revision, so two candidates never both win.
+
+use super::*;
+use crate::apiserver::table::humantime_parse;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub struct Elector {
+    store: Store,
+    key: String,
+    name: String,
+    pub identity: String,
+    duration: Duration,
+    leader: Arc<AtomicBool>,
+}
+
+/// RFC 3339 with microseconds (a MicroTime, as Lease times are).
+fn micro_now() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+impl Elector {
+    pub fn new(store: Store, name: &str, identity: &str, duration: Duration) -> Elector {
+        Elector {
+            store,
+            key: format!("/registry/coordination.k8s.io/leases/kube-system/{name}"),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+            leader: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that says whether we lead, for the loops to check.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.leader.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// One attempt to acquire or renew the lease; returns whether we now lead.
+    pub fn tick(&self) -> bool {
+        let now = micro_now();
+        let secs = self.duration.as_secs().max(1);
+        let won = match self.store.get(&self.key) {
+            None => {
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"namespace": "kube-system", "name": self.name, "uid": uid(), "creationTimestamp": now_rfc3339()},
+                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": secs,
+                             "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
+                });
+                self.store
+                    .put(&self.key, encode(&lease), Precondition::Absent)
+                    .is_ok()
+            }
+            Some(kv) => {
+                let mut lease = decode(&kv);
+                let holder = lease["spec"]["holderIdentity"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let renewed = lease["spec"]["renewTime"]
+                    .as_str()
+                    .and_then(|s| humantime_parse(s).ok());
+                let held_for = lease["spec"]["leaseDurationSeconds"]
+                    .as_u64()
+                    .unwrap_or(secs);
+                let expired = renewed.is_none_or(|t| {
+                    SystemTime::now().duration_since(t).unwrap_or_default()
+                        > Duration::from_secs(held_for)
+                });
+                if holder == self.identity {
+                    lease["spec"]["renewTime"] = json!(now);
+                } else if holder.is_empty() || expired {
+                    let transitions = lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0);
+                    lease["spec"] = json!({"holderIdentity": self.identity, "leaseDurationSeconds": secs,
+                        "acquireTime": now, "renewTime": now, "leaseTransitions": transitions + 1});
+                } else {
+                    self.leader.store(false, Ordering::SeqCst);
+                    return false;
+                }
+                self.store
+                    .put(
+                        &self.key,
+                        encode(&lease),
+                        Precondition::Revision(kv.mod_revision),
+                    )
+                    .is_ok()
+            }
+        };
+        self.leader.store(won, Ordering::SeqCst);
+        won
+    }
+
+    /// Keep trying and renewing in the background (every third of the lease duration).
+    pub fn run(self) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name(format!("leader-{}", self.name))
+            .spawn(move || loop {
+                let was = self.is_leader();
+                let now = self.tick();
+                if now != was {
+                    eprintln!(
+                        "skiff-control: {} {} the {} lease",
+                        self.identity,
+                        if now { "acquired" } else { "lost" },
+                        self.name
+                    );
+                }
+                std::thread::sleep((self.duration / 3).max(Duration::from_millis(200)));
+            })
+            .expect("spawn leader election")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_leader_and_takeover_after_expiry() {
+        let dir = std::env::temp_dir().join(format!("skiff-leader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let d = Duration::from_secs(1);
+        let a = Elector::new(store.clone(), "skiff-scheduler", "a", d);
+        let b = Elector::new(store.clone(), "skiff-scheduler", "b", d);
+        assert!(a.tick());
+        assert!(!b.tick(), "held by a");
+        assert!(a.tick(), "a renews");
+        assert!(!b.tick());
+        // a stops renewing: after the lease duration b takes over, and a has lost it.
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(b.tick());
+        assert!(!a.tick());
+        let lease = decode(
+            &store
+                .get("/registry/coordination.k8s.io/leases/kube-system/skiff-scheduler")
+                .unwrap(),
+        );
+        assert_eq!(lease["spec"]["holderIdentity"], "b");
+        assert_eq!(lease["spec"]["leaseTransitions"], 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
