@@ -484,3 +484,57 @@ fn paging_with_limit_and_continue() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pods/binding, as a scheduler posts it: binds once, a second binding is a conflict.
+#[test]
+fn pod_binding_subresource() {
+    let bins = kubectls();
+    let Some(k) = bins.last() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - {name: c, image: busybox}\n";
+    assert!(s
+        .kubectl(k, &["apply", "-f", "-"], Some(pod))
+        .status
+        .success());
+    let binding = |node: &str| {
+        format!("{{\"apiVersion\":\"v1\",\"kind\":\"Binding\",\"metadata\":{{\"name\":\"p\"}},\"target\":{{\"kind\":\"Node\",\"name\":\"{node}\"}}}}")
+    };
+    let o = s.kubectl(
+        k,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p/binding",
+            "-f",
+            "-",
+        ],
+        Some(&binding("n1")),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.kubectl(
+        k,
+        &["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n1");
+    let o = s.kubectl(
+        k,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p/binding",
+            "-f",
+            "-",
+        ],
+        Some(&binding("n2")),
+    );
+    assert!(!o.status.success());
+    assert!(out(&o).contains("already assigned"), "{}", out(&o));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

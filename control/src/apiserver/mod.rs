@@ -167,6 +167,15 @@ async fn handle(
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
     }
+    if sub == Some("binding") && r.kind == "Pod" && method == Method::POST {
+        let ctx = objects::Ctx {
+            store: &s.store,
+            r,
+            ns,
+            table: false,
+        };
+        return objects::bind(&ctx, name.unwrap_or(""), &body);
+    }
     if sub.is_some_and(|s| s != "status") {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -523,6 +523,43 @@ pub fn patch(
     }
 }
 
+/// POST pods/{name}/binding: assign the pod to a node (what a scheduler does). A pod
+/// already bound elsewhere is a conflict.
+pub fn bind(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let b: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid Binding: {e}")))?;
+    let node = b["target"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid("Binding", name, "target.name: Required value"))?
+        .to_string();
+    if b["target"]["kind"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty() && k != "Node")
+    {
+        return Err(ApiError::invalid(
+            "Binding",
+            name,
+            "target.kind: Unsupported value: must be Node",
+        ));
+    }
+    modify_value(
+        c,
+        name,
+        |cur| {
+            if let Some(bound) = cur["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::new(StatusCode::CONFLICT, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\"")));
+            }
+            let mut next = cur.clone();
+            next["spec"]["nodeName"] = json!(node);
+            Ok(next)
+        },
+        false,
+    )?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(json_response(StatusCode::CREATED, &status))
+}
+
 /// Remove an object from the store now, releasing what it held.
 pub(crate) fn remove_now(store: &Store, key: &str, rev: Option<i64>) -> Option<Value> {
     let pre = rev.map_or(Precondition::None, Precondition::Revision);
