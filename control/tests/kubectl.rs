@@ -538,3 +538,56 @@ fn pod_binding_subresource() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Aggregated discovery: every kubectl version gets all groups and resources from /api
+/// and /apis alone; plain JSON clients still get the legacy lists.
+#[test]
+fn aggregated_discovery_saves_per_group_requests() {
+    let bins = kubectls();
+    if bins.is_empty() {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("skiff-disc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    for k in &bins {
+        let cache = dir.join(format!(
+            "cache-{}",
+            k.display().to_string().replace('/', "_")
+        ));
+        let o = s.kubectl(
+            k,
+            &[
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "-v=6",
+                "get",
+                "deployments,pods,services,daemonsets",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}: {}", k.display(), out(&o));
+        let log = String::from_utf8_lossy(&o.stderr);
+        let discovery: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("/apis/apps/v1?")
+                    || l.contains("/api/v1?")
+                    || l.contains("/apis/apps/v1 ")
+            })
+            .collect();
+        assert!(
+            discovery.is_empty(),
+            "{}: per-group discovery requests: {discovery:?}",
+            k.display()
+        );
+        assert!(log.contains("/apis?timeout"), "{}: {log}", k.display());
+    }
+    let k = &bins[0];
+    let o = s.kubectl(k, &["get", "--raw", "/apis"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "APIGroupList");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

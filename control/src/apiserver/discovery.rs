@@ -49,6 +49,80 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
+/// The aggregated discovery version (v2, or v2beta1 for kubectl 1.26–1.29) an Accept
+/// header asks for, in the client's order of preference; None for legacy discovery.
+pub fn aggregated_version(accept: &str) -> Option<&'static str> {
+    accept.split(',').map(str::trim).find_map(|p| {
+        let params: Vec<&str> = p.split(';').map(str::trim).collect();
+        if !params.contains(&"as=APIGroupDiscoveryList")
+            || !params.contains(&"g=apidiscovery.k8s.io")
+        {
+            return None;
+        }
+        if params.contains(&"v=v2") {
+            Some("v2")
+        } else if params.contains(&"v=v2beta1") {
+            Some("v2beta1")
+        } else {
+            None
+        }
+    })
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
+    let mut subs = Vec::new();
+    if matches!(
+        r.kind,
+        "Pod" | "Service" | "Node" | "Namespace" | "Deployment" | "ReplicaSet" | "DaemonSet"
+    ) {
+        subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
+    }
+    if matches!(r.kind, "Deployment" | "ReplicaSet") {
+        subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
+    }
+    if r.kind == "Pod" {
+        subs.push(json!({"subresource": "binding", "responseKind": kind("", "v1", "Binding"), "verbs": ["create"]}));
+    }
+    let mut e = json!({
+        "resource": r.plural, "responseKind": kind(r.group, r.version, r.kind),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        "subresources": subs,
+    });
+    if !r.short.is_empty() {
+        e["shortNames"] = json!(r.short);
+    }
+    if matches!(
+        r.kind,
+        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet"
+    ) {
+        e["categories"] = json!(["all"]);
+    }
+    e
+}
+
+/// APIGroupDiscoveryList for /api (`core`) or /apis: every group, version and resource
+/// in one response, so kubectl needs no per-group requests.
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let mut items = Vec::new();
+    let wanted: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { groups() };
+    for (g, v) in wanted {
+        let resources: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|r| r.group == g && r.version == v)
+            .map(aggregated_resource)
+            .collect();
+        let mut meta = json!({"creationTimestamp": null});
+        if !g.is_empty() {
+            meta["name"] = json!(g);
+        }
+        items.push(json!({"metadata": meta, "versions": [{"version": v, "resources": resources, "freshness": "Current"}]}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
+}
+
 pub fn openapi_root() -> Value {
     let mut paths = serde_json::Map::new();
     paths.insert(

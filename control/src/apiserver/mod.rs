@@ -97,8 +97,32 @@ async fn handle(
         ["healthz"] | ["readyz"] | ["livez"] if get => {
             return Ok((StatusCode::OK, "ok").into_response())
         }
-        ["api"] if get => return Ok(json_response(StatusCode::OK, &discovery::api_versions())),
-        ["apis"] if get => return Ok(json_response(StatusCode::OK, &discovery::api_groups())),
+        ["api"] | ["apis"] if get => {
+            let core = segs[0] == "api";
+            let accept = headers
+                .get_all("accept")
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Some(v) = discovery::aggregated_version(&accept) {
+                let ct = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                );
+                return Ok((
+                    StatusCode::OK,
+                    [("content-type", ct.as_str()), ("vary", "Accept")],
+                    discovery::aggregated(core, v).to_string(),
+                )
+                    .into_response());
+            }
+            let legacy = if core {
+                discovery::api_versions()
+            } else {
+                discovery::api_groups()
+            };
+            return Ok(json_response(StatusCode::OK, &legacy));
+        }
         ["api", v] if get => {
             return discovery::resource_list("", v)
                 .map(|l| json_response(StatusCode::OK, &l))
