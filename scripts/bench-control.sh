@@ -15,8 +15,20 @@ cp_pid=""
 cleanup() { [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-echo "== store (embedded)"
+echo "== store: embedded, then etcd 3.4 (one member on loopback) side by side"
 "$bin/skiff-store-bench" bench "$work/store"
+if command -v etcd >/dev/null; then
+  cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$cport" \
+    --advertise-client-urls "http://127.0.0.1:$cport" --listen-peer-urls "http://127.0.0.1:$pport" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$pport" --initial-cluster "bench=http://127.0.0.1:$pport" \
+    >"$work/etcd.log" 2>&1 &
+  etcd_pid=$!
+  sleep 2
+  "$bin/skiff-store-bench" bench-etcd "http://127.0.0.1:$cport"
+  kill "$etcd_pid"
+fi
 echo "== scheduler"
 "$bin/skiff-sched-bench"
 

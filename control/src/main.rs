@@ -12,6 +12,10 @@ use std::path::PathBuf;
     about = "Skiff's control plane: API server, store, scheduler, controllers"
 )]
 struct Cli {
+    /// Keep cluster state in etcd v3 (comma-separated client URLs) instead of the
+    /// embedded store; several API servers can then serve one cluster.
+    #[arg(long = "etcd-servers", value_delimiter = ',')]
+    etcd_servers: Vec<String>,
     /// Where the store and the cluster PKI live.
     #[arg(
         long = "data-dir",
@@ -94,7 +98,12 @@ async fn main() {
     if cli.insecure_port.is_some() && !cli.bind_address.is_loopback() {
         fail("--insecure-port serves without authentication: only with a loopback --bind-address");
     }
-    let store = skiff_control::store::Store::open(&cli.data_dir).unwrap_or_else(|e| fail(e));
+    let store = if cli.etcd_servers.is_empty() {
+        skiff_control::store::Store::open(&cli.data_dir)
+    } else {
+        skiff_control::store::Store::etcd(&cli.etcd_servers)
+    }
+    .unwrap_or_else(|e| fail(e));
     let mut cfg = skiff_control::controllers::Config::default();
     if let Some(g) = cli.node_monitor_grace_period {
         cfg.node_grace = g;

@@ -1,6 +1,7 @@
 //! Store benchmark and crash helper.
 //!   skiff-store-bench bench DIR         writes/s at 1, 16 and 64 concurrent writers, and
 //!                                       watch delivery latency (put → event received)
+//!   skiff-store-bench bench-etcd URL[,URL…]  the same against an etcd v3 cluster
 //!   skiff-store-bench crash-writer DIR  write keys and print each acknowledged one,
 //!                                       until killed (at most 200000), for the kill -9 test
 
@@ -8,22 +9,48 @@ use skiff_control::store::{Precondition, Store};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn bench(dir: &str) {
+/// Where a benchmark round writes: a fresh embedded store, or the etcd cluster (with a
+/// fresh key prefix per round).
+enum Target<'a> {
+    Dir(&'a str),
+    Etcd(&'a [String]),
+}
+
+impl Target<'_> {
+    fn open(&self, round: &str) -> (Store, String) {
+        match self {
+            Target::Dir(dir) => {
+                let path = format!("{dir}/{round}");
+                let _ = std::fs::remove_dir_all(&path);
+                (Store::open(&path).unwrap(), "/registry/".into())
+            }
+            Target::Etcd(eps) => (
+                Store::etcd(eps).unwrap(),
+                format!("/bench-{}-{round}/", std::process::id()),
+            ),
+        }
+    }
+}
+
+fn bench(target: Target) {
     let value = vec![b'x'; 512]; // about a small Kubernetes object
-    println!("embedded store, fsync per acknowledged write (group commit), 512-byte values");
+    match target {
+        Target::Dir(_) => {
+            println!("embedded store, fsync per acknowledged write (group commit), 512-byte values")
+        }
+        Target::Etcd(eps) => println!("etcd v3 at {eps:?}, 512-byte values"),
+    }
     for writers in [1usize, 16, 64] {
-        let path = format!("{dir}/w{writers}");
-        let _ = std::fs::remove_dir_all(&path);
-        let s = Store::open(&path).unwrap();
+        let (s, prefix) = target.open(&format!("w{writers}"));
         let per = if writers == 1 { 2000 } else { 20_000 / writers };
         let start = Instant::now();
         let hs: Vec<_> = (0..writers)
             .map(|t| {
-                let (s, v) = (s.clone(), value.clone());
+                let (s, v, prefix) = (s.clone(), value.clone(), prefix.clone());
                 std::thread::spawn(move || {
                     for i in 0..per {
                         s.put(
-                            &format!("/registry/pods/ns/p{t}-{i}"),
+                            &format!("{prefix}pods/ns/p{t}-{i}"),
                             v.clone(),
                             Precondition::None,
                         )
@@ -42,15 +69,13 @@ fn bench(dir: &str) {
             n as f64 / secs
         );
     }
-    let path = format!("{dir}/watch");
-    let _ = std::fs::remove_dir_all(&path);
-    let s = Store::open(&path).unwrap();
-    let w = s.watch("/registry/", 0).unwrap();
+    let (s, prefix) = target.open("watch");
+    let w = s.watch(&prefix, 0).unwrap();
     let mut lat = Vec::new();
     for i in 0..1000 {
         let t = Instant::now();
         s.put(
-            &format!("/registry/pods/ns/w{i}"),
+            &format!("{prefix}pods/ns/w{i}"),
             value.clone(),
             Precondition::None,
         )
@@ -84,10 +109,16 @@ fn crash_writer(dir: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some("bench"), Some(dir)) => bench(dir),
+        (Some("bench"), Some(dir)) => bench(Target::Dir(dir)),
+        (Some("bench-etcd"), Some(urls)) => {
+            let eps: Vec<String> = urls.split(',').map(str::to_string).collect();
+            bench(Target::Etcd(&eps))
+        }
         (Some("crash-writer"), Some(dir)) => crash_writer(dir),
         _ => {
-            eprintln!("usage: skiff-store-bench bench DIR | crash-writer DIR");
+            eprintln!(
+                "usage: skiff-store-bench bench DIR | bench-etcd URL[,URL...] | crash-writer DIR"
+            );
             std::process::exit(2);
         }
     }

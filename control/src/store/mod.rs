@@ -6,6 +6,7 @@
 //! Concurrent writers share fsyncs (group commit: whoever finds no flush in progress
 //! flushes everything pending). Compaction writes a snapshot and starts a new WAL.
 
+mod etcd;
 mod wal;
 
 use serde::{Deserialize, Serialize};
@@ -111,9 +112,94 @@ struct Commit {
     failed: Option<String>,
 }
 
+/// The embedded backend.
 #[derive(Clone)]
-pub struct Store {
+pub struct Embedded {
     inner: Arc<Inner>,
+}
+
+/// The store the API server and controllers use: embedded (default), or etcd v3 for
+/// several API servers sharing one cluster state.
+#[derive(Clone)]
+pub enum Store {
+    Embedded(Embedded),
+    Etcd(Box<etcd::Etcd>),
+}
+
+impl Store {
+    /// Open (or create) the embedded store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Embedded::open(dir).map(Store::Embedded)
+    }
+
+    /// Use an etcd v3 cluster (endpoints like "http://127.0.0.1:2379").
+    pub fn etcd(endpoints: &[String]) -> Result<Store, StoreError> {
+        etcd::Etcd::connect(endpoints).map(|e| Store::Etcd(Box::new(e)))
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Store::Embedded(s) => s.revision(),
+            Store::Etcd(s) => s.revision(),
+        }
+    }
+
+    /// The oldest revision watches can start after (0 where the backend does not say).
+    pub fn compacted_revision(&self) -> i64 {
+        match self {
+            Store::Embedded(s) => s.compacted_revision(),
+            Store::Etcd(_) => 0,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        match self {
+            Store::Embedded(s) => s.get(key),
+            Store::Etcd(s) => s.get(key),
+        }
+    }
+
+    /// Keys under `prefix` in key order, and the revision they were read at.
+    pub fn list(&self, prefix: &str) -> (Vec<KeyValue>, i64) {
+        match self {
+            Store::Embedded(s) => s.list(prefix),
+            Store::Etcd(s) => s.list(prefix),
+        }
+    }
+
+    pub fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        pre: Precondition,
+    ) -> Result<KeyValue, StoreError> {
+        match self {
+            Store::Embedded(s) => s.put(key, value, pre),
+            Store::Etcd(s) => s.put(key, value, pre),
+        }
+    }
+
+    pub fn delete(&self, key: &str, pre: Precondition) -> Result<KeyValue, StoreError> {
+        match self {
+            Store::Embedded(s) => s.delete(key, pre),
+            Store::Etcd(s) => s.delete(key, pre),
+        }
+    }
+
+    pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+        match self {
+            Store::Embedded(s) => s.watch(prefix, from),
+            Store::Etcd(s) => s.watch(prefix, from),
+        }
+    }
+
+    pub fn compact(&self, rev: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.compact(rev),
+            Store::Etcd(s) => s.compact(rev),
+        }
+    }
 }
 
 /// A stream of events under a prefix, in revision order.
@@ -194,9 +280,9 @@ impl State {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Open (or create) a store in `dir`: load the snapshot, replay the WAL.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Embedded, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
@@ -219,7 +305,7 @@ impl Store {
             }
         }
         let rev = state.rev;
-        Ok(Store {
+        Ok(Embedded {
             inner: Arc::new(Inner {
                 dir,
                 state: Mutex::new(state),

@@ -1,0 +1,352 @@
+//! The store on real etcd (Debian's etcd-server), a 3-member cluster on loopback that
+//! the test starts: the store's semantics (preconditions, revisions, watch from a
+//! revision, compaction), and two API servers on one etcd serving one cluster to kubectl.
+
+use skiff_control::store::{EventKind, Precondition, Store, StoreError};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct EtcdCluster {
+    members: Vec<Child>,
+    pub endpoints: Vec<String>,
+    dir: PathBuf,
+}
+
+impl EtcdCluster {
+    fn start(name: &str) -> Option<EtcdCluster> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("skiff-etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.join(format!("m{i}.log")))
+                .or_else(|_| {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::File::create(dir.join(format!("m{i}.log")))
+                })
+                .unwrap();
+            members.push(
+                Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("m{i}")))
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                    ])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args([
+                        "--initial-cluster-state",
+                        "new",
+                        "--initial-cluster-token",
+                        name,
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Store::etcd(&endpoints).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "etcd cluster did not come up (logs in {})",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(EtcdCluster {
+            members,
+            endpoints,
+            dir,
+        })
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn store_semantics_on_etcd() {
+    let Some(etcd) = EtcdCluster::start("store") else {
+        eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
+        return;
+    };
+    let s = Store::etcd(&etcd.endpoints).unwrap();
+    let a = s
+        .put("/registry/t/a", b"1".to_vec(), Precondition::Absent)
+        .unwrap();
+    assert_eq!((a.version, a.create_revision), (1, a.mod_revision));
+    assert_eq!(
+        s.put("/registry/t/a", b"x".to_vec(), Precondition::Absent),
+        Err(StoreError::AlreadyExists("/registry/t/a".into()))
+    );
+    let b = s
+        .put(
+            "/registry/t/a",
+            b"2".to_vec(),
+            Precondition::Revision(a.mod_revision),
+        )
+        .unwrap();
+    assert_eq!((b.version, b.create_revision), (2, a.create_revision));
+    assert!(matches!(
+        s.put(
+            "/registry/t/a",
+            b"3".to_vec(),
+            Precondition::Revision(a.mod_revision)
+        ),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        s.put(
+            "/registry/t/missing",
+            b"3".to_vec(),
+            Precondition::Revision(5)
+        ),
+        Err(StoreError::NotFound("/registry/t/missing".into()))
+    );
+    s.put("/registry/t/b", b"b".to_vec(), Precondition::None)
+        .unwrap();
+    s.put("/registry/u/c", b"c".to_vec(), Precondition::None)
+        .unwrap();
+    let (items, rev) = s.list("/registry/t/");
+    assert_eq!(
+        items.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        ["/registry/t/a", "/registry/t/b"]
+    );
+    assert_eq!(rev, s.revision());
+    // Watch from a revision replays what came after it, then goes live.
+    let w = s.watch("/registry/t/", a.mod_revision).unwrap();
+    let del = s.delete("/registry/t/b", Precondition::None).unwrap();
+    assert_eq!(del.value, b"b");
+    assert_eq!(
+        s.delete("/registry/t/b", Precondition::None),
+        Err(StoreError::NotFound("/registry/t/b".into()))
+    );
+    let got: Vec<(EventKind, String, i64)> = (0..3)
+        .map(|_| w.rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision))
+        .collect();
+    assert_eq!(
+        got[0],
+        (EventKind::Put, "/registry/t/a".into(), b.mod_revision)
+    );
+    assert_eq!(got[1].1, "/registry/t/b");
+    assert_eq!(got[2].0, EventKind::Delete);
+    // Compaction: older revisions are gone for watches (the API answers 410).
+    s.compact(s.revision()).unwrap();
+    assert!(matches!(
+        s.watch("/registry/t/", a.mod_revision),
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+fn control(dir: &Path, etcd: &[String]) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+        .arg("--etcd-servers")
+        .arg(etcd.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("https://127.0.0.1:"))
+        .expect("serving line");
+    let port = line
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
+fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut ch = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        use std::io::Write;
+        ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let o = ch.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn kubeconfig(dir: &Path, port: u16, name: &str) -> PathBuf {
+    let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "kubeconfig",
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, o.stdout).unwrap();
+    p
+}
+
+#[test]
+fn two_api_servers_on_one_etcd_serve_one_cluster() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    }
+    let Some(etcd) = EtcdCluster::start("api") else {
+        eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
+        return;
+    };
+    // One data dir: the API servers share the cluster PKI; the state is in etcd.
+    let dir = etcd.dir.join("control");
+    let (mut a, pa) = control(&dir, &etcd.endpoints);
+    let (mut b, pb) = control(&dir, &etcd.endpoints);
+    let (ka, kb) = (
+        kubeconfig(&dir, pa, "a.kubeconfig"),
+        kubeconfig(&dir, pb, "b.kubeconfig"),
+    );
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: web, image: nginx}\n";
+    let (ok, out) = kubectl(&ka, &["apply", "-f", "-"], Some(deploy));
+    assert!(ok, "{out}");
+    // Seen through the other server; one controller manager (the Lease holder) made
+    // exactly 3 pods, not 3 per server.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, pods) = kubectl(&kb, &["get", "pods", "-l", "app=web", "-o", "name"], None);
+        let (_, d) = kubectl(
+            &kb,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+            None,
+        );
+        if d == "3" && pods.lines().count() == 3 {
+            std::thread::sleep(Duration::from_millis(1500));
+            let (_, again) = kubectl(&ka, &["get", "pods", "-l", "app=web", "-o", "name"], None);
+            assert_eq!(again.lines().count(), 3, "{again}");
+            break;
+        }
+        assert!(Instant::now() < end, "pods via b: {pods}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, leases) = kubectl(
+        &ka,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "lease",
+            "skiff-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert!(!leases.is_empty());
+    // A write on b is immediately readable on a (one store).
+    let (ok, out) = kubectl(
+        &kb,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\ndata: {k: v}\n"),
+    );
+    assert!(ok, "{out}");
+    let (_, v) = kubectl(
+        &ka,
+        &["get", "configmap", "shared", "-o", "jsonpath={.data.k}"],
+        None,
+    );
+    assert_eq!(v, "v");
+    // Both gone, one back: everything is still there.
+    for c in [&mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (mut c, pc) = control(&dir, &etcd.endpoints);
+    let kc = kubeconfig(&dir, pc, "c.kubeconfig");
+    let (_, v) = kubectl(
+        &kc,
+        &["get", "configmap", "shared", "-o", "jsonpath={.data.k}"],
+        None,
+    );
+    assert_eq!(v, "v");
+    let _ = c.kill();
+    let _ = c.wait();
+}
