@@ -591,3 +591,48 @@ fn aggregated_discovery_saves_per_group_requests() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Changing an immutable field is refused with kube's message; nothing is written.
+#[test]
+fn immutable_fields_are_refused() {
+    let bins = kubectls();
+    let Some(k) = bins.last() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-immut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    let d = DEPLOY.replace("REPLICAS", "1");
+    assert!(s
+        .kubectl(k, &["apply", "-f", "-"], Some(&d))
+        .status
+        .success());
+    let changed = d
+        .replace("matchLabels: {app: web}", "matchLabels: {app: other}")
+        .replace(
+            "labels: {app: web}\n    spec",
+            "labels: {app: other}\n    spec",
+        );
+    let o = s.kubectl(k, &["apply", "-f", "-"], Some(&changed));
+    assert!(!o.status.success());
+    let msg = out(&o);
+    assert!(
+        msg.contains("spec.selector") && msg.contains("field is immutable"),
+        "{msg}"
+    );
+    let o = s.kubectl(
+        k,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.selector.matchLabels.app}",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "web", "unchanged");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

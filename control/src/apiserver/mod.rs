@@ -8,6 +8,7 @@
 mod allocator;
 mod defaults;
 mod discovery;
+mod immutable;
 pub(crate) mod objects;
 pub mod resources;
 mod status;

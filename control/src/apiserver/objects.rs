@@ -418,6 +418,7 @@ fn modify_value(
         }
         if !status_only {
             super::defaults::apply(c.r.kind, &mut next);
+            super::immutable::check(c.r.kind, &cur, &next)?;
         }
         typed_check(c.r, &next)?;
         let want_rv = next["metadata"]["resourceVersion"]
