@@ -26,16 +26,14 @@ fn invalid(kind: &str, name: &str, field: &str, value: &Value, why: &str) -> Api
 pub fn check(kind: &str, cur: &Value, next: &Value) -> Result<(), ApiError> {
     let name = cur["metadata"]["name"].as_str().unwrap_or("");
     match kind {
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            if changed(cur, next, &["spec", "selector"]) {
-                return Err(invalid(
-                    kind,
-                    name,
-                    "spec.selector",
-                    &next["spec"]["selector"],
-                    "field is immutable",
-                ));
-            }
+        "Deployment" | "ReplicaSet" | "DaemonSet" if changed(cur, next, &["spec", "selector"]) => {
+            return Err(invalid(
+                kind,
+                name,
+                "spec.selector",
+                &next["spec"]["selector"],
+                "field is immutable",
+            ));
         }
         "Service" => {
             let was = cur["spec"]["clusterIP"].as_str().unwrap_or("");
@@ -50,18 +48,17 @@ pub fn check(kind: &str, cur: &Value, next: &Value) -> Result<(), ApiError> {
                 ));
             }
         }
-        "ConfigMap" | "Secret" => {
+        "ConfigMap" | "Secret"
             if cur["immutable"] == true
                 && (changed(cur, next, &["data"])
                     || changed(cur, next, &["binaryData"])
-                    || next["immutable"] != true)
-            {
-                return Err(ApiError::invalid(
-                    kind,
-                    name,
-                    "data: Forbidden: field is immutable when `immutable` is set",
-                ));
-            }
+                    || next["immutable"] != true) =>
+        {
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                "data: Forbidden: field is immutable when `immutable` is set",
+            ));
         }
         "Pod" => {
             // Only images, activeDeadlineSeconds, added tolerations and a first nodeName
