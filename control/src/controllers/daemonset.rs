@@ -54,14 +54,6 @@ fn eligible(node: &Value, tpl_spec: &Value, tolerations: &[Value]) -> bool {
     selector_ok && taints_ok
 }
 
-fn is_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn template_hash(tpl: &Value) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in tpl.to_string().bytes() {
@@ -153,7 +145,7 @@ pub fn reconcile(store: &Store) {
                 }
                 Some(p) => {
                     current += 1;
-                    if is_ready(p) {
+                    if pod_ready(p) {
                         ready += 1;
                     } else {
                         unavailable += 1;
@@ -180,10 +172,10 @@ pub fn reconcile(store: &Store) {
                 _ => 1,
             };
             // Not-ready old pods first: replacing them costs no availability.
-            old_on_nodes.sort_by_key(|p| is_ready(p));
+            old_on_nodes.sort_by_key(|p| pod_ready(p));
             let mut budget = max_unavail - unavailable;
             for p in old_on_nodes {
-                if !is_ready(p) {
+                if !pod_ready(p) {
                     delete_pod(store, p);
                 } else if budget > 0 {
                     delete_pod(store, p);

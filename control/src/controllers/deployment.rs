@@ -51,6 +51,19 @@ fn int_or_percent(v: &Value, replicas: i64, round_up: bool, default_pct: i64) ->
     }
 }
 
+/// (maxSurge, maxUnavailable) of a Deployment for `replicas`; both zero means one
+/// may be unavailable, as Kubernetes validates it.
+fn surge_and_unavailable(d: &Value, replicas: i64) -> (i64, i64) {
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    let surge = int_or_percent(&ru["maxSurge"], replicas, true, 25);
+    let unavail = int_or_percent(&ru["maxUnavailable"], replicas, false, 25);
+    if surge == 0 && unavail == 0 {
+        (0, 1)
+    } else {
+        (surge, unavail)
+    }
+}
+
 fn spec_replicas(rs: &Value) -> i64 {
     rs["spec"]["replicas"].as_i64().unwrap_or(0)
 }
@@ -114,12 +127,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
                     replicas
                 }
             } else {
-                let surge = int_or_percent(
-                    &d["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
-                    replicas,
-                    true,
-                    25,
-                );
+                let (surge, _) = surge_and_unavailable(d, replicas);
                 (replicas + surge - old_total).clamp(0, replicas)
             };
             let mut tpl = d["spec"]["template"].clone();
@@ -161,21 +169,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
             set_replicas(store, &new_rs, replicas);
         }
     } else {
-        let surge = int_or_percent(
-            &d["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
-            replicas,
-            true,
-            25,
-        );
-        let mut unavail = int_or_percent(
-            &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
-            replicas,
-            false,
-            25,
-        );
-        if surge == 0 && unavail == 0 {
-            unavail = 1;
-        }
+        let (surge, unavail) = surge_and_unavailable(d, replicas);
         // Old pods still there count until their ReplicaSet has removed them, so the
         // surge bound holds for live pods, not only for the sets' specs.
         let old_total: i64 = olds
@@ -244,12 +238,7 @@ fn write_status(
     let updated = new_rs.map_or(0, |rs| rs["status"]["replicas"].as_i64().unwrap_or(0));
     let new_available = new_rs.map_or(0, available);
     let avail = sum("availableReplicas");
-    let unavail = int_or_percent(
-        &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
-        replicas,
-        false,
-        25,
-    );
+    let (_, unavail) = surge_and_unavailable(d, replicas);
     let now = now_rfc3339();
     let complete = updated == replicas && sum("replicas") == replicas && new_available == replicas;
     let old_conds = d["status"]["conditions"].clone();

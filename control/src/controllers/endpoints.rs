@@ -17,14 +17,6 @@ fn selector_matches(sel: &Value, labels: &Value) -> bool {
         .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
 }
 
-fn is_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 /// The pod's port for a service port's targetPort (a number, or a container port name).
 fn target_port(svc_port: &Value, pod: &Value) -> Option<i64> {
     match &svc_port["targetPort"] {
@@ -82,7 +74,7 @@ pub fn reconcile(store: &Store) {
                 .collect();
             let addr = json!({"ip": p["status"]["podIP"], "nodeName": p["spec"]["nodeName"],
                 "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}});
-            let field = if is_ready(p) {
+            let field = if pod_ready(p) {
                 "addresses"
             } else {
                 "notReadyAddresses"
@@ -144,7 +136,7 @@ pub fn reconcile(store: &Store) {
         let mut eps: Vec<Value> = matching
             .iter()
             .map(|p| {
-                let ready = is_ready(p);
+                let ready = pod_ready(p);
                 json!({"addresses": [p["status"]["podIP"]], "conditions": {"ready": ready, "serving": ready, "terminating": false},
                        "nodeName": p["spec"]["nodeName"],
                        "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}})

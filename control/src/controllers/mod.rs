@@ -89,6 +89,15 @@ pub(crate) fn record_event(
     create(store, "core", "events", ev);
 }
 
+/// Whether a pod reports Ready=True.
+pub(crate) fn pod_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 pub(crate) fn owner_ref(o: &Value, api_version: &str, kind: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
 }

@@ -11,14 +11,6 @@ fn active(p: &Value) -> bool {
         )
 }
 
-fn is_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 pub fn reconcile(store: &Store) {
     for rs in list(store, "/registry/apps/replicasets/") {
         let ns = rs["metadata"]["namespace"]
@@ -58,7 +50,7 @@ pub fn reconcile(store: &Store) {
             pods.sort_by_key(|p| {
                 (
                     p["spec"]["nodeName"].is_string(),
-                    is_ready(p),
+                    pod_ready(p),
                     std::cmp::Reverse(
                         p["metadata"]["creationTimestamp"]
                             .as_str()
@@ -71,7 +63,7 @@ pub fn reconcile(store: &Store) {
                 let _ = store.delete(&key_of(&p, "core", "pods"), Precondition::None);
             }
         }
-        let ready = pods.iter().filter(|p| is_ready(p)).count();
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
         let status = json!({"replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "observedGeneration": rs["metadata"]["generation"]});
         if rs["status"] != status {
             let mut next = rs.clone();

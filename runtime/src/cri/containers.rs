@@ -184,12 +184,7 @@ impl Inner {
         }
         let (store_name, manifest) = self.resolve_image(&image)?;
         let img_cfg = self.images.config(&store_name).map_err(status)?;
-        let image_id = self
-            .images
-            .read_json(&manifest)
-            .ok()
-            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let image_id = self.image_id(&manifest);
         let layers = self.images.layers(&store_name).map_err(status)?;
         let sb = crate::sandbox::load(&self.cfg.root, &pod.id).map_err(status)?;
 

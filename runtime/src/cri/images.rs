@@ -30,6 +30,15 @@ fn repository(name: &str) -> &str {
 }
 
 impl Inner {
+    /// The image id (config digest) of a manifest.
+    pub fn image_id(&self, manifest: &str) -> String {
+        self.images
+            .read_json(manifest)
+            .ok()
+            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// Find a stored image: (stored name, manifest digest).
     pub fn resolve_image(&self, q: &str) -> R<(String, String)> {
         let all = self.images.list().map_err(status)?;
@@ -117,12 +126,7 @@ impl Inner {
             None => Ok(all.into_values().collect()),
             Some(q) => match self.resolve_image(&q) {
                 Ok((_, digest)) => {
-                    let id = self
-                        .images
-                        .read_json(&digest)
-                        .ok()
-                        .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
-                        .unwrap_or_default();
+                    let id = self.image_id(&digest);
                     Ok(all.get(&id).cloned().into_iter().collect())
                 }
                 Err(_) => Ok(Vec::new()),
@@ -135,12 +139,7 @@ impl Inner {
         let Ok((name, digest)) = self.resolve_image(q) else {
             return Ok(v1::ImageStatusResponse::default());
         };
-        let id = self
-            .images
-            .read_json(&digest)
-            .ok()
-            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let id = self.image_id(&digest);
         let image = self.grouped()?.remove(&id);
         let mut info = std::collections::HashMap::new();
         if verbose {
@@ -204,12 +203,7 @@ impl Inner {
         let Ok((name, digest)) = self.resolve_image(q) else {
             return Ok(());
         };
-        let id = self
-            .images
-            .read_json(&digest)
-            .ok()
-            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let id = self.image_id(&digest);
         let in_use = self.records().containers.values().any(|c| c.image_id == id);
         if in_use {
             return Err(Status::failed_precondition(format!(

@@ -18,6 +18,15 @@ fn labels(kv: &[String]) -> Result<HashMap<String, String>> {
         .collect()
 }
 
+/// A status with the runtime's verbose `info` entries (JSON strings) merged in, as
+/// crictl prints them.
+fn with_info(mut v: serde_json::Value, info: &HashMap<String, String>) -> serde_json::Value {
+    for (k, text) in info {
+        v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
+    }
+    v
+}
+
 /// "512m", "1g", "1048576" → bytes.
 fn parse_bytes(s: &str) -> Result<i64> {
     let s = s.trim().to_ascii_lowercase();
@@ -97,11 +106,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 c.rt.status(v1::StatusRequest { verbose: true })
                     .await?
                     .into_inner();
-            let mut v = serde_json::json!({"status": s.status});
-            for (k, text) in &s.info {
-                v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
-            }
-            print_obj(&v, &output)?;
+            print_obj(
+                &with_info(serde_json::json!({"status": s.status}), &s.info),
+                &output,
+            )?;
         }
         Command::Pods {
             name,
@@ -528,11 +536,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     })
                     .await?
                     .into_inner();
-                let mut v = serde_json::json!({"status": r.status});
-                for (k, text) in &r.info {
-                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
-                }
-                print_obj(&v, &output)?;
+                print_obj(
+                    &with_info(serde_json::json!({"status": r.status}), &r.info),
+                    &output,
+                )?;
             }
         }
         Command::Inspectp { ids, output } => {
@@ -545,11 +552,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     })
                     .await?
                     .into_inner();
-                let mut v = serde_json::json!({"status": r.status});
-                for (k, text) in &r.info {
-                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
-                }
-                print_obj(&v, &output)?;
+                print_obj(
+                    &with_info(serde_json::json!({"status": r.status}), &r.info),
+                    &output,
+                )?;
             }
         }
         Command::Inspecti { images, output } => {
@@ -569,11 +575,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 if r.image.is_none() {
                     bail!("no such image {image}");
                 }
-                let mut v = serde_json::json!({"status": r.image});
-                for (k, text) in &r.info {
-                    v[k] = serde_json::from_str(text).unwrap_or(serde_json::json!(text));
-                }
-                print_obj(&v, &output)?;
+                print_obj(
+                    &with_info(serde_json::json!({"status": r.image}), &r.info),
+                    &output,
+                )?;
             }
         }
         Command::Logs {
