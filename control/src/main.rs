@@ -60,6 +60,9 @@ struct Cli {
     /// Run the scheduler in this process.
     #[arg(long = "scheduler", default_value_t = true, action = clap::ArgAction::Set)]
     scheduler: bool,
+    /// Drop store history older than this (kube-apiserver's default: 5m; 0 turns it off).
+    #[arg(long = "etcd-compaction-interval", default_value = "5m", value_parser = humantime::parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,6 +125,9 @@ async fn main() {
     cfg.leader_elect = cli.leader_elect;
     cfg.controllers = cli.controllers;
     cfg.scheduler = cli.scheduler;
+    if !cli.etcd_compaction_interval.is_zero() {
+        skiff_control::store::compactor::start(store.clone(), cli.etcd_compaction_interval);
+    }
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
     let router = skiff_control::apiserver::router(store);

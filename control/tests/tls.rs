@@ -292,3 +292,71 @@ fn https_with_client_certificates() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other_dir);
 }
+
+/// The compactor drops old history: a watch from a resourceVersion older than one
+/// interval gets 410 Gone (Expired), as with kube-apiserver on etcd.
+#[test]
+fn compaction_expires_old_resource_versions() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    }
+    let dir = tmp("compact");
+    let cp = Control::start(&dir, &["--etcd-compaction-interval", "1s"]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let kcs = kc.to_str().unwrap();
+    let o = kubectl(
+        &["--kubeconfig", kcs, "apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata: {v: \"0\"}\n"),
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = kubectl(
+        &[
+            "--kubeconfig",
+            kcs,
+            "get",
+            "configmap",
+            "c",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+        None,
+    );
+    let old = String::from_utf8_lossy(&o.stdout).to_string();
+    // A watch from it works now...
+    let watch = |rv: &str| {
+        kubectl(&["--kubeconfig", kcs, "get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1")], None)
+    };
+    assert!(watch(&old).status.success());
+    for i in 1..4 {
+        let o = kubectl(
+            &[
+                "--kubeconfig",
+                kcs,
+                "patch",
+                "configmap",
+                "c",
+                "-p",
+                &format!("{{\"data\":{{\"v\":\"{i}\"}}}}"),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{o:?}");
+    }
+    // ...and after two intervals it is gone.
+    std::thread::sleep(std::time::Duration::from_millis(2600));
+    let o = watch(&old);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Expired") || err.contains("410") || err.contains("compacted"),
+        "{err}"
+    );
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}

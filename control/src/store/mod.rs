@@ -6,6 +6,7 @@
 //! Concurrent writers share fsyncs (group commit: whoever finds no flush in progress
 //! flushes everything pending). Compaction writes a snapshot and starts a new WAL.
 
+pub mod compactor;
 mod etcd;
 mod wal;
 
