@@ -636,3 +636,74 @@ fn immutable_fields_are_refused() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// kubectl's typed `create` commands send protobuf bodies (kubectl 1.32 and later):
+/// namespaces, configmaps, secrets, service accounts and deployments come through.
+#[test]
+fn typed_create_with_protobuf_bodies() {
+    let bins = kubectls();
+    let Some(k) = bins.last() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-pb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    for args in [
+        vec!["create", "namespace", "team"],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "configmap",
+            "cm",
+            "--from-literal=a=b",
+        ],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "--from-literal=pw=x",
+        ],
+        vec!["-n", "team", "create", "serviceaccount", "robot"],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.25",
+            "--replicas=2",
+            "--port=80",
+        ],
+    ] {
+        let o = s.kubectl(k, &args, None);
+        assert!(o.status.success(), "{args:?}: {}", out(&o));
+    }
+    let get = |args: &[&str]| String::from_utf8_lossy(&s.kubectl(k, args, None).stdout).to_string();
+    assert_eq!(
+        get(&["-n", "team", "get", "cm", "cm", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    assert_eq!(
+        get(&[
+            "-n",
+            "team",
+            "get",
+            "secret",
+            "pw",
+            "-o",
+            "jsonpath={.data.pw}"
+        ]),
+        "eA=="
+    );
+    assert_eq!(
+        get(&["-n", "team", "get", "deployment", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}"]),
+        "2 nginx:1.25 80"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ mod defaults;
 mod discovery;
 mod immutable;
 pub(crate) mod objects;
+mod protobuf;
 pub mod resources;
 mod status;
 mod strategic;
@@ -213,14 +214,19 @@ async fn handle(
             ),
         ));
     }
-    // Only JSON bodies: a protobuf body gets 415, on which client-go retries with JSON.
+    // Protobuf bodies (kubectl's typed clients) are decoded for the kinds they create;
+    // anything else gets 415 with the reason.
+    let mut body = body;
     if matches!(method, Method::POST | Method::PUT)
         && headers
             .get("content-type")
             .and_then(|h| h.to_str().ok())
             .is_some_and(|ct| ct.contains("protobuf"))
     {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json"));
+        let v = protobuf::decode(&body).map_err(|e| {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json ({e})"))
+        })?;
+        body = Bytes::from(v.to_string());
     }
     let table = headers
         .get_all("accept")
