@@ -707,3 +707,83 @@ fn typed_create_with_protobuf_bodies() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Server-side apply: fields the manager stops applying go, another manager's different
+/// value is a conflict until forced.
+#[test]
+fn server_side_apply_owns_fields() {
+    let bins = kubectls();
+    let Some(k) = bins.last() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-ssa-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start(&dir);
+    let first = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1\n        env: [{name: A, value: \"1\"}, {name: B, value: \"2\"}]\n";
+    let o = s.kubectl(k, &["apply", "--server-side", "-f", "-"], Some(first));
+    assert!(
+        o.status.success() && out(&o).contains("serverside-applied"),
+        "{}",
+        out(&o)
+    );
+    let second = first
+        .replace("replicas: 2", "replicas: 3")
+        .replace(", {name: B, value: \"2\"}", "");
+    let o = s.kubectl(k, &["apply", "--server-side", "-f", "-"], Some(&second));
+    assert!(o.status.success(), "{}", out(&o));
+    let get = |path: &str| {
+        String::from_utf8_lossy(
+            &s.kubectl(
+                k,
+                &[
+                    "get",
+                    "deployment",
+                    "web",
+                    "-o",
+                    &format!("jsonpath={path}"),
+                ],
+                None,
+            )
+            .stdout,
+        )
+        .to_string()
+    };
+    assert_eq!(get("{.spec.replicas}"), "3");
+    assert_eq!(
+        get("{.spec.template.spec.containers[0].env[*].name}"),
+        "A",
+        "B was dropped from the applied configuration"
+    );
+    let bob =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 5\n";
+    let o = s.kubectl(
+        k,
+        &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
+        Some(bob),
+    );
+    assert!(!o.status.success());
+    assert!(
+        out(&o).contains("conflict with \"kubectl\": .spec.replicas"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(get("{.spec.replicas}"), "3");
+    let o = s.kubectl(
+        k,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(bob),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(get("{.spec.replicas}"), "5");
+    assert_eq!(get("{.metadata.managedFields[*].manager}"), "kubectl bob");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

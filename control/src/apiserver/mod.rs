@@ -6,6 +6,7 @@
 //! `metadata.resourceVersion` is the store's mod_revision of the key.
 
 mod allocator;
+mod apply;
 mod defaults;
 mod discovery;
 mod immutable;
@@ -252,7 +253,7 @@ async fn handle(
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            objects::patch(&ctx, n, &ct, &body, sub.is_some())
+            objects::patch(&ctx, n, &ct, &body, sub.is_some(), &q)
         }
         (Method::DELETE, Some(n)) => objects::delete(&ctx, n, &q, &body),
         (m, _) => Err(ApiError::new(

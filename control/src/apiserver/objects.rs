@@ -492,9 +492,30 @@ pub fn patch(
     content_type: &str,
     body: &[u8],
     status_only: bool,
+    q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     match ct {
+        "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            let manager = q
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| ApiError::bad_request("PATCH with apply requires a fieldManager"))?
+                .clone();
+            let force = q.get("force").is_some_and(|f| f == "true");
+            let applied: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid apply configuration: {e}")))?;
+            if applied["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            }
+            let now = now_rfc3339();
+            if c.store.get(&c.r.key(c.ns, name)).is_none() {
+                let mut obj = super::apply::initial(&applied, &manager, &now);
+                obj["metadata"]["name"] = json!(name);
+                return create(c, &serde_json::to_vec(&obj).expect("serializes"));
+            }
+            modify(c, name, |cur| super::apply::apply(cur, &applied, &manager, force, &now), status_only)
+        }
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             modify(c, name, |cur| {
@@ -520,7 +541,7 @@ pub fn patch(
                 Ok(doc)
             }, status_only)
         }
-        other => Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?}; server-side apply is not supported yet)"))),
+        other => Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"))),
     }
 }
 

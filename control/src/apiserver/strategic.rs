@@ -43,6 +43,14 @@ fn list_kind(field: &str, sample: &[&Value]) -> ListKind {
     }
 }
 
+/// The merge key of a list field's items, if it merges by key.
+pub(crate) fn merge_key(field: &str, sample: &[&Value]) -> Option<&'static str> {
+    match list_kind(field, sample) {
+        ListKind::Keyed(k) => Some(k),
+        _ => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
     #[error("invalid strategic merge patch: {0}")]
