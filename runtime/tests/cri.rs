@@ -593,6 +593,15 @@ fn pull_through_cri_from_loopback_registry() {
         out.contains(&format!("127.0.0.1:{}/team/busybox@sha256:", reg.port)),
         "{out}"
     );
+    // Straight into a store, with a progress display (one line per blob without a tty).
+    let local = node.root.join("local-images").display().to_string();
+    let out = node.ok(&["pull", "--image-dir", &local, &name]);
+    assert!(
+        out.contains("sha256:")
+            && out.contains(": done ")
+            && out.contains(&format!("pulled {name}")),
+        "{out}"
+    );
     let img = node.json(&["inspecti", &name]);
     assert_eq!(img["status"]["repo_tags"][0], name);
     let missing = node.ctl(&["pull", &format!("127.0.0.1:{}/team/busybox:nope", reg.port)]);

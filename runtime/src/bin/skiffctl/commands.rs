@@ -311,7 +311,34 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 print_obj(&serde_json::json!({"images": images}), &output)?;
             }
         }
-        Command::Pull { image, creds, auth } => {
+        Command::Pull {
+            image,
+            creds,
+            auth,
+            image_dir: Some(dir),
+            insecure,
+        } => {
+            // --auth is base64 of user:password, as in a docker config.
+            let creds = match (creds, auth) {
+                (Some(c), _) => Some(c),
+                (None, Some(a)) => {
+                    use base64::Engine;
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(a.trim())
+                        .map_err(|_| anyhow!("--auth is not base64"))?;
+                    Some(String::from_utf8_lossy(&raw).into_owned())
+                }
+                (None, None) => None,
+            };
+            return pull_local(&dir, &image, creds.as_deref(), insecure);
+        }
+        Command::Pull {
+            image,
+            creds,
+            auth,
+            image_dir: None,
+            ..
+        } => {
             let mut c = connect().await?;
             let auth = match (creds, auth) {
                 (Some(cr), _) => {
@@ -794,6 +821,52 @@ pub async fn run(cli: Cli) -> Result<i32> {
             .await?;
         }
     }
+    Ok(0)
+}
+
+/// Pull into a local image store with a progress display: one line per blob, redrawn
+/// in place on a terminal, printed when complete otherwise.
+fn pull_local(dir: &Path, image: &str, creds: Option<&str>, insecure: bool) -> Result<i32> {
+    use std::io::{IsTerminal, Write};
+    let store = skiff_runtime::image::Store::open(dir)?;
+    let r = skiff_runtime::image::Reference::parse(image)?;
+    let host = r.registry.split(':').next().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let (username, password) = match creds.map(|c| c.split_once(':')) {
+        Some(Some((u, p))) => (Some(u.to_string()), Some(p.to_string())),
+        Some(None) => bail!("--creds must be user:password"),
+        None => (None, None),
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut last: Option<String> = None;
+    let progress = Box::new(move |digest: &str, done: u64, total: u64| {
+        let short: String = digest.chars().take(19).collect();
+        let mut out = std::io::stdout();
+        if tty {
+            if last.as_deref() != Some(digest) && last.is_some() {
+                let _ = writeln!(out);
+            }
+            let _ = write!(out, "\r{short}: {} / {}", size(done), size(total));
+            let _ = out.flush();
+        } else if done == total {
+            let _ = writeln!(out, "{short}: done {}", size(total));
+        }
+        last = Some(digest.to_string());
+    });
+    let mut opts = skiff_runtime::image::PullOptions {
+        insecure: insecure || loopback,
+        username,
+        password,
+        progress: Some(progress),
+    };
+    let name = store.pull(image, &mut opts)?;
+    if tty {
+        println!();
+    }
+    println!("pulled {name} ({})", store.resolve(&name)?);
     Ok(0)
 }
 

@@ -107,6 +107,12 @@ pub enum Command {
         creds: Option<String>,
         #[arg(long)]
         auth: Option<String>,
+        /// Pull straight into this image store (no server needed), showing progress.
+        #[arg(long = "image-dir")]
+        image_dir: Option<PathBuf>,
+        /// With --image-dir: plain HTTP (loopback registries always are).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Import an OCI layout or docker-archive tarball into the local image store.
     Import {
