@@ -130,7 +130,9 @@ async fn main() {
     }
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
-    let router = skiff_control::apiserver::router(store);
+    let kubelet = skiff_control::apiserver::kubelet::KubeletClient::new(&pki)
+        .unwrap_or_else(|e| fail(format!("kubelet client: {e}")));
+    let router = skiff_control::apiserver::router_with(store, Some(kubelet));
     let tls = skiff_control::apiserver::tls::server_config(&pki).unwrap_or_else(|e| fail(e));
     let addr = SocketAddr::new(cli.bind_address, cli.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -28,6 +28,9 @@ pub struct Pki {
     pub server_key: String,
     pub admin_cert: String,
     pub admin_key: String,
+    /// The API server's client certificate towards kubelets (logs, exec).
+    pub kubelet_client_cert: String,
+    pub kubelet_client_key: String,
 }
 
 fn years_from_now(n: i32) -> time::OffsetDateTime {
@@ -91,7 +94,14 @@ impl Pki {
             // Key first: a crash in between leaves no CA certificate without its key.
             write_private(&p("ca.key"), &key.serialize_pem(), 0o600)?;
             write_private(&p("ca.crt"), &cert.pem(), 0o644)?;
-            for f in ["apiserver.crt", "apiserver.key", "admin.crt", "admin.key"] {
+            for f in [
+                "apiserver.crt",
+                "apiserver.key",
+                "admin.crt",
+                "admin.key",
+                "kubelet-client.crt",
+                "kubelet-client.key",
+            ] {
                 let _ = std::fs::remove_file(p(f));
             }
         }
@@ -148,6 +158,13 @@ impl Pki {
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
+        issue(
+            "kubelet-client",
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         Ok(Pki {
             dir: dir.to_path_buf(),
             ca_cert: ca_pem,
@@ -155,6 +172,8 @@ impl Pki {
             server_key: read(&p("apiserver.key"))?,
             admin_cert: read(&p("admin.crt"))?,
             admin_key: read(&p("admin.key"))?,
+            kubelet_client_cert: read(&p("kubelet-client.crt"))?,
+            kubelet_client_key: read(&p("kubelet-client.key"))?,
         })
     }
 

@@ -360,3 +360,69 @@ fn compaction_expires_old_resource_versions() {
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kubectl logs` goes through the API server to the pod's node's kubelet, which sees
+/// the API server's client certificate (a stand-in kubelet on loopback, cluster-CA cert).
+#[test]
+fn pod_logs_are_proxied_to_the_kubelet() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    }
+    let dir = tmp("logs");
+    let cp = Control::start(&dir, &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let kcs = kc.to_str().unwrap();
+    // The stand-in kubelet: HTTPS with a certificate of the cluster CA, client certs checked.
+    let pki = skiff_control::pki::Pki::ensure(&dir.join("pki"), &[]).unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(l.local_addr().unwrap().port()).unwrap();
+            let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+                let user = req
+                    .extensions()
+                    .get::<skiff_control::apiserver::tls::User>()
+                    .map(|u| u.name.clone())
+                    .unwrap_or_default();
+                format!("line from {} as {user}\n", req.uri())
+            });
+            let cfg = skiff_control::apiserver::tls::server_config(&pki).unwrap();
+            skiff_control::apiserver::tls::serve(l, app, cfg).await;
+        });
+    });
+    let port = port_rx.recv().unwrap();
+    let node = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses: [{{type: InternalIP, address: 127.0.0.1}}]\n  daemonEndpoints:\n    kubeletEndpoint: {{Port: {port}}}\n");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n";
+    let lonely = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  containers:\n  - {name: c, image: busybox}\n";
+    for m in [node.as_str(), pod, lonely] {
+        let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(m));
+        assert!(o.status.success(), "{o:?}");
+    }
+    let o = kubectl(&["--kubeconfig", kcs, "logs", "p", "--tail=5"], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        text.contains("/containerLogs/default/p/c?") && text.contains("tailLines=5"),
+        "{text}"
+    );
+    assert!(text.contains("as kube-apiserver-kubelet-client"), "{text}");
+    let o = kubectl(&["--kubeconfig", kcs, "logs", "q"], None);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not have a host assigned"),
+        "{o:?}"
+    );
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}

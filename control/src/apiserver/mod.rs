@@ -10,6 +10,7 @@ mod apply;
 mod defaults;
 mod discovery;
 mod immutable;
+pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 
 pub struct ApiServer {
     pub store: Store,
+    /// How to reach kubelets (pods/log); None without a cluster PKI.
+    pub kubelet: Option<kubelet::KubeletClient>,
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -36,8 +39,13 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 /// The HTTP router; serve it with `axum::serve`.
 pub fn router(store: Store) -> axum::Router {
+    router_with(store, None)
+}
+
+/// The router, with a client for the kubelets (pods/log is proxied to them).
+pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axum::Router {
     objects::ensure_default_namespaces(&store);
-    let state = Arc::new(ApiServer { store });
+    let state = Arc::new(ApiServer { store, kubelet });
     axum::Router::new().fallback(
         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
@@ -193,6 +201,15 @@ async fn handle(
             table: false,
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
+    }
+    if sub == Some("log") && r.kind == "Pod" && method == Method::GET {
+        let ctx = objects::Ctx {
+            store: &s.store,
+            r,
+            ns,
+            table: false,
+        };
+        return kubelet::pod_log(&ctx, s.kubelet.clone(), name.unwrap_or(""), &q).await;
     }
     if sub == Some("binding") && r.kind == "Pod" && method == Method::POST {
         let ctx = objects::Ctx {
