@@ -426,3 +426,102 @@ fn pod_logs_are_proxied_to_the_kubelet() {
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kubectl exec` (WebSocket, v5.channel.k8s.io) through the API server to the kubelet:
+/// the upgrade is passed on and the stream spliced both ways.
+#[test]
+fn pod_exec_is_proxied_to_the_kubelet() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: kubectl is not installed");
+        return;
+    }
+    let dir = tmp("exec");
+    let cp = Control::start(&dir, &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let kcs = kc.to_str().unwrap();
+    let pki = skiff_control::pki::Pki::ensure(&dir.join("pki"), &[]).unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(l.local_addr().unwrap().port()).unwrap();
+            // A stand-in kubelet exec: answers the WebSocket upgrade, prints the command.
+            let app = axum::Router::new().fallback(|mut req: axum::extract::Request| async move {
+                use futures_util::SinkExt;
+                use tokio_tungstenite::tungstenite::{
+                    handshake::derive_accept_key, protocol::Role, Message,
+                };
+                let key = req
+                    .headers()
+                    .get("sec-websocket-key")
+                    .map(|k| k.as_bytes().to_vec())
+                    .unwrap_or_default();
+                let cmd: Vec<String> = req
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("command="))
+                    .map(str::to_string)
+                    .collect();
+                let path = req.uri().path().to_string();
+                let up = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
+                    let mut ws =
+                        tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None)
+                            .await;
+                    let mut out = vec![1u8];
+                    out.extend_from_slice(format!("{path} ran {}\n", cmd.join(" ")).as_bytes());
+                    ws.send(Message::binary(out)).await.unwrap();
+                    let mut st = vec![3u8];
+                    st.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+                    ws.send(Message::binary(st)).await.unwrap();
+                    // A normal close (1000): kubectl treats a bare close as an error.
+                    let _ = ws
+                        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                            reason: "".into(),
+                        }))
+                        .await;
+                });
+                axum::response::Response::builder()
+                    .status(101)
+                    .header("upgrade", "websocket")
+                    .header("connection", "Upgrade")
+                    .header("sec-websocket-accept", derive_accept_key(&key))
+                    .header("sec-websocket-protocol", "v5.channel.k8s.io")
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            });
+            let cfg = skiff_control::apiserver::tls::server_config(&pki).unwrap();
+            skiff_control::apiserver::tls::serve(l, app, cfg).await;
+        });
+    });
+    let port = port_rx.recv().unwrap();
+    let node = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses: [{{type: InternalIP, address: 127.0.0.1}}]\n  daemonEndpoints:\n    kubeletEndpoint: {{Port: {port}}}\n");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n";
+    for m in [node.as_str(), pod] {
+        let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(m));
+        assert!(o.status.success(), "{o:?}");
+    }
+    let o = kubectl(
+        &["--kubeconfig", kcs, "exec", "p", "--", "echo", "hi"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(text, "/exec/default/p/c ran echo hi\n");
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,8 @@ use std::io::Read;
 #[derive(Clone)]
 pub struct KubeletClient {
     agent: ureq::Agent,
+    /// For upgraded connections (exec, attach, port-forward), spliced byte for byte.
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {
@@ -35,7 +37,29 @@ impl KubeletClient {
             .timeout_connect(Some(std::time::Duration::from_secs(5)))
             .build()
             .into();
-        Ok(KubeletClient { agent })
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()).flatten() {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.kubelet_client_cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{e:?}"))?;
+        let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client_key.as_bytes())
+            .map_err(|e| format!("{e:?}"))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        Ok(KubeletClient {
+            agent,
+            tls: std::sync::Arc::new(tls),
+        })
     }
 }
 
@@ -57,14 +81,12 @@ fn endpoint(node: &Value) -> Option<String> {
     })
 }
 
-/// GET pods/{name}/log, streamed from the node's kubelet.
-pub async fn pod_log(
+/// The kubelet URL (https://ip:port) of a pod's node, and the container meant.
+fn target(
     c: &Ctx<'_>,
-    client: Option<KubeletClient>,
     name: &str,
     q: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
-    let ns = c.ns.unwrap_or("default");
+) -> Result<(String, String), ApiError> {
     let pod = c
         .store
         .get(&c.r.key(c.ns, name))
@@ -109,6 +131,18 @@ pub async fn pod_log(
             format!("node {node_name} has no address"),
         )
     })?;
+    Ok((base, container))
+}
+
+/// GET pods/{name}/log, streamed from the node's kubelet.
+pub async fn pod_log(
+    c: &Ctx<'_>,
+    client: Option<KubeletClient>,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let (base, container) = target(c, name, q)?;
+    let ns = c.ns.unwrap_or("default");
     let client = client.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -182,4 +216,155 @@ pub async fn pod_log(
         super::body_stream(rx),
     )
         .into_response())
+}
+
+/// Headers of an upgrade request passed to the kubelet, and of its answer passed back.
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+    "x-stream-protocol-version",
+];
+
+/// pods/{name}/exec|attach|portforward: the client's upgrade (WebSocket or SPDY) goes to
+/// the node's kubelet as is; once it answers 101, bytes are spliced both ways.
+pub async fn pod_stream(
+    c: &Ctx<'_>,
+    client: Option<KubeletClient>,
+    name: &str,
+    sub: &str,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = &super::query_map(uri);
+    let ns = c.ns.unwrap_or("default").to_string();
+    let (base, container) = if sub == "portforward" {
+        let mut q2 = q.clone();
+        q2.remove("container");
+        // Port forwarding is per pod: any container will do for finding the node.
+        let first = c
+            .store
+            .get(&c.r.key(c.ns, name))
+            .map(|kv| decode(&kv))
+            .and_then(|p| {
+                p["spec"]["containers"][0]["name"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        q2.insert("container".into(), first);
+        target(c, name, &q2)?
+    } else {
+        target(c, name, q)?
+    };
+    let client = client.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this API server has no kubelet client (serve it over HTTPS)",
+        )
+    })?;
+    let upgrade = upgrade.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{sub} needs an upgraded connection (WebSocket or SPDY)"
+        ))
+    })?;
+    let path = match sub {
+        "exec" => format!("/exec/{ns}/{name}/{container}"),
+        "attach" => format!("/attach/{ns}/{name}/{container}"),
+        _ => format!("/portForward/{ns}/{name}"),
+    };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let hostport = base.trim_start_matches("https://").to_string();
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport.as_str(), |(h, _)| h)
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let bad_gateway = |m: String| ApiError::new(StatusCode::BAD_GATEWAY, "InternalError", m);
+    let tcp = tokio::net::TcpStream::connect(&hostport)
+        .await
+        .map_err(|e| bad_gateway(format!("connect to kubelet {hostport}: {e}")))?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| bad_gateway(format!("kubelet address {host}: {e}")))?;
+    let mut tls = tokio_rustls::TlsConnector::from(client.tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| bad_gateway(format!("TLS to kubelet {hostport}: {e}")))?;
+    let mut req = format!("GET {path}{query} HTTP/1.1\r\nHost: {hostport}\r\n");
+    for (k, v) in headers {
+        if UPGRADE_HEADERS.contains(&k.as_str()) {
+            req.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap_or("")));
+        }
+    }
+    req.push_str("\r\n");
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| bad_gateway(format!("kubelet: {e}")))?;
+    // The kubelet's answer head; bytes after it already belong to the stream.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        let n = tls
+            .read(&mut buf)
+            .await
+            .map_err(|e| bad_gateway(format!("kubelet: {e}")))?;
+        if n == 0 {
+            return Err(bad_gateway("kubelet closed the connection".into()));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > 64 * 1024 {
+            return Err(bad_gateway("kubelet answer head too long".into()));
+        }
+    };
+    let rest = head.split_off(end);
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(502);
+    if status != 101 {
+        let mut body = rest;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tls.read_to_end(&mut body),
+        )
+        .await;
+        return Err(ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            "InternalError",
+            format!(
+                "kubelet answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ),
+        ));
+    }
+    let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if UPGRADE_HEADERS.contains(&k.trim().to_ascii_lowercase().as_str()) {
+                resp = resp.header(k.trim(), v.trim());
+            }
+        }
+    }
+    tokio::spawn(async move {
+        let Ok(up) = upgrade.await else { return };
+        let mut client_io = hyper_util::rt::TokioIo::new(up);
+        if !rest.is_empty() && client_io.write_all(&rest).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client_io, &mut tls).await;
+    });
+    resp.body(axum::body::Body::empty())
+        .map_err(|e| bad_gateway(e.to_string()))
 }

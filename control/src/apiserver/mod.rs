@@ -46,16 +46,23 @@ pub fn router(store: Store) -> axum::Router {
 pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axum::Router {
     objects::ensure_default_namespaces(&store);
     let state = Arc::new(ApiServer { store, kubelet });
-    axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move {
-                handle(state, method, uri, headers, body)
-                    .await
-                    .unwrap_or_else(|e| e.into_response())
-            }
-        },
-    )
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let state = state.clone();
+        async move {
+            // exec/attach/portforward need the connection upgrade, kept aside here.
+            let (mut parts, body) = req.into_parts();
+            let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            let body = match axum::body::to_bytes(body, 64 << 20).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return ApiError::bad_request(format!("request body: {e}")).into_response()
+                }
+            };
+            handle(state, parts.method, parts.uri, parts.headers, body, upgrade)
+                .await
+                .unwrap_or_else(|e| e.into_response())
+        }
+    })
 }
 
 fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> {
@@ -98,6 +105,7 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, ApiError> {
     let path = uri.path().trim_end_matches('/');
     let q = query_map(&uri);
@@ -201,6 +209,24 @@ async fn handle(
             table: false,
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
+    }
+    if let (Some(sub @ ("exec" | "attach" | "portforward")), "Pod") = (sub, r.kind) {
+        let ctx = objects::Ctx {
+            store: &s.store,
+            r,
+            ns,
+            table: false,
+        };
+        return kubelet::pod_stream(
+            &ctx,
+            s.kubelet.clone(),
+            name.unwrap_or(""),
+            sub,
+            &uri,
+            &headers,
+            upgrade,
+        )
+        .await;
     }
     if sub == Some("log") && r.kind == "Pod" && method == Method::GET {
         let ctx = objects::Ctx {

@@ -161,6 +161,15 @@ type Tx = futures_util::stream::SplitSink<
 type Rx =
     futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>;
 
+/// A close with status 1000: kubectl reports a close without a status as an error.
+fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
@@ -363,7 +372,7 @@ async fn exec(
         .await;
     drop(out_tx);
     if let Ok(mut tx) = w.await {
-        let _ = tx.send(Message::Close(None)).await;
+        let _ = tx.send(normal_close()).await;
     }
     Ok(())
 }
@@ -442,7 +451,7 @@ async fn attach_session(
         .await;
     drop(out_tx);
     if let Ok(mut tx) = w.await {
-        let _ = tx.send(Message::Close(None)).await;
+        let _ = tx.send(normal_close()).await;
     }
     Ok(())
 }
@@ -509,7 +518,7 @@ async fn port_forward(
     // When every pod-side connection has ended (or was aborted below), close the socket.
     let closer = tokio::spawn(async move {
         if let Ok(mut tx) = w.await {
-            let _ = tx.send(Message::Close(None)).await;
+            let _ = tx.send(normal_close()).await;
         }
     });
     while let Some(Ok(m)) = rx.next().await {
