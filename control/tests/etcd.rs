@@ -2,8 +2,9 @@
 //! the test starts: the store's semantics (preconditions, revisions, watch from a
 //! revision, compaction), and two API servers on one etcd serving one cluster to kubectl.
 
+mod common;
+use common::process::Control;
 use skiff_control::store::{EventKind, Precondition, Store, StoreError};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,52 +185,15 @@ fn store_semantics_on_etcd() {
     ));
 }
 
-fn control(dir: &Path, etcd: &[String]) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
-        .arg("--etcd-servers")
-        .arg(etcd.join(","))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("https://127.0.0.1:"))
-        .expect("serving line");
-    let port = line
-        .split("https://127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+fn control(dir: &Path, etcd: &[String]) -> Control {
+    Control::start(dir, &["--etcd-servers", &etcd.join(",")])
 }
 
+/// kubectl with a kubeconfig: (success, stdout then stderr).
 fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut c = Command::new("kubectl");
-    c.arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut ch = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        use std::io::Write;
-        ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    let o = ch.wait_with_output().unwrap();
+    let mut all = vec!["--kubeconfig", kc.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = common::process::kubectl(&all, stdin);
     (
         o.status.success(),
         format!(
@@ -238,22 +202,6 @@ fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
             String::from_utf8_lossy(&o.stderr)
         ),
     )
-}
-
-fn kubeconfig(dir: &Path, port: u16, name: &str) -> PathBuf {
-    let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "kubeconfig",
-            "--server",
-            &format!("https://127.0.0.1:{port}"),
-        ])
-        .output()
-        .unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, o.stdout).unwrap();
-    p
 }
 
 #[test]
@@ -273,12 +221,9 @@ fn two_api_servers_on_one_etcd_serve_one_cluster() {
     };
     // One data dir: the API servers share the cluster PKI; the state is in etcd.
     let dir = etcd.dir.join("control");
-    let (mut a, pa) = control(&dir, &etcd.endpoints);
-    let (mut b, pb) = control(&dir, &etcd.endpoints);
-    let (ka, kb) = (
-        kubeconfig(&dir, pa, "a.kubeconfig"),
-        kubeconfig(&dir, pb, "b.kubeconfig"),
-    );
+    let a = control(&dir, &etcd.endpoints);
+    let b = control(&dir, &etcd.endpoints);
+    let (ka, kb) = (a.kubeconfig("a.kubeconfig"), b.kubeconfig("b.kubeconfig"));
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: web, image: nginx}\n";
     let (ok, out) = kubectl(&ka, &["apply", "-f", "-"], Some(deploy));
     assert!(ok, "{out}");
@@ -335,18 +280,14 @@ fn two_api_servers_on_one_etcd_serve_one_cluster() {
     );
     assert_eq!(v, "v");
     // Both gone, one back: everything is still there.
-    for c in [&mut a, &mut b] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let (mut c, pc) = control(&dir, &etcd.endpoints);
-    let kc = kubeconfig(&dir, pc, "c.kubeconfig");
+    drop((a, b));
+    let c = control(&dir, &etcd.endpoints);
+    let kc = c.kubeconfig("c.kubeconfig");
     let (_, v) = kubectl(
         &kc,
         &["get", "configmap", "shared", "-o", "jsonpath={.data.k}"],
         None,
     );
     assert_eq!(v, "v");
-    let _ = c.kill();
-    let _ = c.wait();
+    drop(c);
 }

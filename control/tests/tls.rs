@@ -1,93 +1,10 @@
 //! The API server over HTTPS with the cluster CA made on first start, client-certificate
 //! authentication and `skiff-control kubeconfig`, driven by the real kubectl.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-struct Control {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Control {
-    fn start(dir: &Path, extra: &[&str]) -> Control {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        // Other lines (leader election) may come first.
-        let first = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("https://127.0.0.1:"))
-            .expect("serving line");
-        // "serving the Kubernetes API on https://127.0.0.1:PORT (CA …)"
-        let port = first
-            .split("https://127.0.0.1:")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{first}"));
-        std::thread::spawn(move || for _ in lines {});
-        Control {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn kubeconfig(&self, name: &str) -> PathBuf {
-        let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args([
-                "kubeconfig",
-                "--server",
-                &format!("https://127.0.0.1:{}", self.port),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        let p = self.dir.join(name);
-        std::fs::write(&p, &o.stdout).unwrap();
-        p
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new("kubectl");
-    c.args(args)
-        .env("KUBECONFIG", "/dev/null")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("kubectl");
-    if let Some(s) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
+mod common;
+use common::process::{kubectl, Control};
+use std::path::PathBuf;
+use std::process::Command;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("skiff-tls-{name}-{}", std::process::id()));
@@ -378,37 +295,18 @@ fn pod_logs_are_proxied_to_the_kubelet() {
     let cp = Control::start(&dir, &[]);
     let kc = cp.kubeconfig("admin.kubeconfig");
     let kcs = kc.to_str().unwrap();
-    // The stand-in kubelet: HTTPS with a certificate of the cluster CA, client certs checked.
-    let pki = skiff_control::pki::Pki::ensure(&dir.join("pki"), &[]).unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            port_tx.send(l.local_addr().unwrap().port()).unwrap();
-            let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
-                let user = req
-                    .extensions()
-                    .get::<skiff_control::apiserver::tls::User>()
-                    .map(|u| u.name.clone())
-                    .unwrap_or_default();
-                format!("line from {} as {user}\n", req.uri())
-            });
-            let cfg = skiff_control::apiserver::tls::server_config(&pki).unwrap();
-            skiff_control::apiserver::tls::serve(l, app, cfg).await;
-        });
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let user = req
+            .extensions()
+            .get::<skiff_control::apiserver::tls::User>()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        format!("line from {} as {user}\n", req.uri())
     });
-    let port = port_rx.recv().unwrap();
-    let node = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses: [{{type: InternalIP, address: 127.0.0.1}}]\n  daemonEndpoints:\n    kubeletEndpoint: {{Port: {port}}}\n");
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n";
+    stand_in_kubelet(&dir, kcs, app);
     let lonely = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  containers:\n  - {name: c, image: busybox}\n";
-    for m in [node.as_str(), pod, lonely] {
-        let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(m));
-        assert!(o.status.success(), "{o:?}");
-    }
+    let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(lonely));
+    assert!(o.status.success(), "{o:?}");
     let o = kubectl(&["--kubeconfig", kcs, "logs", "p", "--tail=5"], None);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{o:?}");
@@ -444,6 +342,71 @@ fn pod_exec_is_proxied_to_the_kubelet() {
     let cp = Control::start(&dir, &[]);
     let kc = cp.kubeconfig("admin.kubeconfig");
     let kcs = kc.to_str().unwrap();
+    // A stand-in kubelet exec: answers the WebSocket upgrade, prints the command.
+    let app = axum::Router::new().fallback(|mut req: axum::extract::Request| async move {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::{
+            handshake::derive_accept_key, protocol::Role, Message,
+        };
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default();
+        let cmd: Vec<String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("command="))
+            .map(str::to_string)
+            .collect();
+        let path = req.uri().path().to_string();
+        let up = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            let mut out = vec![1u8];
+            out.extend_from_slice(format!("{path} ran {}\n", cmd.join(" ")).as_bytes());
+            ws.send(Message::binary(out)).await.unwrap();
+            let mut st = vec![3u8];
+            st.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+            ws.send(Message::binary(st)).await.unwrap();
+            // A normal close (1000): kubectl treats a bare close as an error.
+            let _ = ws
+                .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                    code:
+                        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                    reason: "".into(),
+                }))
+                .await;
+        });
+        axum::response::Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", derive_accept_key(&key))
+            .header("sec-websocket-protocol", "v5.channel.k8s.io")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    });
+    stand_in_kubelet(&dir, kcs, app);
+    let o = kubectl(
+        &["--kubeconfig", kcs, "exec", "p", "--", "echo", "hi"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(text, "/exec/default/p/c ran echo hi\n");
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A stand-in kubelet on loopback serving `app` over HTTPS with a certificate of the
+/// cluster CA (client certificates checked, as a kubelet does), and a Node n1 that points
+/// at it with a pod p (container c) bound to it.
+fn stand_in_kubelet(dir: &std::path::Path, kcs: &str, app: axum::Router) {
     let pki = skiff_control::pki::Pki::ensure(&dir.join("pki"), &[]).unwrap();
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -455,55 +418,6 @@ fn pod_exec_is_proxied_to_the_kubelet() {
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             port_tx.send(l.local_addr().unwrap().port()).unwrap();
-            // A stand-in kubelet exec: answers the WebSocket upgrade, prints the command.
-            let app = axum::Router::new().fallback(|mut req: axum::extract::Request| async move {
-                use futures_util::SinkExt;
-                use tokio_tungstenite::tungstenite::{
-                    handshake::derive_accept_key, protocol::Role, Message,
-                };
-                let key = req
-                    .headers()
-                    .get("sec-websocket-key")
-                    .map(|k| k.as_bytes().to_vec())
-                    .unwrap_or_default();
-                let cmd: Vec<String> = req
-                    .uri()
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .filter_map(|kv| kv.strip_prefix("command="))
-                    .map(str::to_string)
-                    .collect();
-                let path = req.uri().path().to_string();
-                let up = hyper::upgrade::on(&mut req);
-                tokio::spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
-                    let mut ws =
-                        tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None)
-                            .await;
-                    let mut out = vec![1u8];
-                    out.extend_from_slice(format!("{path} ran {}\n", cmd.join(" ")).as_bytes());
-                    ws.send(Message::binary(out)).await.unwrap();
-                    let mut st = vec![3u8];
-                    st.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
-                    ws.send(Message::binary(st)).await.unwrap();
-                    // A normal close (1000): kubectl treats a bare close as an error.
-                    let _ = ws
-                        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
-                            reason: "".into(),
-                        }))
-                        .await;
-                });
-                axum::response::Response::builder()
-                    .status(101)
-                    .header("upgrade", "websocket")
-                    .header("connection", "Upgrade")
-                    .header("sec-websocket-accept", derive_accept_key(&key))
-                    .header("sec-websocket-protocol", "v5.channel.k8s.io")
-                    .body(axum::body::Body::empty())
-                    .unwrap()
-            });
             let cfg = skiff_control::apiserver::tls::server_config(&pki).unwrap();
             skiff_control::apiserver::tls::serve(l, app, cfg).await;
         });
@@ -515,13 +429,4 @@ fn pod_exec_is_proxied_to_the_kubelet() {
         let o = kubectl(&["--kubeconfig", kcs, "apply", "-f", "-"], Some(m));
         assert!(o.status.success(), "{o:?}");
     }
-    let o = kubectl(
-        &["--kubeconfig", kcs, "exec", "p", "--", "echo", "hi"],
-        None,
-    );
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{o:?}");
-    assert_eq!(text, "/exec/default/p/c ran echo hi\n");
-    drop(cp);
-    let _ = std::fs::remove_dir_all(&dir);
 }

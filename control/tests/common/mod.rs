@@ -1,6 +1,8 @@
 //! The API server on a loopback port for kubectl tests, stopped on drop.
 #![allow(dead_code)]
 
+pub mod process;
+
 use skiff_control::store::Store;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,91 @@
+//! skiff-control as a process (HTTPS on a loopback port the kernel picks) and the real
+//! kubectl against it, for the tests that need the binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub struct Control {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Control {
+    pub fn start(dir: &Path, extra: &[&str]) -> Control {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        // Other lines (leader election) may come first.
+        let first = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("https://127.0.0.1:"))
+            .expect("serving line");
+        // "serving the Kubernetes API on https://127.0.0.1:PORT (CA …)"
+        let port = first
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{first}"));
+        std::thread::spawn(move || for _ in lines {});
+        Control {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn kubeconfig(&self, name: &str) -> PathBuf {
+        let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "kubeconfig",
+                "--server",
+                &format!("https://127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let p = self.dir.join(name);
+        std::fs::write(&p, &o.stdout).unwrap();
+        p
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run kubectl (no kubeconfig unless the args name one), optionally with stdin.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new("kubectl");
+    c.args(args)
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
