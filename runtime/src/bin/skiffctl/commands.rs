@@ -2,7 +2,7 @@
 
 use crate::client::Clients;
 use crate::output::{ago, print_obj, size, table, trunc};
-use crate::{Cli, Command};
+use crate::{Cli, Command, ListArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use skiff_runtime::cri::v1;
 use std::collections::HashMap;
@@ -112,14 +112,17 @@ pub async fn run(cli: Cli) -> Result<i32> {
             )?;
         }
         Command::Pods {
-            name,
             namespace,
             state,
-            label,
-            id,
-            quiet,
-            output,
-            no_trunc,
+            list:
+                ListArgs {
+                    name,
+                    label,
+                    id,
+                    quiet,
+                    output,
+                    no_trunc,
+                },
         } => {
             let mut c = connect().await?;
             let state = match state.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -188,13 +191,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ps {
             all,
             pod,
-            name,
             state,
-            label,
-            id,
-            quiet,
-            output,
-            no_trunc,
+            list:
+                ListArgs {
+                    name,
+                    label,
+                    id,
+                    quiet,
+                    output,
+                    no_trunc,
+                },
         } => {
             let mut c = connect().await?;
             let state = match state {

@@ -35,6 +35,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Selection and output flags shared by the list commands (pods, ps).
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only names containing this.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// key=value (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Only ids starting with this.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print ids only.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(short, long, default_value = "table")]
+    pub output: String,
+    /// Show full ids.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Runtime name and versions.
@@ -47,24 +69,12 @@ pub enum Command {
     /// List pod sandboxes.
     Pods {
         #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
         namespace: Option<String>,
         /// ready or notready.
         #[arg(short, long)]
         state: Option<String>,
-        /// key=value (repeatable).
-        #[arg(long)]
-        label: Vec<String>,
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(short, long, default_value = "table")]
-        output: String,
-        /// Show full ids.
-        #[arg(long = "no-trunc")]
-        no_trunc: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// List containers (running only unless -a).
     Ps {
@@ -72,21 +82,11 @@ pub enum Command {
         all: bool,
         #[arg(short, long)]
         pod: Option<String>,
-        #[arg(long)]
-        name: Option<String>,
         /// created, running, exited or unknown.
         #[arg(short, long)]
         state: Option<String>,
-        #[arg(long)]
-        label: Vec<String>,
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(short, long, default_value = "table")]
-        output: String,
-        #[arg(long = "no-trunc")]
-        no_trunc: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// List images.
     #[command(alias = "img")]
