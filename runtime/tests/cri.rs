@@ -4,245 +4,12 @@
 //! kill -9 of the server. Needs root.
 
 mod common;
+use common::node::{busybox, Node, CREATED, EXITED, RUNNING};
 use common::registry::{build_image, Registry};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-/// A skiff-runtime CRI server under a private root; optionally in its own network
-/// namespace (the "node") with skiff-cni configured.
-struct Node {
-    root: PathBuf,
-    netns: Option<String>,
-    server: Option<Child>,
-}
-
-fn skiff_cni() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-cni");
-    assert!(
-        p.exists(),
-        "target/debug/skiff-cni is missing: run `cargo build --workspace --bins` first (scripts/test-all.sh does)"
-    );
-    p
-}
-
-impl Node {
-    fn start(network: bool) -> Node {
-        let root = std::env::temp_dir().join(unique("skiff-cri"));
-        std::fs::create_dir_all(root.join("cni")).unwrap();
-        let netns = network.then(|| {
-            let name = unique("skcri");
-            assert!(Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success());
-            let n = std::process::id() % 200;
-            let conf = json!({
-                "cniVersion": "1.0.0", "name": "crinet", "type": "skiff-cni",
-                "bridge": format!("skc{}", std::process::id() % 100000),
-                "ipam": {"type": "host-local", "subnet": format!("10.127.{n}.0/24"), "dataDir": root.join("ipam")}
-            });
-            std::fs::write(root.join("cni/10-skiff.conf"), conf.to_string()).unwrap();
-            name
-        });
-        let mut node = Node {
-            root,
-            netns,
-            server: None,
-        };
-        node.spawn();
-        node
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.root.join("cri.sock")
-    }
-
-    fn spawn(&mut self) {
-        let _ = std::fs::remove_file(self.sock());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("server.log"))
-            .unwrap();
-        let mut cmd = match &self.netns {
-            // Only the network namespace changes (not `ip netns exec`, which would give
-            // the server a private mount namespace and hide its mounts after a restart).
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg(env!("CARGO_BIN_EXE_skiff-runtime"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_skiff-runtime")),
-        };
-        let cni_bin = skiff_cni().parent().unwrap().to_path_buf();
-        cmd.arg("--root")
-            .arg(self.root.join("state"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(self.sock())
-            .arg("--image-dir")
-            .arg(self.root.join("images"))
-            .arg("--cni-conf-dir")
-            .arg(self.root.join("cni"))
-            .arg("--cni-bin-dir")
-            .arg(cni_bin)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        self.server = Some(cmd.spawn().unwrap());
-        let sock = self.sock();
-        wait_for(
-            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
-            "CRI socket",
-        );
-    }
-
-    fn kill9(&mut self) {
-        let mut s = self.server.take().unwrap();
-        let _ = s.kill(); // SIGKILL
-        let _ = s.wait();
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skiffctl"))
-            .arg("-r")
-            .arg(format!("unix://{}", self.sock().display()))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert!(
-            o.status.success(),
-            "skiffctl {args:?}: {}{}\nserver log:\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    fn file(&self, name: &str, v: &Value) -> String {
-        let p = self.root.join(name);
-        std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
-        p.display().to_string()
-    }
-
-    fn import_busybox(&self) {
-        let tar = self.root.join("busybox.tar");
-        build_image(&tar, true);
-        let images = self.root.join("images").display().to_string();
-        let out = self.ok(&["import", tar.to_str().unwrap(), "--image-dir", &images]);
-        assert!(out.contains("docker.io/skiff/busybox:latest"), "{out}");
-    }
-
-    /// runp + create + start; returns (pod id, container id).
-    fn run(&self, pod: &str, container: &Value) -> (String, String) {
-        let p = self.pod(pod);
-        let c = self.container(&p, pod, container);
-        (p, c)
-    }
-
-    fn pod_config(&self, name: &str) -> String {
-        self.file(
-            &format!("pod-{name}.json"),
-            &json!({
-                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
-                "hostname": name,
-                "log_directory": self.root.join("logs").join(name),
-                "labels": {"app": name},
-                "linux": {"security_context": {"namespace_options": {"pid": 1}}}
-            }),
-        )
-    }
-
-    fn pod(&self, name: &str) -> String {
-        let cfg = self.pod_config(name);
-        self.ok(&["runp", &cfg]).trim().to_string()
-    }
-
-    fn container(&self, pod_id: &str, pod: &str, c: &Value) -> String {
-        let name = c["metadata"]["name"].as_str().unwrap();
-        let cfile = self.file(&format!("c-{pod}-{name}.json"), c);
-        let pfile = self.pod_config(pod);
-        let id = self
-            .ok(&["create", pod_id, &cfile, &pfile])
-            .trim()
-            .to_string();
-        self.ok(&["start", &id]);
-        id
-    }
-
-    fn inspect(&self, id: &str) -> Value {
-        self.json(&["inspect", id])
-    }
-
-    fn wait_state(&self, id: &str, state: i64) -> Value {
-        let mut last = Value::Null;
-        wait_for(
-            || {
-                last = self.inspect(id);
-                last["status"]["state"] == state
-            },
-            "container state",
-        );
-        last
-    }
-
-    fn in_node(&self, script: &str) -> Output {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.netns.as_deref().unwrap(),
-                "sh",
-                "-c",
-                script,
-            ])
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.server.is_some() {
-            let _ = self.ctl(&["rmp", "-f", "-a"]);
-        }
-        if let Some(mut s) = self.server.take() {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        if let Some(ns) = &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn busybox(name: &str, script: &str) -> Value {
-    json!({
-        "metadata": {"name": name},
-        "image": {"image": "docker.io/skiff/busybox:latest"},
-        "command": ["sh", "-c", script],
-        "log_path": format!("{name}/0.log"),
-        "labels": {"container": name},
-    })
-}
-
-const CREATED: i64 = 0;
-const RUNNING: i64 = 1;
-const EXITED: i64 = 2;
+use std::process::{Command, Stdio};
 
 #[test]
 fn pods_containers_logs_exec_through_skiffctl() {
@@ -664,27 +431,42 @@ fn containers_of_a_pod_share_its_pid_namespace_by_default() {
 }
 
 #[test]
-fn exec_attach_and_port_forward_stream_over_websocket() {
+fn exec_attach_and_port_forward_stream_over_websocket_and_spdy() {
     if !require_root() {
         return;
     }
     let node = Node::start(false);
     node.import_busybox();
+    for transport in ["websocket", "spdy"] {
+        streams(&node, transport);
+    }
+}
+
+/// exec -i/-t, attach -i and port-forward through one transport, on a new pod.
+fn streams(node: &Node, transport: &str) {
     let mut echo = busybox(
         "echo",
         "echo started; while read l; do echo got:$l; done; echo eof",
     );
     echo["stdin"] = json!(true);
-    let (pod, id) = node.run("s", &echo);
+    let pod_name = format!("s-{transport}");
+    let (pod, id) = node.run(&pod_name, &echo);
     node.wait_state(&id, RUNNING);
+    // Every streaming command gets --transport after its name.
     let ctl = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_skiffctl"));
         c.arg("-r").arg(format!("unix://{}", node.sock().display()));
         c
     };
+    let ctl_t = |args: &[&str]| {
+        let mut c = ctl();
+        c.arg(args[0])
+            .args(["--transport", transport])
+            .args(&args[1..]);
+        c
+    };
     let with_input = |args: &[&str], input: &'static [u8]| {
-        let mut child = ctl()
-            .args(args)
+        let mut child = ctl_t(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -746,12 +528,11 @@ fn exec_attach_and_port_forward_stream_over_websocket() {
     // port-forward: a local port reaches port 80 inside the pod's own network namespace.
     let web = node.container(
         &pod,
-        "s",
+        &pod_name,
         &busybox("web", "echo pf-ok > /tmp/i.html; httpd -f -p 80 -h /tmp"),
     );
     node.wait_state(&web, RUNNING);
-    let mut pf = ctl()
-        .args(["port-forward", &pod, "0:80"])
+    let mut pf = ctl_t(&["port-forward", &pod, "0:80"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

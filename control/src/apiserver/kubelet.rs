@@ -229,6 +229,33 @@ const UPGRADE_HEADERS: &[&str] = &[
     "x-stream-protocol-version",
 ];
 
+/// The kubelet's names for exec/attach options (input, output, error, tty: "1"), from
+/// the API's PodExecOptions names; commands pass as they are, still URL-encoded.
+fn kubelet_query(api: &str) -> String {
+    let mut out = Vec::new();
+    for kv in api.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let on = v == "true" || v == "1";
+        match k {
+            "command" => out.push(kv.to_string()),
+            "stdin" | "stdout" | "stderr" | "tty" if on => out.push(format!(
+                "{}=1",
+                match k {
+                    "stdin" => "input",
+                    "stdout" => "output",
+                    "stderr" => "error",
+                    _ => "tty",
+                }
+            )),
+            _ => {}
+        }
+    }
+    match out.is_empty() {
+        true => String::new(),
+        false => format!("?{}", out.join("&")),
+    }
+}
+
 /// pods/{name}/exec|attach|portforward: the client's upgrade (WebSocket or SPDY) goes to
 /// the node's kubelet as is; once it answers 101, bytes are spliced both ways.
 pub async fn pod_stream(
@@ -279,7 +306,7 @@ pub async fn pod_stream(
         "attach" => format!("/attach/{ns}/{name}/{container}"),
         _ => format!("/portForward/{ns}/{name}"),
     };
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = kubelet_query(uri.query().unwrap_or(""));
     let hostport = base.trim_start_matches("https://").to_string();
     let host = hostport
         .rsplit_once(':')
@@ -367,4 +394,17 @@ pub async fn pod_stream(
     });
     resp.body(axum::body::Body::empty())
         .map_err(|e| bad_gateway(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exec_options_take_the_kubelets_names() {
+        let q = "command=sh&command=-c&command=echo%20hi&container=c&stdin=true&stdout=true&stderr=false&tty=false";
+        assert_eq!(
+            super::kubelet_query(q),
+            "?command=sh&command=-c&command=echo%20hi&input=1&output=1"
+        );
+        assert_eq!(super::kubelet_query(""), "");
+    }
 }

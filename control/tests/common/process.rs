@@ -5,6 +5,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+/// The skiff-control binary: cargo names it for this crate's tests; other crates'
+/// tests (which include this file) use the workspace build.
+fn binary() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_skiff-control")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-control")
+        })
+}
+
 pub struct Control {
     child: Child,
     pub port: u16,
@@ -13,7 +23,7 @@ pub struct Control {
 
 impl Control {
     pub fn start(dir: &Path, extra: &[&str]) -> Control {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(dir)
             .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
@@ -46,7 +56,7 @@ impl Control {
     }
 
     pub fn kubeconfig(&self, name: &str) -> PathBuf {
-        let o = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        let o = Command::new(binary())
             .arg("--data-dir")
             .arg(&self.dir)
             .args([

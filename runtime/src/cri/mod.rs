@@ -13,6 +13,7 @@ mod pods;
 pub mod records;
 mod service;
 pub mod shim;
+pub mod spdy;
 pub mod spec;
 pub mod streaming;
 

@@ -280,6 +280,8 @@ impl RuntimeService for Cri {
             cmd: req.cmd,
             tty: req.tty,
             stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
         });
         Ok(Response::new(v1::ExecResponse { url }))
     }
@@ -301,6 +303,8 @@ impl RuntimeService for Cri {
             dir,
             tty: req.tty,
             stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
         });
         Ok(Response::new(v1::AttachResponse { url }))
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod node;
 pub mod registry;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -626,6 +626,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Exec {
             interactive,
             tty,
+            transport,
             timeout,
             id,
             cmd,
@@ -644,7 +645,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     .await?
                     .into_inner()
                     .url;
-                return crate::stream::session(&url, interactive, tty).await;
+                return crate::stream::session(&url, transport, interactive, tty).await;
             }
             let r =
                 c.rt.exec_sync(v1::ExecSyncRequest {
@@ -788,6 +789,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Attach {
             interactive,
             tty,
+            transport,
             id,
         } => {
             let mut c = connect().await?;
@@ -802,15 +804,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .await?
                 .into_inner()
                 .url;
-            return crate::stream::session(&url, interactive, tty).await;
+            return crate::stream::session(&url, transport, interactive, tty).await;
         }
-        Command::PortForward { pod, port } => {
+        Command::PortForward {
+            transport,
+            pod,
+            port,
+        } => {
             let (local, remote) = match port.split_once(':') {
                 Some((l, r)) => (l.parse::<u16>()?, r.parse::<u16>()?),
                 None => (port.parse::<u16>()?, port.parse::<u16>()?),
             };
             let c = connect().await?;
-            crate::stream::port_forward(local, remote, || {
+            crate::stream::port_forward(local, remote, transport, || {
                 let mut rt = c.rt.clone();
                 let pod = pod.clone();
                 async move {

@@ -224,6 +224,9 @@ pub enum Command {
         interactive: bool,
         #[arg(short = 't', long)]
         tty: bool,
+        /// How the stream travels (crictl's flag).
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: stream::Transport,
         /// Seconds before the command is killed (0: no limit).
         #[arg(long, default_value_t = 0)]
         timeout: i64,
@@ -237,6 +240,8 @@ pub enum Command {
         interactive: bool,
         #[arg(short = 't', long)]
         tty: bool,
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: stream::Transport,
         id: String,
     },
     /// Change a running container's resources.
@@ -275,7 +280,12 @@ pub enum Command {
         output: String,
     },
     /// Forward a local port to a pod: POD [LOCAL:]REMOTE (LOCAL 0 picks a free port).
-    PortForward { pod: String, port: String },
+    PortForward {
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: stream::Transport,
+        pod: String,
+        port: String,
+    },
 }
 
 fn main() {
