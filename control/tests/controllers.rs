@@ -94,7 +94,8 @@ fn start_cp(
 }
 
 /// Stands in for kubelets: a pod bound to a node becomes Running and Ready shortly after,
-/// one pod per round, so rollouts proceed step by step.
+/// one pod per round, so rollouts proceed step by step; a pod being deleted is "stopped"
+/// and removed (the kubelet's final delete, grace period 0).
 fn fake_kubelet(
     store: skiff_control::store::Store,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -103,6 +104,16 @@ fn fake_kubelet(
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             for kv in store.list("/registry/core/pods/").0 {
                 let mut p: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+                if p["metadata"]["deletionTimestamp"].is_string()
+                    && p["spec"]["nodeName"].is_string()
+                    && p["metadata"]["finalizers"].is_null()
+                {
+                    let _ = store.delete(
+                        &kv.key,
+                        skiff_control::store::Precondition::Revision(kv.mod_revision),
+                    );
+                    continue;
+                }
                 let ready = p["status"]["conditions"].as_array().is_some_and(|a| {
                     a.iter()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -150,7 +161,10 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
-    let (cp, _server, _store) = start_cp(k, &dir, skiff_control::controllers::Config::default());
+    let (cp, _server, store) = start_cp(k, &dir, skiff_control::controllers::Config::default());
+    // Deleted pods on nodes wait for their kubelet's final delete.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubelet = fake_kubelet(store.clone(), stop.clone());
     let pods = |out: &str| out.lines().filter(|l| l.starts_with("pod/")).count();
 
     cp.apply(&node("node-1"));
@@ -245,6 +259,8 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
     cp.eventually(&["get", "rs,pods", "-o", "name"], "cascading delete", |o| {
         o.trim().is_empty() || o.contains("No resources")
     });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    kubelet.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -286,21 +302,29 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         |o| o.contains("node-1") && o.contains("node-2"),
     );
     assert_eq!(placed.lines().count(), 2);
-    // node-2 keeps renewing its lease; node-1 has gone silent.
+    // node-2 keeps renewing its lease; node-1 has gone silent. Its pod is evicted: it
+    // stays Terminating (nobody can confirm it stopped) and a replacement runs on node-2.
+    let placement = [
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ];
     let end = Instant::now() + Duration::from_secs(25);
     let mut moved = false;
     while Instant::now() < end {
         lease("node-2");
-        let (_, nodes) = cp.run(
-            &[
-                "get",
-                "pods",
-                "-o",
-                "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
-            ],
-            None,
-        );
-        if nodes.lines().count() == 2 && nodes.lines().all(|l| l == "node-2") {
+        let (_, pods) = cp.run(&placement, None);
+        let live: Vec<&str> = pods
+            .lines()
+            .filter(|l| l.trim_end().ends_with("node-2"))
+            .collect();
+        let evicted: Vec<&str> = pods.lines().filter(|l| l.starts_with("node-1 ")).collect();
+        if live.len() == 2
+            && evicted.len() == 1
+            && evicted[0].len() > "node-1 ".len()
+            && pods.lines().count() == 3
+        {
             moved = true;
             break;
         }
@@ -327,6 +351,22 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         taints.contains("node.kubernetes.io/unreachable"),
         "{taints}"
     );
+    // The operator declares node-1 dead (out-of-service taint): the pod GC deletes the
+    // Terminating pod at once.
+    let (ok, out) = cp.run(
+        &[
+            "taint",
+            "node",
+            "node-1",
+            "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let pods = cp.eventually(&placement, "the evicted pod gone", |o| {
+        o.lines().count() == 2
+    });
+    assert!(pods.lines().all(|l| l.trim() == "node-2"), "{pods}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -785,5 +825,107 @@ fn daemonset_runs_one_pod_per_eligible_node() {
     assert_eq!(st, "2/2/2");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = kubelet.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn graceful_pod_deletion_and_pod_gc() {
+    let Some(k) = kubectl() else {
+        eprintln!("SKIP: no kubectl installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("skiff-ctl-grace-{}", std::process::id()));
+    let cfg = skiff_control::controllers::Config {
+        pod_gc_quarantine: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (cp, _server, _store) = start_cp(k, &dir, cfg);
+    let pod = |name: &str, spec: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}  containers:\n  - {{name: c, image: busybox}}\n")
+    };
+    let deletion = |name: &str| {
+        cp.run(
+            &[
+                "get",
+                "pod",
+                name,
+                "-o",
+                "jsonpath={.metadata.deletionGracePeriodSeconds}",
+            ],
+            None,
+        )
+    };
+    cp.apply(&node("node-1"));
+    cp.apply(&pod(
+        "bound",
+        "  nodeName: node-1\n  terminationGracePeriodSeconds: 20\n",
+    ));
+    // A pod on a node is deleted gracefully: it stays, Terminating, for the kubelet.
+    let (ok, out) = cp.run(&["delete", "pod", "bound", "--wait=false"], None);
+    assert!(ok, "{out}");
+    assert_eq!(deletion("bound"), (true, "20".to_string()));
+    let (_, table) = cp.run(&["get", "pod", "bound"], None);
+    assert!(table.contains("Terminating"), "{table}");
+    // Writes during the grace period (the kubelet's status updates) keep it.
+    let (ok, out) = cp.run(&["label", "pod", "bound", "stopping=yes"], None);
+    assert!(ok, "{out}");
+    assert_eq!(deletion("bound"), (true, "20".to_string()));
+    // A shorter grace period brings the end forward; a longer one changes nothing.
+    for (g, want) in [("5", "5"), ("50", "5")] {
+        let (ok, out) = cp.run(
+            &[
+                "delete",
+                "pod",
+                "bound",
+                "--wait=false",
+                "--grace-period",
+                g,
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        assert_eq!(deletion("bound"), (true, want.to_string()));
+    }
+    // The kubelet's final delete (grace period 0) removes it.
+    let (ok, out) = cp.run(
+        &["delete", "pod", "bound", "--grace-period=0", "--force"],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (found, out) = cp.run(&["get", "pod", "bound"], None);
+    assert!(!found && out.contains("NotFound"), "{out}");
+
+    // Nothing to stop: a pod never scheduled, and a finished one, go at once.
+    cp.apply(&pod("pending", "  nodeSelector: {disk: none}\n"));
+    cp.apply(&pod("done", "  nodeName: node-1\n"));
+    let (ok, out) = cp.run(
+        &[
+            "patch",
+            "pod",
+            "done",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    for name in ["pending", "done"] {
+        let (ok, out) = cp.run(&["delete", "pod", name, "--wait=false"], None);
+        assert!(ok, "{out}");
+        let (found, out) = cp.run(&["get", "pod", name], None);
+        assert!(!found && out.contains("NotFound"), "{name}: {out}");
+    }
+
+    // The pod GC removes a pod bound to a node that does not exist (after the
+    // quarantine), and leaves pods on real nodes alone.
+    cp.apply(&pod("stray", "  nodeName: ghost\n"));
+    cp.apply(&pod("kept", "  nodeName: node-1\n"));
+    cp.eventually(
+        &["get", "pods", "-o", "name"],
+        "the stray pod collected",
+        |o| !o.contains("pod/stray") && o.contains("pod/kept"),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

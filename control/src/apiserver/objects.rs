@@ -20,10 +20,16 @@ pub struct Ctx<'a> {
 }
 
 pub(crate) fn now_rfc3339() -> String {
+    rfc3339_in(0)
+}
+
+/// The time `from_now` seconds ahead, as RFC 3339 (UTC, whole seconds).
+pub(crate) fn rfc3339_in(from_now: i64) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64;
+        .as_secs() as i64
+        + from_now;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // civil from days (Howard Hinnant)
     let z = days + 719468;
@@ -425,8 +431,13 @@ fn modify_value(
             .as_str()
             .and_then(|s| s.parse::<i64>().ok());
         let pre = Precondition::Revision(want_rv.unwrap_or(cur_kv.mod_revision));
-        // Being deleted and the last finalizer is gone: the object goes now.
+        // Being deleted, past its grace period, and the last finalizer is gone: the
+        // object goes now. (A pod in its grace period stays until the kubelet's delete.)
         let finalized = next["metadata"]["deletionTimestamp"].is_string()
+            && next["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0)
+                == 0
             && next["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty())
@@ -593,10 +604,79 @@ pub(crate) fn remove_now(store: &Store, key: &str, rev: Option<i64>) -> Option<V
     Some(obj)
 }
 
-/// DELETE: objects with finalizers (or a Foreground delete) get a deletionTimestamp and
-/// go when their finalizers are gone; namespaces terminate (the namespace controller
-/// empties them); Orphan unlinks dependents first; Background (the default) deletes now
-/// and leaves dependents to the garbage collector.
+/// The grace period a pod's deletion gets: the one asked for, else its spec's
+/// terminationGracePeriodSeconds (30 by default); none for a pod that never reached a
+/// node or has finished, as nothing has to stop.
+pub(crate) fn pod_grace(pod: &Value, asked: Option<i64>) -> i64 {
+    let unbound = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if unbound || finished {
+        return 0;
+    }
+    let g = asked
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    // A negative period means "the shortest": one second (as Kubernetes does).
+    if g < 0 {
+        1
+    } else {
+        g
+    }
+}
+
+/// Mark `obj` as being deleted `grace` seconds from now; a later, shorter grace period
+/// brings the end forward, a longer one changes nothing (false).
+fn mark_deleted(obj: &mut Value, grace: i64) -> bool {
+    let m = &obj["metadata"];
+    if m["deletionTimestamp"].is_string()
+        && m["deletionGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|cur| cur <= grace)
+    {
+        return false;
+    }
+    let gen = m["generation"].as_i64().unwrap_or(1);
+    obj["metadata"]["deletionTimestamp"] = json!(rfc3339_in(grace));
+    obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    obj["metadata"]["generation"] = json!(gen + 1);
+    true
+}
+
+/// A deletion as the API performs it, for controllers: a pod on a node gets its grace
+/// period (`grace`, else its own) and waits for the kubelet; an object with finalizers
+/// is marked and waits for them; anything else goes now. False if it lost a race.
+pub(crate) fn delete_object(store: &Store, key: &str, grace: Option<i64>) -> bool {
+    let Some(kv) = store.get(key) else {
+        return true;
+    };
+    let mut obj = decode(&kv);
+    let grace = match obj["kind"].as_str() {
+        Some("Pod") => pod_grace(&obj, grace),
+        _ => 0,
+    };
+    let has_finalizers = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
+    if grace == 0 && !has_finalizers {
+        return remove_now(store, key, Some(kv.mod_revision)).is_some();
+    }
+    if !mark_deleted(&mut obj, grace) {
+        return true;
+    }
+    store
+        .put(key, encode(&obj), Precondition::Revision(kv.mod_revision))
+        .is_ok()
+}
+
+/// DELETE: a pod on a node is deleted gracefully (deletionTimestamp and
+/// deletionGracePeriodSeconds set; the kubelet stops it and deletes it with grace 0);
+/// objects with finalizers (or a Foreground delete) get a deletionTimestamp and go when
+/// their finalizers are gone; namespaces terminate (the namespace controller empties
+/// them); Orphan unlinks dependents first; Background (the default) deletes now and
+/// leaves dependents to the garbage collector.
 pub fn delete(
     c: &Ctx,
     name: &str,
@@ -665,23 +745,42 @@ pub fn delete(
     if policy == "Foreground" && !finalizers.contains(&json!("foregroundDeletion")) {
         finalizers.push(json!("foregroundDeletion"));
     }
-    if finalizers.is_empty() {
+    let asked = match q.get("gracePeriodSeconds") {
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number"))
+        })?),
+        None => opts["gracePeriodSeconds"].as_i64(),
+    };
+    let grace = match c.r.kind {
+        "Pod" => pod_grace(&obj, asked),
+        _ => 0,
+    };
+    if finalizers.is_empty() && grace == 0 {
         let mut gone = remove_now(c.store, &key, Some(kv.mod_revision))
             .ok_or_else(|| ApiError::conflict_retry(c.r, name))?;
         gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         return Ok(json_response(StatusCode::OK, &gone));
     }
-    if obj["metadata"]["deletionTimestamp"].is_null() {
-        obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-        obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    let changed = mark_deleted(&mut obj, grace);
+    let waits_for_finalizers = !finalizers.is_empty();
+    let before = obj["metadata"]["finalizers"].clone();
+    if waits_for_finalizers {
+        obj["metadata"]["finalizers"] = json!(finalizers);
     }
-    obj["metadata"]["finalizers"] = json!(finalizers);
+    if !changed && obj["metadata"]["finalizers"] == before {
+        return Ok(json_response(StatusCode::OK, &obj));
+    }
     let kv = c
         .store
         .put(&key, encode(&obj), Precondition::Revision(kv.mod_revision))
         .map_err(|e| store_err(c.r, name, e))?;
-    // 202: the object is still there, waiting for its finalizers.
-    Ok(json_response(StatusCode::ACCEPTED, &decode(&kv)))
+    // 202: the object is still there, waiting for its finalizers; 200: a pod in its
+    // grace period.
+    let code = match waits_for_finalizers {
+        true => StatusCode::ACCEPTED,
+        false => StatusCode::OK,
+    };
+    Ok(json_response(code, &decode(&kv)))
 }
 
 /// Drop ownerReferences to `uid` from every object (kubectl delete --cascade=orphan).

@@ -63,10 +63,7 @@ fn template_hash(tpl: &Value) -> String {
 }
 
 fn delete_pod(store: &Store, p: &Value) {
-    let rev = p["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok());
-    crate::apiserver::objects::remove_now(store, &key_of(p, "core", "pods"), rev);
+    delete_object(store, &key_of(p, "core", "pods"), None);
 }
 
 pub fn reconcile(store: &Store) {

@@ -215,7 +215,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
     if empty.len() > limit {
         empty.sort_by_key(|rs| revision(rs));
         for rs in &empty[..empty.len() - limit] {
-            let _ = store.delete(&key_of(rs, "apps", "replicasets"), Precondition::None);
+            delete_object(store, &key_of(rs, "apps", "replicasets"), None);
         }
     }
     write_status(store, d, Some(&new_rs), owned, replicas, &hash);

@@ -18,8 +18,8 @@ pub fn reconcile(store: &Store) {
         .collect();
     for (kv, o) in all.iter().zip(&objs) {
         if let Some(owner) = controller_uid(o) {
-            if !uids.contains(owner) {
-                remove_now(store, &kv.key, Some(kv.mod_revision));
+            if !uids.contains(owner) && o["metadata"]["deletionTimestamp"].is_null() {
+                delete_object(store, &kv.key, None);
             }
         }
     }
@@ -56,7 +56,7 @@ pub fn reconcile(store: &Store) {
             }
         } else {
             for (dkv, _) in dependents {
-                remove_now(store, &dkv.key, Some(dkv.mod_revision));
+                delete_object(store, &dkv.key, None);
             }
         }
     }

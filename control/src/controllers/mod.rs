@@ -12,10 +12,11 @@ pub mod leader;
 mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 mod replicaset;
 mod scheduling;
 
-use crate::apiserver::objects::{decode, encode, now_rfc3339, random_hex, uid};
+use crate::apiserver::objects::{decode, delete_object, encode, now_rfc3339, random_hex, uid};
 use crate::store::{Precondition, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -123,6 +124,8 @@ pub struct Config {
     pub node_grace: Duration,
     /// Eviction delay for pods without their own toleration (DefaultTolerationSeconds).
     pub eviction_default: Duration,
+    /// A pod bound to a node that is missing this long is deleted (podgc's quarantine).
+    pub pod_gc_quarantine: Duration,
     /// Pod CIDRs for nodes come from here (None: node IPAM is off).
     pub cluster_cidr: Option<String>,
     /// Size of each node's pod CIDR.
@@ -142,6 +145,7 @@ impl Default for Config {
         Config {
             node_grace: Duration::from_secs(40),
             eviction_default: Duration::from_secs(300),
+            pod_gc_quarantine: Duration::from_secs(40),
             cluster_cidr: Some("10.244.0.0/16".into()),
             node_cidr_mask: 24,
             controllers: true,
@@ -188,12 +192,16 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
         handles.push(
             std::thread::Builder::new()
                 .name("node-lifecycle".into())
-                .spawn(move || loop {
-                    if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                        nodelifecycle::reconcile(&store, &cfg);
-                        nodeipam::reconcile(&store, &cfg);
+                .spawn(move || {
+                    let mut orphans = podgc::Orphans::new();
+                    loop {
+                        if lead.load(std::sync::atomic::Ordering::SeqCst) {
+                            nodelifecycle::reconcile(&store, &cfg);
+                            nodeipam::reconcile(&store, &cfg);
+                            podgc::reconcile(&store, &cfg, &mut orphans);
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
                     }
-                    std::thread::sleep(Duration::from_millis(500));
                 })
                 .expect("spawn node lifecycle"),
         );

@@ -1,5 +1,6 @@
 //! Namespace deletion: a Terminating namespace is emptied (every namespaced object in
-//! it deleted; objects with finalizers are marked and waited for), then removed.
+//! it deleted as the API deletes: objects with finalizers and pods in their grace
+//! period are marked and waited for), then removed.
 
 use super::*;
 use crate::apiserver::objects::remove_now;
@@ -15,16 +16,7 @@ pub fn reconcile(store: &Store) {
         for r in RESOURCES.iter().filter(|r| r.namespaced) {
             for kv in store.list(&r.prefix(Some(name))).0 {
                 left += 1;
-                let mut o = decode(&kv);
-                let has_finalizers = o["metadata"]["finalizers"]
-                    .as_array()
-                    .is_some_and(|f| !f.is_empty());
-                if !has_finalizers {
-                    remove_now(store, &kv.key, Some(kv.mod_revision));
-                } else if o["metadata"]["deletionTimestamp"].is_null() {
-                    o["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-                    update(store, &kv.key, &o);
-                }
+                delete_object(store, &kv.key, None);
             }
         }
         if left == 0 {

@@ -78,7 +78,7 @@ pub fn reconcile(store: &Store, cfg: &Config) {
             .filter(|p| p["spec"]["nodeName"] == name.as_str())
         {
             if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
-                let _ = store.delete(&key_of(&pod, "core", "pods"), Precondition::None);
+                delete_object(store, &key_of(&pod, "core", "pods"), None);
             }
         }
     }

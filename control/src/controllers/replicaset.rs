@@ -60,7 +60,7 @@ pub fn reconcile(store: &Store) {
                 )
             });
             for p in pods.drain(..pods.len() - want) {
-                let _ = store.delete(&key_of(&p, "core", "pods"), Precondition::None);
+                delete_object(store, &key_of(&p, "core", "pods"), None);
             }
         }
         let ready = pods.iter().filter(|p| pod_ready(p)).count();
