@@ -3,7 +3,7 @@
 //! scheduler binds pods to nodes by CPU and memory, and deleting the Deployment cascades.
 
 mod common;
-use common::Server;
+use common::{Backend, Server};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,11 +76,10 @@ impl Cp {
 /// The API server and controllers on a fresh store, served on a loopback port.
 fn start_cp(
     k: std::path::PathBuf,
-    dir: &std::path::Path,
+    backend: &Backend,
     cfg: skiff_control::controllers::Config,
 ) -> (Cp, Server, skiff_control::store::Store) {
-    let _ = std::fs::remove_dir_all(dir);
-    let store = skiff_control::store::Store::open(dir).unwrap();
+    let store = backend.store();
     skiff_control::controllers::start_with(store.clone(), cfg);
     let server = Server::serve(store.clone());
     (
@@ -156,12 +155,24 @@ fn node(name: &str) -> String {
 
 #[test]
 fn deployment_replicaset_pods_scheduling_and_gc() {
+    deployment_replicaset_pods_scheduling_and_gc_on(Backend::embedded(
+        "deployment_replicaset_pods_scheduling_an",
+    ));
+}
+
+#[test]
+fn deployment_replicaset_pods_scheduling_and_gc_on_etcd() {
+    if let Some(b) = Backend::etcd("deployment_replicaset_pods_scheduling_an") {
+        deployment_replicaset_pods_scheduling_and_gc_on(b);
+    }
+}
+
+fn deployment_replicaset_pods_scheduling_and_gc_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-ctl-{}", std::process::id()));
-    let (cp, _server, store) = start_cp(k, &dir, skiff_control::controllers::Config::default());
+    let (cp, _server, store) = start_cp(k, &backend, skiff_control::controllers::Config::default());
     // Deleted pods on nodes wait for their kubelet's final delete.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
@@ -261,23 +272,34 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     kubelet.join().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
+    node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(Backend::embedded(
+        "node_whose_lease_stops_goes_not_ready_an",
+    ));
+}
+
+#[test]
+fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on_etcd() {
+    if let Some(b) = Backend::etcd("node_whose_lease_stops_goes_not_ready_an") {
+        node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(b);
+    }
+}
+
+fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-ctl-nl-{}", std::process::id()));
     // Short timings instead of kube's 40 s grace and 300 s toleration.
     let cfg = skiff_control::controllers::Config {
         node_grace: Duration::from_secs(2),
         eviction_default: Duration::from_secs(2),
         ..Default::default()
     };
-    let (cp, _server, _store) = start_cp(k, &dir, cfg);
+    let (cp, _server, _store) = start_cp(k, &backend, cfg);
     let lease = |node: &str| {
         let ts = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])
@@ -367,17 +389,28 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
         o.lines().count() == 2
     });
     assert!(pods.lines().all(|l| l.trim() == "node-2"), "{pods}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn rolling_update_rollout_status_undo_restart() {
+    rolling_update_rollout_status_undo_restart_on(Backend::embedded(
+        "rolling_update_rollout_status_undo_resta",
+    ));
+}
+
+#[test]
+fn rolling_update_rollout_status_undo_restart_on_etcd() {
+    if let Some(b) = Backend::etcd("rolling_update_rollout_status_undo_resta") {
+        rolling_update_rollout_status_undo_restart_on(b);
+    }
+}
+
+fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-rollout-{}", std::process::id()));
-    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
     cp.apply(&node("n1"));
@@ -496,17 +529,28 @@ fn rolling_update_rollout_status_undo_restart() {
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = kubelet.join();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn deletion_finalizers_cascades_and_namespaces() {
+    deletion_finalizers_cascades_and_namespaces_on(Backend::embedded(
+        "deletion_finalizers_cascades_and_namespa",
+    ));
+}
+
+#[test]
+fn deletion_finalizers_cascades_and_namespaces_on_etcd() {
+    if let Some(b) = Backend::etcd("deletion_finalizers_cascades_and_namespa") {
+        deletion_finalizers_cascades_and_namespaces_on(b);
+    }
+}
+
+fn deletion_finalizers_cascades_and_namespaces_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-delete-{}", std::process::id()));
-    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let count = |prefix: &str| store.list(prefix).0.len();
 
     // A finalizer holds the object (with a deletionTimestamp) until it is removed.
@@ -633,17 +677,28 @@ fn deletion_finalizers_cascades_and_namespaces() {
         |o| !o.contains("namespace/scratch"),
     );
     assert_eq!(count("/registry/core/configmaps/scratch/"), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn endpoints_slices_events_and_node_cidrs() {
+    endpoints_slices_events_and_node_cidrs_on(Backend::embedded(
+        "endpoints_slices_events_and_node_cidrs",
+    ));
+}
+
+#[test]
+fn endpoints_slices_events_and_node_cidrs_on_etcd() {
+    if let Some(b) = Backend::etcd("endpoints_slices_events_and_node_cidrs") {
+        endpoints_slices_events_and_node_cidrs_on(b);
+    }
+}
+
+fn endpoints_slices_events_and_node_cidrs_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-endpoints-{}", std::process::id()));
-    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let (cp, _server, store) = start_cp(k, &backend, Default::default());
     // Node IPAM: distinct pod CIDRs from the cluster range.
     cp.apply(&node("n1"));
     cp.apply(&node("n2"));
@@ -733,17 +788,28 @@ fn endpoints_slices_events_and_node_cidrs() {
         "endpoints gone",
         |o| o.trim().is_empty(),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn daemonset_runs_one_pod_per_eligible_node() {
+    daemonset_runs_one_pod_per_eligible_node_on(Backend::embedded(
+        "daemonset_runs_one_pod_per_eligible_node",
+    ));
+}
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node_on_etcd() {
+    if let Some(b) = Backend::etcd("daemonset_runs_one_pod_per_eligible_node") {
+        daemonset_runs_one_pod_per_eligible_node_on(b);
+    }
+}
+
+fn daemonset_runs_one_pod_per_eligible_node_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-ds-{}", std::process::id()));
-    let (cp, _server, store) = start_cp(k, &dir, Default::default());
+    let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
     cp.apply(&node("n1"));
@@ -825,21 +891,30 @@ fn daemonset_runs_one_pod_per_eligible_node() {
     assert_eq!(st, "2/2/2");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = kubelet.join();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn graceful_pod_deletion_and_pod_gc() {
+    graceful_pod_deletion_and_pod_gc_on(Backend::embedded("graceful_pod_deletion_and_pod_gc"));
+}
+
+#[test]
+fn graceful_pod_deletion_and_pod_gc_on_etcd() {
+    if let Some(b) = Backend::etcd("graceful_pod_deletion_and_pod_gc") {
+        graceful_pod_deletion_and_pod_gc_on(b);
+    }
+}
+
+fn graceful_pod_deletion_and_pod_gc_on(backend: Backend) {
     let Some(k) = kubectl() else {
         eprintln!("SKIP: no kubectl installed");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("skiff-ctl-grace-{}", std::process::id()));
     let cfg = skiff_control::controllers::Config {
         pod_gc_quarantine: Duration::from_secs(1),
         ..Default::default()
     };
-    let (cp, _server, _store) = start_cp(k, &dir, cfg);
+    let (cp, _server, _store) = start_cp(k, &backend, cfg);
     let pod = |name: &str, spec: &str| {
         format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}  containers:\n  - {{name: c, image: busybox}}\n")
     };
@@ -927,5 +1002,4 @@ fn graceful_pod_deletion_and_pod_gc() {
         "the stray pod collected",
         |o| !o.contains("pod/stray") && o.contains("pod/kept"),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

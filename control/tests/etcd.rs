@@ -3,116 +3,16 @@
 //! revision, compaction), and two API servers on one etcd serving one cluster to kubectl.
 
 mod common;
+use common::etcd::EtcdCluster;
 use common::process::Control;
 use skiff_control::store::{EventKind, Precondition, Store, StoreError};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct EtcdCluster {
-    members: Vec<Child>,
-    pub endpoints: Vec<String>,
-    dir: PathBuf,
-}
-
-impl EtcdCluster {
-    fn start(name: &str) -> Option<EtcdCluster> {
-        if Command::new("etcd").arg("--version").output().is_err() {
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("skiff-etcd-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let initial: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect();
-        let mut members = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let log = std::fs::File::create(dir.join(format!("m{i}.log")))
-                .or_else(|_| {
-                    std::fs::create_dir_all(&dir)?;
-                    std::fs::File::create(dir.join(format!("m{i}.log")))
-                })
-                .unwrap();
-            members.push(
-                Command::new("etcd")
-                    .args(["--name", &format!("m{i}")])
-                    .arg("--data-dir")
-                    .arg(dir.join(format!("m{i}")))
-                    .args([
-                        "--listen-client-urls",
-                        &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args([
-                        "--advertise-client-urls",
-                        &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args([
-                        "--initial-advertise-peer-urls",
-                        &format!("http://127.0.0.1:{peer}"),
-                    ])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args([
-                        "--initial-cluster-state",
-                        "new",
-                        "--initial-cluster-token",
-                        name,
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap(),
-            );
-        }
-        let endpoints: Vec<String> = ports
-            .iter()
-            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
-            .collect();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if Store::etcd(&endpoints).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < end,
-                "etcd cluster did not come up (logs in {})",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Some(EtcdCluster {
-            members,
-            endpoints,
-            dir,
-        })
-    }
-}
-
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn store_semantics_on_etcd() {
-    let Some(etcd) = EtcdCluster::start("store") else {
+    let Some(etcd) = EtcdCluster::start("store", 3) else {
         eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
         return;
     };
@@ -215,7 +115,7 @@ fn two_api_servers_on_one_etcd_serve_one_cluster() {
         eprintln!("SKIP: kubectl is not installed");
         return;
     }
-    let Some(etcd) = EtcdCluster::start("api") else {
+    let Some(etcd) = EtcdCluster::start("api", 3) else {
         eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
         return;
     };

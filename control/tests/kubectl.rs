@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::Server;
+use common::{Backend, Server};
 
 fn kubectls() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = (27..=33)
@@ -129,10 +129,19 @@ fn kubectl_apply_get_delete_across_versions() {
 
 #[test]
 fn bad_input_is_reported_and_nothing_is_written() {
+    bad_input(Backend::embedded("api-bad"));
+}
+
+#[test]
+fn bad_input_is_reported_and_nothing_is_written_on_etcd() {
+    if let Some(b) = Backend::etcd("api-bad") {
+        bad_input(b);
+    }
+}
+
+fn bad_input(backend: Backend) {
     let Some(k) = kubectls().pop() else { return };
-    let dir = std::env::temp_dir().join(format!("skiff-api-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let s = Server::start(&dir);
+    let s = Server::serve(backend.store());
     let o = s.kubectl(
         &k,
         &["apply", "-f", "-"],
@@ -182,16 +191,23 @@ fn bad_input_is_reported_and_nothing_is_written() {
         None,
     );
     assert_eq!(out(&o).trim(), "", "nothing half-written: {}", out(&o));
-    drop(s);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn get_watch_streams_and_restart_keeps_objects() {
+    watch_and_restart(Backend::embedded("api-watch"));
+}
+
+#[test]
+fn get_watch_streams_and_restart_keeps_objects_on_etcd() {
+    if let Some(b) = Backend::etcd("api-watch") {
+        watch_and_restart(b);
+    }
+}
+
+fn watch_and_restart(backend: Backend) {
     let Some(k) = kubectls().pop() else { return };
-    let dir = std::env::temp_dir().join(format!("skiff-api-watch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let s = Server::start(&dir);
+    let s = Server::serve(backend.store());
     let mut w = Command::new(&k)
         .arg("--server")
         .arg(format!("http://{}", s.addr))
@@ -221,11 +237,9 @@ fn get_watch_streams_and_restart_keeps_objects() {
     );
     drop(s);
     // A restart of the control plane loses nothing.
-    let s = Server::start(&dir);
+    let s = Server::serve(backend.store());
     let o = s.kubectl(&k, &["get", "configmaps", "-o", "name"], None);
     assert_eq!(out(&o).trim(), "configmap/one\nconfigmap/two");
-    drop(s);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn service(name: &str, extra: &str) -> String {

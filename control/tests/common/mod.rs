@@ -1,10 +1,51 @@
 //! The API server on a loopback port for kubectl tests, stopped on drop.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod process;
 
 use skiff_control::store::Store;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where a test cluster's state lives: the embedded store in a fresh directory, or a
+/// one-member etcd the test starts. Removed on drop.
+pub enum Backend {
+    Embedded(PathBuf),
+    Etcd(etcd::EtcdCluster),
+}
+
+impl Backend {
+    pub fn embedded(name: &str) -> Backend {
+        let dir = std::env::temp_dir().join(format!("skiff-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Backend::Embedded(dir)
+    }
+
+    /// None (with the reason printed) where etcd is not installed.
+    pub fn etcd(name: &str) -> Option<Backend> {
+        let b = etcd::EtcdCluster::start(name, 1).map(Backend::Etcd);
+        if b.is_none() {
+            eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
+        }
+        b
+    }
+
+    /// A store on this backend (each call a new client; the state is shared).
+    pub fn store(&self) -> Store {
+        match self {
+            Backend::Embedded(dir) => Store::open(dir).unwrap(),
+            Backend::Etcd(c) => Store::etcd(&c.endpoints).unwrap(),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Embedded(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
 use std::process::{Command, Output, Stdio};
 
 pub struct Server {
