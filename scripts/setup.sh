@@ -6,8 +6,10 @@ set -euo pipefail
 # busybox-static: test images; runc/containerd: interop tests; iproute2/nftables: CNI tests;
 # docker-registry/skopeo: registry pull tests on loopback;
 # qemu + kernel + kmod: VM tests; protobuf-compiler: the CRI API (k8s-cri builds it);
-# etcd-server: the control plane's etcd backend tests (a 3-member cluster on loopback).
-pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod protobuf-compiler etcd-server)
+# etcd-server: the control plane's etcd backend tests (a 3-member cluster on loopback);
+# golang + grpc-go + protoc plugins: a Go CRI client (crictl's gRPC stack) in the tests.
+pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod protobuf-compiler etcd-server
+      golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go protoc-gen-go-grpc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
