@@ -101,15 +101,25 @@ fn grpc_go_client_drives_the_cri_server_like_crictl() {
     node.import_busybox();
     let work = node.root.join("go");
     let bin = build_client(&work);
-    let o = Command::new(&bin)
+    // As crictl ≥ 1.26 dials (":authority: localhost"), then as older clients do (the
+    // socket path there, which h2 alone would refuse).
+    for authority in ["localhost", "socket-path"] {
+        drive(&node, &bin, authority);
+    }
+}
+
+fn drive(node: &Node, bin: &Path, authority: &str) {
+    let logs = node.root.join(format!("logs/gowire-{authority}"));
+    let o = Command::new(bin)
         .arg(node.sock())
         .arg("docker.io/skiff/busybox:latest")
-        .arg(node.root.join("logs/gowire"))
+        .arg(&logs)
+        .arg(authority)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "criwire: {}\nserver log:\n{}",
+        "criwire ({authority}): {}\nserver log:\n{}",
         String::from_utf8_lossy(&o.stderr),
         std::fs::read_to_string(node.root.join("server.log")).unwrap_or_default()
     );
@@ -156,6 +166,6 @@ fn grpc_go_client_drives_the_cri_server_like_crictl() {
     assert_eq!(v["removedContainerCode"], "NotFound");
     assert_eq!(v["podsLeft"], 0);
     // The container's output reached its CRI log.
-    let log = std::fs::read_to_string(node.root.join("logs/gowire/c.log")).unwrap();
+    let log = std::fs::read_to_string(logs.join("c.log")).unwrap();
     assert!(log.contains(" stdout F hello-from-go"), "{log}");
 }

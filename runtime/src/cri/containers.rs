@@ -307,8 +307,11 @@ impl Inner {
                 )))
             }
         }
+        // Taken before the start: a quick process may have finished (and its monitor
+        // stamped finished_at) by the time start returns.
+        let started = now_ns();
         self.rt.start(&c.id).map_err(status)?;
-        c.started_at = now_ns();
+        c.started_at = started;
         self.records().save_container(c).map_err(status)
     }
 

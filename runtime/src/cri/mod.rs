@@ -5,6 +5,7 @@
 //! restarted server (even after kill -9) lists the same pods and containers.
 
 pub mod attach;
+mod authority;
 mod containers;
 mod images;
 pub mod logs;
@@ -145,7 +146,11 @@ pub async fn serve(cfg: Config) -> Result<(), Box<dyn std::error::Error + Send +
     remove_stale_socket(&listen)?;
     let uds = tokio::net::UnixListener::bind(&listen)?;
     std::fs::set_permissions(&listen, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
+    // Each connection through the :authority fixer (see authority.rs).
+    let incoming =
+        futures_util::StreamExt::map(tokio_stream::wrappers::UnixListenerStream::new(uds), |c| {
+            c.map(authority::fix)
+        });
     let streaming = streaming::Streaming::start(inner.cfg.streaming_addr, inner.clone()).await?;
     let svc = service::Cri { inner, streaming };
     tonic::transport::Server::builder()

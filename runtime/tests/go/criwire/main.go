@@ -35,8 +35,8 @@ func keys(m map[string]string) []string {
 }
 
 func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: criwire SOCKET IMAGE LOGDIR")
+	if len(os.Args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: criwire SOCKET IMAGE LOGDIR localhost|socket-path")
 		os.Exit(2)
 	}
 	sock, image, logDir := os.Args[1], os.Args[2], os.Args[3]
@@ -46,11 +46,15 @@ func main() {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", addr)
 	}
-	// ":authority: localhost", as crictl and the kubelet send it since Kubernetes 1.26
-	// (kubernetes#112597); h2 refuses a socket path there.
-	conn, err := grpc.DialContext(ctx, sock, grpc.WithInsecure(), grpc.WithBlock(),
-		grpc.WithContextDialer(dial), grpc.WithAuthority("localhost"),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	opts := []grpc.DialOption{grpc.WithInsecure(), grpc.WithBlock(),
+		grpc.WithContextDialer(dial),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20))}
+	// crictl and the kubelet send ":authority: localhost" since Kubernetes 1.26
+	// (kubernetes#112597); before, grpc-go sent the socket path itself.
+	if os.Args[4] == "localhost" {
+		opts = append(opts, grpc.WithAuthority("localhost"))
+	}
+	conn, err := grpc.DialContext(ctx, sock, opts...)
 	must("dial", err)
 	defer conn.Close()
 	rt := pb.NewRuntimeServiceClient(conn)
