@@ -89,7 +89,30 @@ fn pods_containers_logs_exec_through_skiffctl() {
     assert_eq!(st["status"]["exit_code"], 7);
     assert_eq!(st["status"]["reason"], "Error");
     assert!(st["status"]["finished_at"].as_i64() >= st["status"]["started_at"].as_i64());
+    // `skiffctl events` streams what happens to containers, exits included.
+    let events_out = node.root.join("events.json");
+    let mut events = Command::new(env!("CARGO_BIN_EXE_skiffctl"))
+        .arg("-r")
+        .arg(format!("unix://{}", node.sock().display()))
+        .arg("events")
+        .stdout(std::fs::File::create(&events_out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let done = node.container(&pod, "web", &busybox("done", "true"));
+    wait_for(
+        || {
+            let text = std::fs::read_to_string(&events_out).unwrap_or_default();
+            ["CREATED", "STARTED", "STOPPED"].iter().all(|k| {
+                text.contains(&format!(
+                    "\"container_event_type\": \"CONTAINER_{k}_EVENT\""
+                ))
+            }) && text.contains(&done)
+        },
+        "created, started and stopped events from skiffctl events",
+    );
+    let _ = events.kill();
+    let _ = events.wait();
     assert_eq!(
         node.wait_state(&done, EXITED)["status"]["reason"],
         "Completed"

@@ -1,8 +1,8 @@
 //! The CRI wire as crictl speaks it: a Go client on grpc-go (Debian's
 //! golang-google-grpc-dev, the gRPC stack crictl is built on) with stubs generated from
 //! the upstream runtime.v1 api.proto (the k8s-cri crate's copy), driving a pod and a
-//! container through the calls crictl's commands make. The crictl binary itself cannot
-//! be installed here. Needs root.
+//! container through the calls crictl's commands make, events included. The crictl
+//! binary itself cannot be installed here. Needs root.
 
 mod common;
 use common::node::Node;
@@ -165,6 +165,17 @@ fn drive(node: &Node, bin: &Path, authority: &str) {
     assert_eq!(v["stoppedState"], "CONTAINER_EXITED");
     assert_eq!(v["removedContainerCode"], "NotFound");
     assert_eq!(v["podsLeft"], 0);
+    // Events, as `crictl events` streams them: every step of the container and the pod,
+    // in order, and the exit of a container that ended by itself.
+    let lifecycle = [
+        "CONTAINER_CREATED_EVENT",
+        "CONTAINER_STARTED_EVENT",
+        "CONTAINER_STOPPED_EVENT",
+        "CONTAINER_DELETED_EVENT",
+    ];
+    assert_eq!(v["containerEvents"], serde_json::json!(lifecycle), "{v:#}");
+    assert_eq!(v["podEvents"], serde_json::json!(lifecycle), "{v:#}");
+    assert_eq!(v["quickEvents"], serde_json::json!(lifecycle[..3]), "{v:#}");
     // The container's output reached its CRI log.
     let log = std::fs::read_to_string(logs.join("c.log")).unwrap();
     assert!(log.contains(" stdout F hello-from-go"), "{log}");

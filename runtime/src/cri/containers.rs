@@ -1,6 +1,7 @@
 //! Container RPCs: create (rootfs overlay, config.json, monitor), start, stop, remove,
 //! list, status, update, exec, stats, log reopen.
 
+use super::events::Kind;
 use super::records::{labels_match, new_id, ContainerRecord};
 use super::shim::{now_ns, Exit, Ready};
 use super::{spec, status, v1, Inner};
@@ -238,11 +239,13 @@ impl Inner {
                 return Err(e);
             }
         };
+        let pod_id = rec.pod_id.clone();
         if let Err(e) = self.records().save_container(rec) {
             let _ = self.rt.delete(&id, true);
             remove_dir(&dir);
             return Err(status(e));
         }
+        self.emit(&id, &pod_id, Kind::ContainerCreatedEvent);
         Ok(id)
     }
 
@@ -312,7 +315,10 @@ impl Inner {
         let started = now_ns();
         self.rt.start(&c.id).map_err(status)?;
         c.started_at = started;
-        self.records().save_container(c).map_err(status)
+        let (id, pod_id) = (c.id.clone(), c.pod_id.clone());
+        self.records().save_container(c).map_err(status)?;
+        self.emit(&id, &pod_id, Kind::ContainerStartedEvent);
+        Ok(())
     }
 
     fn wait_exited(&self, c: &ContainerRecord, timeout: Duration) -> bool {
@@ -346,11 +352,13 @@ impl Inner {
         if timeout > 0 {
             let _ = self.rt.kill(&c.id, Signal::SIGTERM, false);
             if self.wait_exited(&c, Duration::from_secs(timeout as u64)) {
+                self.emit(&c.id, &c.pod_id, Kind::ContainerStoppedEvent);
                 return Ok(());
             }
         }
         let _ = self.rt.kill(&c.id, Signal::SIGKILL, true);
         if self.wait_exited(&c, Duration::from_secs(10)) {
+            self.emit(&c.id, &c.pod_id, Kind::ContainerStoppedEvent);
             Ok(())
         } else {
             Err(Status::deadline_exceeded(format!(
@@ -373,7 +381,9 @@ impl Inner {
             Err(e) => return Err(status(e)),
         }
         remove_dir(&c.dir);
-        self.records().remove_container(&c.id).map_err(status)
+        self.records().remove_container(&c.id).map_err(status)?;
+        self.emit(&c.id, &c.pod_id, Kind::ContainerDeletedEvent);
+        Ok(())
     }
 
     fn to_container(&self, c: &ContainerRecord, state: v1::ContainerState) -> v1::Container {

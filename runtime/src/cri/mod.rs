@@ -7,6 +7,7 @@
 pub mod attach;
 mod authority;
 mod containers;
+pub mod events;
 mod images;
 pub mod logs;
 pub mod pbjson;
@@ -53,6 +54,7 @@ pub struct Inner {
     pub rt: Runtime,
     pub images: Store,
     pub records: Mutex<Records>,
+    pub events: events::Events,
 }
 
 impl Inner {
@@ -69,6 +71,7 @@ impl Inner {
             rt,
             images,
             records,
+            events: events::Events::new(),
         })
     }
 
@@ -140,6 +143,11 @@ pub async fn serve(cfg: Config) -> Result<(), Box<dyn std::error::Error + Send +
     use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
     let listen = cfg.listen.clone();
     let inner = Arc::new(Inner::open(cfg)?);
+    inner.seed_stopped();
+    let watcher = inner.clone();
+    std::thread::Builder::new()
+        .name("exit-events".into())
+        .spawn(move || watcher.watch_exits())?;
     if let Some(d) = listen.parent() {
         std::fs::create_dir_all(d)?;
     }

@@ -1,5 +1,6 @@
 //! Pod sandbox RPCs: run, stop, remove, status, list, stats.
 
+use super::events::Kind;
 use super::records::{labels_match, new_id, PodRecord};
 use super::shim::now_ns;
 use super::{status, v1, Inner};
@@ -120,6 +121,8 @@ impl Inner {
             let _ = sandbox::remove(root, &id);
             return Err(status(e));
         }
+        self.emit(&id, &id, Kind::ContainerCreatedEvent);
+        self.emit(&id, &id, Kind::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -167,11 +170,13 @@ impl Inner {
                 e => Err(e),
             })
             .map_err(status)?;
+        let id = pod.id.clone();
         if pod.ready || !pod.ip.is_empty() {
             pod.ready = false;
             pod.ip.clear();
             self.records().save_pod(pod).map_err(status)?;
         }
+        self.emit(&id, &id, Kind::ContainerStoppedEvent);
         Ok(())
     }
 
@@ -184,7 +189,9 @@ impl Inner {
             self.remove_container(&c)?;
         }
         sandbox::remove(&self.cfg.root, &pod.id).map_err(status)?;
-        self.records().remove_pod(&pod.id).map_err(status)
+        self.records().remove_pod(&pod.id).map_err(status)?;
+        self.emit(&pod.id, &pod.id, Kind::ContainerDeletedEvent);
+        Ok(())
     }
 
     fn pod_state(p: &PodRecord) -> i32 {

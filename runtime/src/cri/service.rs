@@ -459,15 +459,19 @@ impl RuntimeService for Cri {
         Err(Status::unimplemented("checkpointing is not supported"))
     }
 
-    type GetContainerEventsStream = tokio_stream::Empty<Result<v1::ContainerEventResponse, Status>>;
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>,
+    >;
 
     async fn get_container_events(
         &self,
         _: Request<v1::GetEventsRequest>,
     ) -> Rsp<Self::GetContainerEventsStream> {
-        Err(Status::unimplemented(
-            "container events are not supported; the kubelet falls back to relisting",
-        ))
+        use tokio_stream::StreamExt;
+        // A listener that falls more than the buffer behind skips what it missed.
+        let s = tokio_stream::wrappers::BroadcastStream::new(self.inner.events.subscribe())
+            .filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(s)))
     }
 
     async fn list_metric_descriptors(

@@ -100,6 +100,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("RuntimeVersion:  {}", v.runtime_version);
             println!("RuntimeApiVersion:  {}", v.runtime_api_version);
         }
+        Command::Events { output } => {
+            let mut c = connect().await?;
+            let mut s =
+                c.rt.get_container_events(v1::GetEventsRequest {})
+                    .await?
+                    .into_inner();
+            while let Some(e) = s.message().await? {
+                let kind = v1::ContainerEventType::try_from(e.container_event_type)
+                    .map(|k| k.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                let mut v = serde_json::to_value(&e)?;
+                v["container_event_type"] = serde_json::json!(kind);
+                print_obj(&v, &output)?;
+                use std::io::Write;
+                std::io::stdout().flush()?;
+            }
+        }
         Command::Info { output } => {
             let mut c = connect().await?;
             let s =

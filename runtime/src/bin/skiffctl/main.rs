@@ -263,6 +263,11 @@ pub enum Command {
     /// Reopen a container's log file (after rotating it).
     #[command(name = "reopen-log")]
     ReopenLog { id: String },
+    /// Stream container and pod events (created, started, stopped, deleted) until ^C.
+    Events {
+        #[arg(short, long, default_value = "json")]
+        output: String,
+    },
     /// Resource usage of containers.
     Stats {
         #[arg(short, long)]

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,6 +61,38 @@ func main() {
 	rt := pb.NewRuntimeServiceClient(conn)
 	im := pb.NewImageServiceClient(conn)
 	out := map[string]interface{}{}
+
+	// crictl events: a server stream, read while the rest goes on.
+	evs, err := rt.GetContainerEvents(ctx, &pb.GetEventsRequest{})
+	must("GetContainerEvents", err)
+	var mu sync.Mutex
+	events := map[string][]string{}
+	go func() {
+		for {
+			e, err := evs.Recv()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			events[e.ContainerId] = append(events[e.ContainerId], e.ContainerEventType.String())
+			mu.Unlock()
+		}
+	}()
+	eventsOf := func(id string) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string{}, events[id]...)
+	}
+	// Wait until id's events end with want (or give up after 10 s).
+	waitEvent := func(id, want string) {
+		for i := 0; i < 100; i++ {
+			e := eventsOf(id)
+			if len(e) > 0 && e[len(e)-1] == want {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 
 	v, err := rt.Version(ctx, &pb.VersionRequest{Version: "v1"})
 	must("Version", err)
@@ -151,6 +184,22 @@ func main() {
 	must("ListPodSandboxStats", err)
 	out["podStatsListed"] = len(pst.Stats)
 
+	// A container that ends on its own is reported stopped too.
+	quickCfg := &pb.ContainerConfig{
+		Metadata: &pb.ContainerMetadata{Name: "quick"},
+		Image:    &pb.ImageSpec{Image: image},
+		Command:  []string{"true"},
+		LogPath:  "quick.log",
+	}
+	q, err := rt.CreateContainer(ctx, &pb.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: quickCfg, SandboxConfig: podCfg})
+	must("CreateContainer quick", err)
+	_, err = rt.StartContainer(ctx, &pb.StartContainerRequest{ContainerId: q.ContainerId})
+	must("StartContainer quick", err)
+	waitEvent(q.ContainerId, "CONTAINER_STOPPED_EVENT")
+	out["quickEvents"] = eventsOf(q.ContainerId)
+	_, err = rt.RemoveContainer(ctx, &pb.RemoveContainerRequest{ContainerId: q.ContainerId})
+	must("RemoveContainer quick", err)
+
 	_, err = rt.StopContainer(ctx, &pb.StopContainerRequest{ContainerId: c.ContainerId, Timeout: 5})
 	must("StopContainer", err)
 	cs, err = rt.ContainerStatus(ctx, &pb.ContainerStatusRequest{ContainerId: c.ContainerId})
@@ -167,6 +216,9 @@ func main() {
 	pods, err = rt.ListPodSandbox(ctx, &pb.ListPodSandboxRequest{})
 	must("ListPodSandbox after removal", err)
 	out["podsLeft"] = len(pods.Items)
+	waitEvent(pod.PodSandboxId, "CONTAINER_DELETED_EVENT")
+	out["containerEvents"] = eventsOf(c.ContainerId)
+	out["podEvents"] = eventsOf(pod.PodSandboxId)
 
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
