@@ -68,7 +68,7 @@ fn store_semantics_on_etcd() {
         Err(StoreError::NotFound("/registry/t/b".into()))
     );
     let got: Vec<(EventKind, String, i64)> = (0..3)
-        .map(|_| w.rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .map(|_| w.recv_timeout(Duration::from_secs(5)).unwrap())
         .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision))
         .collect();
     assert_eq!(
@@ -83,6 +83,45 @@ fn store_semantics_on_etcd() {
         s.watch("/registry/t/", a.mod_revision),
         Err(StoreError::Compacted { .. })
     ));
+    // A dropped watch is cancelled in etcd at once, not at its next event.
+    drop(w);
+    let settle = |want: &dyn Fn(u64) -> bool, what: &str| {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = watchers(&etcd.endpoints);
+            if want(n) {
+                return n;
+            }
+            assert!(std::time::Instant::now() < end, "{what}: {n} watchers");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let base = settle(&|_| true, "");
+    let ws: Vec<_> = (0..5)
+        .map(|_| s.watch("/registry/quiet/", 0).unwrap())
+        .collect();
+    settle(&|n| n >= base + 5, "five watches open");
+    drop(ws);
+    settle(&|n| n <= base, "watches cancelled after drop");
+}
+
+/// etcd's count of open watchers, summed over the members (its /metrics).
+fn watchers(endpoints: &[String]) -> u64 {
+    use std::io::{Read, Write};
+    endpoints
+        .iter()
+        .map(|e| {
+            let addr = e.trim_start_matches("http://");
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            write!(c, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+            let mut text = String::new();
+            c.read_to_string(&mut text).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("etcd_debugging_mvcc_watcher_total in /metrics") as u64
+        })
+        .sum()
 }
 
 fn control(dir: &Path, etcd: &[String]) -> Control {

@@ -849,7 +849,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
         let mut last_rv = start;
         while std::time::Instant::now() < deadline {
-            match w.rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            match w.recv_timeout(std::time::Duration::from_secs(5)) {
                 Ok(ev) => {
                     last_rv = ev.revision();
                     let (typ, obj) = match ev.kind {

@@ -80,7 +80,7 @@ fn bench(target: Target) {
             Precondition::None,
         )
         .unwrap();
-        w.rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        w.recv_timeout(Duration::from_secs(5)).unwrap();
         lat.push(t.elapsed());
     }
     lat.sort();

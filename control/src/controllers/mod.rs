@@ -283,8 +283,8 @@ fn start_loops(
                         let deadline = std::time::Instant::now() + Duration::from_secs(1);
                         'wait: while std::time::Instant::now() < deadline {
                             for w in &watches {
-                                if w.rx.try_recv().is_ok() {
-                                    while w.rx.try_recv().is_ok() {}
+                                if w.try_recv().is_ok() {
+                                    while w.try_recv().is_ok() {}
                                     break 'wait;
                                 }
                             }

@@ -251,16 +251,21 @@ impl Etcd {
             }
             true
         };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         self.rt.spawn(async move {
-            // Until the receiver is dropped or the watch ends.
-            while let Ok(Some(r)) = stream.message().await {
-                if r.canceled() || !forward(&r) {
-                    break;
+            // Until the Watch is dropped or the watch ends.
+            loop {
+                tokio::select! {
+                    m = stream.message() => match m {
+                        Ok(Some(r)) if !r.canceled() && forward(&r) => {}
+                        _ => break,
+                    },
+                    _ = &mut stopped => break,
                 }
             }
             let _ = watcher.cancel().await;
         });
-        Ok(Watch { rx })
+        Ok(Watch::new(rx, Some(stop)))
     }
 
     pub fn compact(&self, rev: i64) -> Result<(), StoreError> {

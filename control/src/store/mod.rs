@@ -205,7 +205,36 @@ impl Store {
 
 /// A stream of events under a prefix, in revision order.
 pub struct Watch {
-    pub rx: Receiver<Event>,
+    rx: Receiver<Event>,
+    /// Dropped with the watch: tells a backend's watch task to end (etcd cancels its
+    /// watch at once rather than at the next event). Hence the receiver is reached
+    /// through methods: a closure that captured only it would drop this early.
+    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Watch {
+    pub(crate) fn new(
+        rx: Receiver<Event>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Watch {
+        Watch { rx, _stop: stop }
+    }
+
+    pub fn recv_timeout(
+        &self,
+        t: std::time::Duration,
+    ) -> Result<Event, std::sync::mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(t)
+    }
+
+    pub fn try_recv(&self) -> Result<Event, std::sync::mpsc::TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// What has arrived so far, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.rx.try_iter()
+    }
 }
 
 fn check(pre: Precondition, key: &str, cur: Option<&KeyValue>) -> Result<(), StoreError> {
@@ -462,7 +491,7 @@ impl Embedded {
             prefix: prefix.into(),
             tx,
         });
-        Ok(Watch { rx })
+        Ok(Watch::new(rx, None))
     }
 
     /// Forget history up to `rev`, write a snapshot and start a new WAL.
@@ -588,7 +617,7 @@ mod tests {
         s.put("/pods/a", b"2".to_vec(), Precondition::None).unwrap();
         let w = s.watch("/pods/", 1).unwrap();
         s.delete("/pods/a", Precondition::None).unwrap();
-        let got: Vec<(EventKind, i64)> = w.rx.try_iter().map(|e| (e.kind, e.revision())).collect();
+        let got: Vec<(EventKind, i64)> = w.try_iter().map(|e| (e.kind, e.revision())).collect();
         assert_eq!(
             got,
             [(EventKind::Put, 3), (EventKind::Delete, 4)],
@@ -603,10 +632,7 @@ mod tests {
             })
         );
         let w = s.watch("/pods/", 3).unwrap();
-        assert_eq!(
-            w.rx.try_iter().map(|e| e.revision()).collect::<Vec<_>>(),
-            [4]
-        );
+        assert_eq!(w.try_iter().map(|e| e.revision()).collect::<Vec<_>>(), [4]);
         s.put("/pods/c", b"c".to_vec(), Precondition::None).unwrap();
         drop(s);
         // After compaction the state comes from the snapshot plus the new WAL.

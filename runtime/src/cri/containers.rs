@@ -126,13 +126,20 @@ impl Inner {
                 (v1::ContainerState::ContainerRunning, None)
             }
             _ => {
-                // The monitor writes the exit file right after the init is reaped.
+                // The monitor writes the exit file right after the init is reaped: give a
+                // live monitor a moment; a gone one has written all it ever will.
                 let end = Instant::now() + Duration::from_millis(300);
-                while Instant::now() < end {
+                loop {
                     if let Some(e) = Exit::load(&c.exit_file()) {
                         return (v1::ContainerState::ContainerExited, Some(e));
                     }
+                    if Instant::now() >= end || !monitor_alive(c) {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(10));
+                }
+                if let Some(e) = Exit::load(&c.exit_file()) {
+                    return (v1::ContainerState::ContainerExited, Some(e));
                 }
                 let e = Exit {
                     exit_code: 255,
@@ -543,11 +550,9 @@ impl Inner {
                 c.id
             )));
         }
-        let pid: i32 = std::fs::read_to_string(c.dir.join("shim.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        let pid = monitor_pid(&c)
             .ok_or_else(|| Status::failed_precondition("the container's monitor is gone"))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1)
+        nix::sys::signal::kill(pid, Signal::SIGUSR1)
             .map_err(|e| Status::failed_precondition(format!("signal the monitor: {e}")))
     }
 
@@ -594,4 +599,16 @@ impl Inner {
         command.arg(&c.id).arg("--").args(cmd);
         Ok((c.id, command))
     }
+}
+
+/// The container's monitor process, from the pid it wrote.
+fn monitor_pid(c: &ContainerRecord) -> Option<nix::unistd::Pid> {
+    std::fs::read_to_string(c.dir.join("shim.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(nix::unistd::Pid::from_raw)
+}
+
+fn monitor_alive(c: &ContainerRecord) -> bool {
+    monitor_pid(c).is_some_and(|p| nix::sys::signal::kill(p, None).is_ok())
 }
