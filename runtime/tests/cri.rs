@@ -9,7 +9,7 @@ use common::registry::{build_image, Registry};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn pods_containers_logs_exec_through_skiffctl() {
@@ -488,20 +488,7 @@ fn streams(node: &Node, transport: &str) {
             .args(&args[1..]);
         c
     };
-    let with_input = |args: &[&str], input: &'static [u8]| {
-        let mut child = ctl_t(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut i = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = i.write_all(input);
-        });
-        child.wait_with_output().unwrap()
-    };
+    let with_input = |args: &[&str], input: &'static [u8]| output_with_input(ctl_t(args), input);
     // exec -i: stdin goes in, stdout and stderr come back apart, the exit code too.
     let o = with_input(
         &[
@@ -555,32 +542,9 @@ fn streams(node: &Node, transport: &str) {
         &busybox("web", "echo pf-ok > /tmp/i.html; httpd -f -p 80 -h /tmp"),
     );
     node.wait_state(&web, RUNNING);
-    let mut pf = ctl_t(&["port-forward", &pod, "0:80"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(pf.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let port: u16 = first
-        .split(':')
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{first:?}"));
-    let get = || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /i.html HTTP/1.0\r\n\r\n").unwrap();
-        let mut r = String::new();
-        let _ = s.read_to_string(&mut r);
-        r
-    };
+    let (mut pf, port) = forwarding_port(ctl_t(&["port-forward", &pod, "0:80"]));
     for _ in 0..2 {
-        let r = get();
+        let r = http_get(port, "/i.html");
         assert!(r.starts_with("HTTP/1.") && r.ends_with("pf-ok\n"), "{r:?}");
     }
     let _ = pf.kill();

@@ -14,7 +14,7 @@ use common::*;
 use process::{kubectl, Control};
 use skiff_runtime::cri::v1;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -72,20 +72,10 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
 
     for k in [KUBECTL_SPDY, KUBECTL_WEBSOCKET] {
         // exec -i: stdin in, stdout and stderr apart, the exit code out.
-        let mut child = Command::new(k)
-            .args(["--kubeconfig", kc, "exec", "-i", "web", "-c", "c", "--"])
-            .args(["sh", "-c", "cat; echo to-err >&2; exit 3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            let mut i = child.stdin.take().unwrap();
-            i.write_all(b"one\ntwo\n").unwrap();
-        }
-        let o = child.wait_with_output().unwrap();
+        let mut exec = Command::new(k);
+        exec.args(["--kubeconfig", kc, "exec", "-i", "web", "-c", "c", "--"])
+            .args(["sh", "-c", "cat; echo to-err >&2; exit 3"]);
+        let o = output_with_input(exec, b"one\ntwo\n");
         assert_eq!(o.status.code(), Some(3), "{k}: {o:?}");
         assert_eq!(String::from_utf8_lossy(&o.stdout), "one\ntwo\n", "{k}");
         assert!(
@@ -94,31 +84,11 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
         );
 
         // port-forward: a local port reaches httpd on port 80 inside the pod.
-        let mut pf = Command::new(k)
-            .args(["--kubeconfig", kc, "port-forward", "pod/web", ":80"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        use std::io::BufRead;
-        let mut out = std::io::BufReader::new(pf.stdout.take().unwrap());
-        out.read_line(&mut first).unwrap();
-        // kubectl prints a line per connection: keep its stdout open and drained.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        // "Forwarding from 127.0.0.1:PORT -> 80"
-        let local: u16 = first
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{k}: {first:?}"));
+        let mut cmd = Command::new(k);
+        cmd.args(["--kubeconfig", kc, "port-forward", "pod/web", ":80"]);
+        let (mut pf, local) = forwarding_port(cmd);
         for _ in 0..2 {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
-            s.write_all(b"GET /i.html HTTP/1.0\r\n\r\n").unwrap();
-            let mut r = String::new();
-            let _ = s.read_to_string(&mut r);
+            let r = http_get(local, "/i.html");
             assert!(
                 r.starts_with("HTTP/1.") && r.ends_with("pf-ok\n"),
                 "{k}: {r:?}"
@@ -204,7 +174,7 @@ async fn splice(
     let q: Vec<(&str, String)> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k, percent_decode(v)))
+        .map(|(k, v)| (k, skiff_control::apiserver::percent_decode(v)))
         .collect();
     let on = |name: &str| q.iter().any(|(k, v)| *k == name && v == "1");
     let mut rt = v1::runtime_service_client::RuntimeServiceClient::new(channel(sock).await?);
@@ -268,29 +238,4 @@ async fn channel(sock: &Path) -> anyhow::Result<tonic::transport::Channel> {
             }
         }))
         .await?)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

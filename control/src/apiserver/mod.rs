@@ -77,7 +77,8 @@ fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// URL query decoding: %XX escapes and '+' for space.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

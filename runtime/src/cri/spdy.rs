@@ -362,6 +362,29 @@ pub enum Event {
     },
 }
 
+/// Events set aside while waiting for something (the streams a session needs), then
+/// the rest as they come.
+pub struct Replay {
+    early: std::vec::IntoIter<Event>,
+    rest: mpsc::Receiver<Event>,
+}
+
+impl Replay {
+    pub fn new(early: Vec<Event>, rest: mpsc::Receiver<Event>) -> Replay {
+        Replay {
+            early: early.into_iter(),
+            rest,
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.early.next() {
+            Some(e) => Some(e),
+            None => self.rest.recv().await,
+        }
+    }
+}
+
 /// What to send on a connection: frames, then an orderly end.
 pub enum Out {
     Frame(Frame),

@@ -193,3 +193,52 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Start a port-forward command (kubectl's or skiffctl's) and return the local port from
+/// its "Forwarding from 127.0.0.1:PORT -> REMOTE" line; the rest of its output is drained
+/// (kubectl writes a line per connection and must not hit a closed pipe).
+pub fn forwarding_port(mut cmd: Command) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let port = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no forwarding line: {first:?}"));
+    (child, port)
+}
+
+/// An HTTP/1.0 GET of `path` on a loopback port: the whole answer.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    r
+}
+
+/// Run `cmd` with `input` on its stdin (written from a thread, then closed).
+pub fn output_with_input(mut cmd: Command, input: &'static [u8]) -> Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = i.write_all(input);
+    });
+    child.wait_with_output().unwrap()
+}

@@ -176,16 +176,9 @@ async fn open(url: &str, transport: Transport, channels: &[u8]) -> Result<Channe
                 .iter()
                 .filter_map(|c| ids.get(c).copied())
                 .collect();
+            let mut events = spdy::Replay::new(early, events);
             tokio::spawn(async move {
-                let mut queue = early.into_iter();
-                loop {
-                    let ev = match queue.next() {
-                        Some(ev) => ev,
-                        None => match events.recv().await {
-                            Some(ev) => ev,
-                            None => return,
-                        },
-                    };
+                while let Some(ev) = events.next().await {
                     match ev {
                         Event::Data { id, data } => {
                             if let Some(ch) = chan.get(&id) {

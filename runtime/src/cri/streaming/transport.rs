@@ -169,17 +169,10 @@ pub async fn spdy(
     }
     let channel_at: HashMap<u32, u8> = stream_of.iter().map(|(c, i)| (*i, *c)).collect();
     let (in_tx, in_rx) = mpsc::channel(64);
+    let mut events = spdy::Replay::new(early, events);
     tokio::spawn(async move {
         let mut resize_buf = Vec::new();
-        let mut queue = early.into_iter();
-        loop {
-            let ev = match queue.next() {
-                Some(ev) => ev,
-                None => match events.recv().await {
-                    Some(ev) => ev,
-                    None => break,
-                },
-            };
+        while let Some(ev) = events.next().await {
             let msgs = match ev {
                 Event::Data { id, data } => match channel_at.get(&id) {
                     // Resize messages are JSON documents, one per line.
