@@ -60,7 +60,19 @@ fn pods_containers_logs_exec_through_skiffctl() {
         recs.contains(&("stdout".into(), "web".into())),
         "hostname is the pod's: {text}"
     );
-    assert_eq!(node.ok(&["logs", "--tail", "1", &web]), "web\n");
+    // --tail 1: the last record (stdout and stderr are two pipes: their lines may
+    // interleave either way).
+    // Each record comes back on its own stream, as with crictl.
+    let (stream, last) = recs.last().unwrap();
+    let o = node.ctl(&["logs", "--tail", "1", &web]);
+    let (on, off) = match stream.as_str() {
+        "stderr" => (&o.stderr, &o.stdout),
+        _ => (&o.stdout, &o.stderr),
+    };
+    assert_eq!(String::from_utf8_lossy(on), format!("{last}\n"), "{o:?}");
+    assert!(off.is_empty(), "{o:?}");
+    let o = node.ctl(&["logs", &web]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n", "{o:?}");
 
     // Exec: output, exit code, and a timeout that kills the command.
     let o = node.ctl(&[

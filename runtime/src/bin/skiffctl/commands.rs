@@ -976,10 +976,15 @@ async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bo
     let mut f = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
     let mut text = String::new();
     f.read_to_string(&mut text)?;
-    let mut out = std::io::stdout();
-    let print = |out: &mut std::io::Stdout, chunk: &str, skip: usize| -> Result<()> {
+    // Each record goes back to the stream it came from, as crictl logs does.
+    let print = |chunk: &str, skip: usize| -> Result<()> {
+        let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
         for line in chunk.lines().skip(skip) {
             if let Some(r) = parse(line) {
+                let out: &mut dyn Write = match r.stream {
+                    "stderr" => &mut stderr,
+                    _ => &mut stdout,
+                };
                 if timestamps {
                     write!(out, "{} ", r.time)?;
                 }
@@ -989,7 +994,8 @@ async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bo
                 }
             }
         }
-        out.flush()?;
+        stdout.flush()?;
+        stderr.flush()?;
         Ok(())
     };
     let n = text.lines().count();
@@ -998,7 +1004,7 @@ async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bo
     } else {
         0
     };
-    print(&mut out, &text, skip)?;
+    print(&text, skip)?;
     if !follow {
         return Ok(0);
     }
@@ -1012,7 +1018,7 @@ async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bo
         partial.push_str(&buf);
         if let Some(i) = partial.rfind('\n') {
             let done: String = partial.drain(..=i).collect();
-            print(&mut out, &done, 0)?;
+            print(&done, 0)?;
         }
         if got == 0 {
             let st = status(c).await?;
@@ -1022,7 +1028,7 @@ async fn logs(c: &mut Clients, id: &str, follow: bool, tail: i64, timestamps: bo
                 let mut rest = String::new();
                 f.read_to_string(&mut rest)?;
                 partial.push_str(&rest);
-                print(&mut out, &partial, 0)?;
+                print(&partial, 0)?;
                 return Ok(0);
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
