@@ -35,6 +35,12 @@ impl Node {
                 .status()
                 .unwrap()
                 .success());
+            // A node's loopback is up (the streaming server listens there).
+            assert!(Command::new("ip")
+                .args(["-n", &name, "link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success());
             let n = std::process::id() % 200;
             let conf = json!({
                 "cniVersion": "1.0.0", "name": "crinet", "type": "skiff-cni",
@@ -104,9 +110,19 @@ impl Node {
         let _ = s.wait();
     }
 
+    /// skiffctl as a user on the node runs it: in the node's network namespace, where
+    /// the server's loopback streaming URLs lead.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skiffctl"))
-            .arg("-r")
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(env!("CARGO_BIN_EXE_skiffctl"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_skiffctl")),
+        };
+        c.arg("-r")
             .arg(format!("unix://{}", self.sock().display()))
             .args(args)
             .output()

@@ -644,12 +644,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             interactive,
             tty,
             transport,
+            sync,
             timeout,
             id,
             cmd,
         } => {
             let mut c = connect().await?;
-            if interactive || tty {
+            // Streaming by default, as crictl exec; ExecSync when asked (or timed).
+            if !sync && timeout == 0 {
                 let url =
                     c.rt.exec(v1::ExecRequest {
                         container_id: id,

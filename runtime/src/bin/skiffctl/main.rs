@@ -227,7 +227,10 @@ pub enum Command {
         /// How the stream travels (crictl's flag).
         #[arg(long, value_enum, default_value = "websocket")]
         transport: stream::Transport,
-        /// Seconds before the command is killed (0: no limit).
+        /// Run through ExecSync (no streaming), as crictl exec -s; implied by --timeout.
+        #[arg(short, long)]
+        sync: bool,
+        /// Seconds before the command is killed (0: no limit; implies --sync).
         #[arg(long, default_value_t = 0)]
         timeout: i64,
         id: String,
