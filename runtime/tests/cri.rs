@@ -500,7 +500,7 @@ fn streams(node: &Node, transport: &str) {
             .args(&args[1..]);
         c
     };
-    let with_input = |args: &[&str], input: &'static [u8]| output_with_input(ctl_t(args), input);
+    let with_input = |args: &[&str], input: &[u8]| output_with_input(ctl_t(args), input);
     // exec -i: stdin goes in, stdout and stderr come back apart, the exit code too.
     let o = with_input(
         &[
@@ -516,6 +516,16 @@ fn streams(node: &Node, transport: &str) {
     assert_eq!(o.status.code(), Some(4), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "one\ntwo\n");
     assert_eq!(String::from_utf8_lossy(&o.stderr), "to-err\n");
+    // Bulk both ways: 4 MiB in, counted, and sent back whole.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let o = with_input(&["exec", "-i", &id, "sh", "-c", "cat"], &big);
+    assert!(o.status.success(), "{:?}", o.status);
+    assert!(
+        o.stdout == big,
+        "{} of {} bytes came back intact",
+        o.stdout.len(),
+        big.len()
+    );
     // exec -t: a terminal inside.
     let o = with_input(
         &[

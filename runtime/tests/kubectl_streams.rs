@@ -82,6 +82,27 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
             String::from_utf8_lossy(&o.stderr).contains("to-err"),
             "{k}: {o:?}"
         );
+        // Bulk both ways: 2 MiB in through cat and back.
+        let big: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut exec = Command::new(k);
+        exec.args([
+            "--kubeconfig",
+            kc,
+            "exec",
+            "-i",
+            "web",
+            "-c",
+            "c",
+            "--",
+            "cat",
+        ]);
+        let o = output_with_input(exec, big.clone());
+        assert!(
+            o.stdout == big,
+            "{k}: {} of {} bytes",
+            o.stdout.len(),
+            big.len()
+        );
 
         // port-forward: a local port reaches httpd on port 80 inside the pod.
         let mut cmd = Command::new(k);
@@ -105,6 +126,8 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
         seen,
         [
             "exec SPDY/3.1",
+            "exec SPDY/3.1",
+            "exec websocket",
             "exec websocket",
             "portForward SPDY/3.1",
             "portForward websocket"

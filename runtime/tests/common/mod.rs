@@ -228,7 +228,8 @@ pub fn http_get(port: u16, path: &str) -> String {
 }
 
 /// Run `cmd` with `input` on its stdin (written from a thread, then closed).
-pub fn output_with_input(mut cmd: Command, input: &'static [u8]) -> Output {
+pub fn output_with_input(mut cmd: Command, input: impl Into<Vec<u8>>) -> Output {
+    let input: Vec<u8> = input.into();
     let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -238,7 +239,7 @@ pub fn output_with_input(mut cmd: Command, input: &'static [u8]) -> Output {
     let mut i = child.stdin.take().unwrap();
     std::thread::spawn(move || {
         use std::io::Write;
-        let _ = i.write_all(input);
+        let _ = i.write_all(&input);
     });
     child.wait_with_output().unwrap()
 }
