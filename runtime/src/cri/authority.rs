@@ -19,6 +19,8 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The smallest SETTINGS_MAX_FRAME_SIZE a server may have.
 const MAX_FRAME: usize = 16384;
+/// Largest header block gathered (h2's own default limit is 16 KiB of headers).
+const MAX_BLOCK: usize = 1 << 20;
 
 /// Serve `io` through the fixer; the returned stream is what the HTTP/2 server reads.
 pub fn fix<S>(io: S) -> tokio::io::DuplexStream
@@ -110,6 +112,9 @@ async fn inbound(r: impl AsyncRead + Unpin, w: &mut (impl AsyncWrite + Unpin)) -
             }
             CONTINUATION if block.as_ref().is_some_and(|b| b.stream == stream) => {
                 let b = block.as_mut().expect("checked");
+                if b.fragment.len() + payload.len() > MAX_BLOCK {
+                    return Err(bad("header block larger than 1 MiB"));
+                }
                 b.fragment.extend_from_slice(&payload);
                 b.raw.extend_from_slice(&head);
                 b.raw.extend_from_slice(&payload);

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const VERSION: u32 = 3;
+/// Largest header block accepted once inflated (a block is a few hundred bytes).
+const MAX_HEADERS: usize = 1 << 20;
 const FLAG_FIN: u8 = 0x01;
 /// Header names and values (names lower case). A name with several values appears
 /// several times; on the wire they are joined by NUL.
@@ -222,6 +224,9 @@ impl Reader {
             }
             if input.is_empty() && out.capacity() > out.len() {
                 return Ok(out);
+            }
+            if out.len() > MAX_HEADERS {
+                return Err(invalid("spdy: header block larger than 1 MiB"));
             }
         }
     }
@@ -551,6 +556,23 @@ mod tests {
             assert_eq!(r.read(&mut cur).await.unwrap().as_ref(), Some(f));
         }
         assert_eq!(r.read(&mut cur).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_header_block_inflating_past_the_limit_is_refused() {
+        let mut w = Writer::default();
+        let bytes = w
+            .encode(&Frame::SynStream {
+                id: 1,
+                fin: false,
+                headers: vec![("x".into(), "a".repeat(2 << 20))],
+            })
+            .unwrap();
+        // Compressed it is small; inflated it would be 2 MiB.
+        assert!(bytes.len() < 64 * 1024, "{}", bytes.len());
+        let mut r = Reader::default();
+        let err = r.read(&mut &bytes[..]).await.unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
     }
 
     #[tokio::test]
