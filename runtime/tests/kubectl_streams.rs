@@ -1,4 +1,4 @@
-//! The real kubectl's exec and port-forward reach a container along the path a cluster
+//! The real kubectl's exec, attach and port-forward reach a container along the path a cluster
 //! uses: kubectl → skiff-control (HTTPS, pods/exec and pods/portforward) → the node's
 //! kubelet endpoint → the CRI streaming server → the container. kubectl 1.27 speaks
 //! SPDY/3.1; kubectl 1.32 speaks WebSocket, and for port-forward SPDY tunnelled in
@@ -13,6 +13,7 @@ use common::node::{busybox, Node, RUNNING};
 use common::*;
 use process::{kubectl, Control};
 use skiff_runtime::cri::v1;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_WEBSOCKET: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
 #[test]
-fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
+fn kubectl_exec_attach_and_port_forward_over_spdy_and_websocket() {
     if !require_root() {
         return;
     }
@@ -39,6 +40,18 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
         &busybox("c", "echo pf-ok > /tmp/i.html; exec httpd -f -p 80 -h /tmp"),
     );
     node.wait_state(&ctr, RUNNING);
+    // One container per kubectl to attach to (attach ends it by closing its stdin).
+    let mut containers = HashMap::from([("c".to_string(), ctr)]);
+    for name in ["echo0", "echo1"] {
+        let mut cfg = busybox(
+            name,
+            "echo started; while read l; do echo got:$l; done; echo eof",
+        );
+        cfg["stdin"] = serde_json::json!(true);
+        let id = node.container(&pod, "web", &cfg);
+        node.wait_state(&id, RUNNING);
+        containers.insert(name.to_string(), id);
+    }
 
     let dir = std::env::temp_dir().join(unique("skiff-kstream"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -46,9 +59,14 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
     let kc = control.kubeconfig("admin.kubeconfig");
     let kc = kc.to_str().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let port = stand_in_kubelet(dir.join("pki"), node.sock(), (pod, ctr), seen.clone());
+    let port = stand_in_kubelet(
+        dir.join("pki"),
+        node.sock(),
+        (pod, containers),
+        seen.clone(),
+    );
     let node_yaml = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses: [{{type: InternalIP, address: 127.0.0.1}}]\n  daemonEndpoints:\n    kubeletEndpoint: {{Port: {port}}}\n");
-    let pod_yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n";
+    let pod_yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n  - {name: echo0, image: busybox, stdin: true}\n  - {name: echo1, image: busybox, stdin: true}\n";
     for m in [node_yaml.as_str(), pod_yaml] {
         let o = kubectl(&["--kubeconfig", kc, "apply", "-f", "-"], Some(m));
         assert!(o.status.success(), "{o:?}");
@@ -70,7 +88,27 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
     );
     assert!(o.status.success(), "{o:?}");
 
-    for k in [KUBECTL_SPDY, KUBECTL_WEBSOCKET] {
+    for (i, k) in [KUBECTL_SPDY, KUBECTL_WEBSOCKET].into_iter().enumerate() {
+        // attach -i: our lines reach the container's stdin, its answers come back, and
+        // closing stdin ends its loop.
+        let mut attach = Command::new(k);
+        attach.args([
+            "--kubeconfig",
+            kc,
+            "attach",
+            "-i",
+            "web",
+            "-c",
+            &format!("echo{i}"),
+        ]);
+        let o = output_with_input(attach, b"x\ny\n".to_vec());
+        assert!(o.status.success(), "{k}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "got:x\ngot:y\neof\n",
+            "{k}: {o:?}"
+        );
+
         // exec -i: stdin in, stdout and stderr apart, the exit code out.
         let mut exec = Command::new(k);
         exec.args(["--kubeconfig", kc, "exec", "-i", "web", "-c", "c", "--"])
@@ -125,6 +163,8 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
     assert_eq!(
         seen,
         [
+            "attach SPDY/3.1",
+            "attach websocket",
             "exec SPDY/3.1",
             "exec SPDY/3.1",
             "exec websocket",
@@ -141,7 +181,7 @@ fn kubectl_exec_and_port_forward_over_spdy_and_websocket() {
 fn stand_in_kubelet(
     pki_dir: PathBuf,
     sock: PathBuf,
-    ids: (String, String),
+    ids: (String, HashMap<String, String>),
     seen: Arc<Mutex<Vec<String>>>,
 ) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -176,7 +216,7 @@ fn stand_in_kubelet(
 async fn splice(
     tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     sock: &Path,
-    (pod, ctr): &(String, String),
+    (pod, containers): &(String, HashMap<String, String>),
     seen: &Mutex<Vec<String>>,
 ) -> anyhow::Result<()> {
     let mut io = tokio::io::BufReader::new(tls);
@@ -201,6 +241,13 @@ async fn splice(
         .collect();
     let on = |name: &str| q.iter().any(|(k, v)| *k == name && v == "1");
     let mut rt = v1::runtime_service_client::RuntimeServiceClient::new(channel(sock).await?);
+    // /exec|attach/{namespace}/{pod}/{container}
+    let ctr = path
+        .rsplit('/')
+        .next()
+        .and_then(|name| containers.get(name))
+        .cloned()
+        .unwrap_or_default();
     let url = if path.starts_with("/exec/") {
         let cmd = q
             .iter()
@@ -216,6 +263,15 @@ async fn splice(
             stderr: on("error"),
         };
         rt.exec(req).await?.into_inner().url
+    } else if path.starts_with("/attach/") {
+        let req = v1::AttachRequest {
+            container_id: ctr.clone(),
+            tty: on("tty"),
+            stdin: on("input"),
+            stdout: on("output"),
+            stderr: on("error"),
+        };
+        rt.attach(req).await?.into_inner().url
     } else if path.starts_with("/portForward/") {
         let req = v1::PortForwardRequest {
             pod_sandbox_id: pod.clone(),
@@ -223,7 +279,7 @@ async fn splice(
         };
         rt.port_forward(req).await?.into_inner().url
     } else {
-        anyhow::bail!("the stand-in serves exec and portForward only, not {path}");
+        anyhow::bail!("the stand-in serves exec, attach and portForward only, not {path}");
     };
     let upgrade = headers
         .iter()
