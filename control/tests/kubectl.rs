@@ -801,3 +801,62 @@ fn server_side_apply_owns_fields() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kubectl get` prints kube's columns for each kind, `-o wide` adds the wide ones.
+#[test]
+fn get_prints_kube_columns() {
+    let Some(k) = kubectls().pop() else { return };
+    let backend = Backend::embedded("api-columns");
+    let s = Server::serve(backend.store());
+    let manifests = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {node-role.kubernetes.io/worker: ''}\nstatus:\n  conditions: [{type: Ready, status: 'True'}]\n  addresses: [{type: InternalIP, address: 10.9.0.5}]\n  nodeInfo: {kubeletVersion: v1.30.0}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata: {a: b, c: d}\n";
+    let o = s.kubectl(&k, &["apply", "-f", "-"], Some(manifests));
+    assert!(o.status.success(), "{}", out(&o));
+    let table = |args: &[&str]| {
+        let o = s.kubectl(&k, args, None);
+        assert!(o.status.success(), "{}", out(&o));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect();
+        rows
+    };
+    let svc = table(&["get", "svc", "web"]);
+    assert_eq!(
+        svc[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(svc[1][..4], ["web", "NodePort", &svc[1][2], "<none>"]);
+    assert!(svc[1][2].starts_with("10.96."), "{svc:?}");
+    assert!(
+        svc[1][4].starts_with("80:3") && svc[1][4].ends_with("/TCP"),
+        "{svc:?}"
+    );
+    let nodes = table(&["get", "nodes", "-o", "wide"]);
+    assert_eq!(
+        nodes[0][..6],
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
+    );
+    assert_eq!(nodes[1][..3], ["n1", "Ready", "worker"]);
+    assert_eq!(nodes[1][4..6], ["v1.30.0", "10.9.0.5"]);
+    let cm = table(&["get", "cm", "cm"]);
+    assert_eq!(cm[0], ["NAME", "DATA", "AGE"]);
+    assert_eq!(cm[1][..2], ["cm", "2"]);
+    // Endpoints, written by hand (no controllers run in this server): address:port each.
+    let o = s.kubectl(
+        &k,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: web\nsubsets:\n- addresses: [{ip: 10.244.0.5}, {ip: 10.244.0.6}]\n  ports: [{port: 8080}]\n"),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let ep = table(&["get", "endpoints", "web"]);
+    assert_eq!(ep[0], ["NAME", "ENDPOINTS", "AGE"]);
+    assert_eq!(ep[1][1], "10.244.0.5:8080,10.244.0.6:8080");
+}
