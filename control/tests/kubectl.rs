@@ -693,6 +693,34 @@ fn typed_create_with_protobuf_bodies() {
             "--replicas=2",
             "--port=80",
         ],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+        ],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "service",
+            "nodeport",
+            "np",
+            "--tcp=443:https",
+            "--node-port=30443",
+        ],
+        vec![
+            "-n",
+            "team",
+            "create",
+            "service",
+            "externalname",
+            "ext",
+            "--external-name=db.example.com",
+        ],
     ] {
         let o = s.kubectl(k, &args, None);
         assert!(o.status.success(), "{args:?}: {}", out(&o));
@@ -717,6 +745,37 @@ fn typed_create_with_protobuf_bodies() {
     assert_eq!(
         get(&["-n", "team", "get", "deployment", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}"]),
         "2 nginx:1.25 80"
+    );
+    // Services: ports with numeric and named target ports, a chosen node port.
+    assert_eq!(
+        get(&["-n", "team", "get", "svc", "web", "-o", "jsonpath={.spec.type} {.spec.selector.app} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].protocol}"]),
+        "ClusterIP web 80 8080 TCP"
+    );
+    assert!(get(&[
+        "-n",
+        "team",
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}"
+    ])
+    .starts_with("10.96."));
+    assert_eq!(
+        get(&["-n", "team", "get", "svc", "np", "-o", "jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].nodePort}"]),
+        "NodePort 443 https 30443"
+    );
+    assert_eq!(
+        get(&[
+            "-n",
+            "team",
+            "get",
+            "svc",
+            "ext",
+            "-o",
+            "jsonpath={.spec.type} {.spec.externalName}"
+        ]),
+        "ExternalName db.example.com"
     );
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,5 @@
 //! Request bodies in the Kubernetes protobuf encoding, which kubectl's typed clients send
-//! (`kubectl create namespace|configmap|secret|serviceaccount|deployment`): the `k8s\0`
+//! (`kubectl create namespace|configmap|secret|serviceaccount|deployment|service`): the `k8s\0`
 //! envelope around a runtime.Unknown, whose raw bytes are the object. The object is
 //! decoded into JSON by a table of the wire schema (field numbers from the API's
 //! generated.proto) for the kinds those commands create; any field the table does not
@@ -23,6 +23,8 @@ enum Kind {
     MapBytes,
     /// map<string, resource.Quantity> (a Quantity is a message whose field 1 is the string).
     MapQuantity,
+    /// intstr.IntOrString: type (1: string), intVal, strVal; JSON has the number or string.
+    IntOrString,
     /// Present on the wire, meaningless to a create (times, managedFields): ignored.
     Skip,
 }
@@ -142,6 +144,47 @@ const DEPLOYMENT: &[Field] = &[
     f(3, "status", Kind::Skip),
 ];
 
+const SERVICE_PORT: &[Field] = &[
+    f(1, "name", Kind::Str),
+    f(2, "protocol", Kind::Str),
+    f(3, "port", Kind::Int),
+    f(4, "targetPort", Kind::IntOrString),
+    f(5, "nodePort", Kind::IntOrUnset),
+    f(6, "appProtocol", Kind::Str),
+];
+const CLIENT_IP_CONFIG: &[Field] = &[f(1, "timeoutSeconds", Kind::Int)];
+const SESSION_AFFINITY_CONFIG: &[Field] = &[f(1, "clientIP", Kind::Msg(CLIENT_IP_CONFIG))];
+const SERVICE_SPEC: &[Field] = &[
+    f(1, "ports", Kind::RepMsg(SERVICE_PORT)),
+    f(2, "selector", Kind::MapStr),
+    f(3, "clusterIP", Kind::Str),
+    f(4, "type", Kind::Str),
+    f(5, "externalIPs", Kind::RepStr),
+    f(7, "sessionAffinity", Kind::Str),
+    f(8, "loadBalancerIP", Kind::Str),
+    f(9, "loadBalancerSourceRanges", Kind::RepStr),
+    f(10, "externalName", Kind::Str),
+    f(11, "externalTrafficPolicy", Kind::Str),
+    f(12, "healthCheckNodePort", Kind::IntOrUnset),
+    f(13, "publishNotReadyAddresses", Kind::Bool),
+    f(
+        14,
+        "sessionAffinityConfig",
+        Kind::Msg(SESSION_AFFINITY_CONFIG),
+    ),
+    f(17, "ipFamilyPolicy", Kind::Str),
+    f(18, "clusterIPs", Kind::RepStr),
+    f(19, "ipFamilies", Kind::RepStr),
+    f(20, "allocateLoadBalancerNodePorts", Kind::Bool),
+    f(21, "loadBalancerClass", Kind::Str),
+    f(22, "internalTrafficPolicy", Kind::Str),
+];
+const SERVICE: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(SERVICE_SPEC)),
+    f(3, "status", Kind::Skip),
+];
+
 fn schema(kind: &str) -> Option<&'static [Field]> {
     Some(match kind {
         "Namespace" => NAMESPACE,
@@ -149,6 +192,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "Secret" => SECRET,
         "ServiceAccount" => SERVICE_ACCOUNT,
         "Deployment" => DEPLOYMENT,
+        "Service" => SERVICE,
         _ => return None,
     })
 }
@@ -321,6 +365,21 @@ fn message(b: &[u8], schema: &[Field], path: &str) -> Result<Value, String> {
                 let (k, v) = map_entry(&w, matches!(field.kind, Kind::MapBytes))?;
                 let e = obj.entry(name).or_insert_with(|| json!({}));
                 e[k] = v;
+            }
+            Kind::IntOrString => {
+                let Wire::Bytes(raw) = w else {
+                    return Err(format!("{p}: expected an IntOrString"));
+                };
+                let (mut is_str, mut int, mut s) = (false, 0i64, String::new());
+                for (n, w) in fields(raw)? {
+                    match (n, &w) {
+                        (1, Wire::Varint(t)) => is_str = *t == 1,
+                        (2, Wire::Varint(v)) => int = *v as i32 as i64,
+                        (3, _) => s = string(&w)?,
+                        _ => {}
+                    }
+                }
+                obj.insert(name.into(), if is_str { json!(s) } else { json!(int) });
             }
             Kind::MapQuantity => {
                 let Wire::Bytes(raw) = w else {
