@@ -1,4 +1,4 @@
-//! The real kubectl's exec, attach and port-forward reach a container along the path a cluster
+//! The real kubectl's exec, attach, cp and port-forward reach a container along the path a cluster
 //! uses: kubectl → skiff-control (HTTPS, pods/exec and pods/portforward) → the node's
 //! kubelet endpoint → the CRI streaming server → the container. kubectl 1.27 speaks
 //! SPDY/3.1; kubectl 1.32 speaks WebSocket, and for port-forward SPDY tunnelled in
@@ -146,8 +146,14 @@ fn kubectl_exec_attach_and_port_forward_over_spdy_and_websocket() {
         let mut cmd = Command::new(k);
         cmd.args(["--kubeconfig", kc, "port-forward", "pod/web", ":80"]);
         let (mut pf, local) = forwarding_port(cmd);
-        for _ in 0..2 {
-            let r = http_get(local, "/i.html");
+        // Several connections at once share kubectl's one streaming connection.
+        let answers: Vec<String> = (0..8)
+            .map(|_| std::thread::spawn(move || http_get(local, "/i.html")))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        for r in answers {
             assert!(
                 r.starts_with("HTTP/1.") && r.ends_with("pf-ok\n"),
                 "{k}: {r:?}"
@@ -155,24 +161,51 @@ fn kubectl_exec_attach_and_port_forward_over_spdy_and_websocket() {
         }
         let _ = pf.kill();
         let _ = pf.wait();
+
+        // kubectl cp: tar over exec, into the container and back.
+        let local_file = dir.join(format!("cp-{i}.txt"));
+        std::fs::write(&local_file, format!("copied by {k}\n")).unwrap();
+        let target = format!("web:/tmp/cp-{i}.txt");
+        let o = Command::new(k)
+            .args(["--kubeconfig", kc, "cp", "-c", "c"])
+            .arg(&local_file)
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{k}: {o:?}");
+        let back = dir.join(format!("back-{i}.txt"));
+        let o = Command::new(k)
+            .args(["--kubeconfig", kc, "cp", "-c", "c", &target])
+            .arg(&back)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{k}: {o:?}");
+        assert_eq!(
+            std::fs::read_to_string(&back).unwrap(),
+            format!("copied by {k}\n")
+        );
     }
-    // Each kind went through as intended, with no fallback: one SPDY port-forward
-    // connection (1.27's) and one tunnelled in WebSocket (1.32's).
-    let mut seen = seen.lock().unwrap().clone();
-    seen.sort();
+    // Each kind went through on the transport its kubectl speaks, with no fallback:
+    // one SPDY port-forward connection (1.27's, carrying every local connection) and
+    // one tunnelled in WebSocket (1.32's). exec includes kubectl cp's.
+    let seen = seen.lock().unwrap().clone();
+    let mut kinds = seen.clone();
+    kinds.sort();
+    kinds.dedup();
     assert_eq!(
-        seen,
+        kinds,
         [
             "attach SPDY/3.1",
             "attach websocket",
             "exec SPDY/3.1",
-            "exec SPDY/3.1",
-            "exec websocket",
             "exec websocket",
             "portForward SPDY/3.1",
             "portForward websocket"
         ],
     );
+    for pf in ["portForward SPDY/3.1", "portForward websocket"] {
+        assert_eq!(seen.iter().filter(|s| *s == pf).count(), 1, "{seen:?}");
+    }
     drop(control);
     let _ = std::fs::remove_dir_all(&dir);
 }
