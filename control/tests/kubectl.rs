@@ -919,3 +919,84 @@ fn get_prints_kube_columns() {
     assert_eq!(ep[0], ["NAME", "ENDPOINTS", "AGE"]);
     assert_eq!(ep[1][1], "10.244.0.5:8080,10.244.0.6:8080");
 }
+
+/// Plain writes own what they change (operation Update, manager from --field-manager or
+/// the user agent), so a server-side apply that would change those fields conflicts
+/// until forced, and takes them over when forced.
+#[test]
+fn plain_writes_own_fields_for_server_side_apply() {
+    let Some(k) = kubectls().pop() else { return };
+    let backend = Backend::embedded("api-managers");
+    let s = Server::serve(backend.store());
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let o = s.kubectl(&k, args, stdin);
+        (o.status.success(), out(&o))
+    };
+    let managers = || {
+        run(
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={range .metadata.managedFields[*]}{.manager}:{.operation}:{.fieldsV1.f:spec.f:replicas}{\"\\n\"}{end}",
+            ],
+            None,
+        )
+        .1
+    };
+    let (ok, o) = run(&["create", "deployment", "web", "--image=nginx"], None);
+    assert!(ok, "{o}");
+    assert!(
+        managers().contains("kubectl-create:Update:{}"),
+        "{}",
+        managers()
+    );
+    let (ok, o) = run(
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--field-manager=scaler",
+            "-p",
+            r#"{"spec":{"replicas":5}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{o}");
+    // The patch took spec.replicas from kubectl-create.
+    let m = managers();
+    assert!(m.contains("scaler:Update:{}"), "{m}");
+    assert!(!m.contains("kubectl-create:Update:{}"), "{m}");
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: nginx, image: nginx}\n";
+    let (ok, o) = run(&["apply", "--server-side", "-f", "-"], Some(manifest));
+    assert!(
+        !ok && o.contains("conflict with \"scaler\"") && o.contains(".spec.replicas"),
+        "{o}"
+    );
+    // Applying the value scaler set is no conflict: both own it.
+    let (ok, o) = run(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&manifest.replace("replicas: 2", "replicas: 5")),
+    );
+    assert!(ok, "{o}");
+    let (ok, o) = run(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(manifest),
+    );
+    assert!(ok, "{o}");
+    let m = managers();
+    assert!(m.contains("kubectl:Apply:{}"), "{m}");
+    assert!(
+        !m.contains("scaler"),
+        "forced apply took scaler's only field: {m}"
+    );
+    assert_eq!(
+        run(
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
+            None
+        )
+        .1,
+        "2"
+    );
+}

@@ -3,8 +3,10 @@
 //! `f:<field>`, `k:{<merge key>}` for list items, `.` for an item itself). Applying again
 //! merges the new configuration (lists by merge key), removes fields the manager applied
 //! before but no longer does (unless another manager owns them), and refuses to change a
-//! field another manager applied to a different value (409 Conflict) unless forced.
-//! Managers of plain updates are not tracked: only appliers own fields here.
+//! field another manager owns with a different value (409 Conflict) unless forced.
+//! Plain writes (create, update, patch, scale) are tracked too, as kube does: their
+//! manager (`?fieldManager=`, else the client's user agent) takes the fields it changed
+//! with operation "Update", and other managers lose them.
 
 use super::status::ApiError;
 use super::strategic;
@@ -147,6 +149,97 @@ fn value_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     Some(cur)
 }
 
+/// The fields of an object a manager can own: not the server's bookkeeping, and either
+/// the status (status subresource) or everything else.
+fn owned_part(obj: &Value, subresource: &str) -> Value {
+    if subresource == "status" {
+        return json!({"status": obj["status"].clone()});
+    }
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+    }
+    if let Some(meta) = v["metadata"].as_object_mut() {
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(k);
+        }
+        if meta.is_empty() {
+            v.as_object_mut().map(|m| m.remove("metadata"));
+        }
+    }
+    v
+}
+
+/// Record a plain write by `manager`: the fields it changed (all, on create) become its
+/// "Update" entry's, and leave every other entry (emptied entries go).
+pub fn record_update(
+    cur: Option<&Value>,
+    next: &mut Value,
+    manager: &str,
+    now: &str,
+    subresource: &str,
+) {
+    let mut entries: Vec<Value> = cur
+        .map(|c| {
+            c["metadata"]["managedFields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let part = owned_part(next, subresource);
+    let changed: BTreeSet<Path> = set_of(&fields_of(&part))
+        .into_iter()
+        .filter(|p| cur.is_none_or(|c| value_at(next, p) != value_at(c, p)))
+        .collect();
+    let sub = |e: &Value| e["subresource"].as_str().unwrap_or("").to_string();
+    let mine =
+        |e: &Value| e["manager"] == manager && e["operation"] == "Update" && sub(e) == subresource;
+    if !changed.is_empty() {
+        for e in entries.iter_mut().filter(|e| !mine(e)) {
+            let mut theirs = set_of(&e["fieldsV1"]);
+            let before = theirs.len();
+            theirs.retain(|p| !changed.contains(p));
+            if theirs.len() != before {
+                e["fieldsV1"] = unflatten(&theirs);
+            }
+        }
+        entries.retain(|e| mine(e) || !set_of(&e["fieldsV1"]).is_empty());
+        let mut owned = entries
+            .iter()
+            .find(|e| mine(e))
+            .map(|e| set_of(&e["fieldsV1"]))
+            .unwrap_or_default();
+        owned.extend(changed);
+        entries.retain(|e| !mine(e));
+        let mut e = entry(manager, &next["apiVersion"], unflatten(&owned), now);
+        e["operation"] = json!("Update");
+        if !subresource.is_empty() {
+            e["subresource"] = json!(subresource);
+        }
+        entries.push(e);
+    }
+    match entries.is_empty() {
+        true => {
+            next["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("managedFields"));
+        }
+        false => next["metadata"]["managedFields"] = json!(entries),
+    }
+}
+
 fn entry(manager: &str, api_version: &Value, fields: Value, now: &str) -> Value {
     json!({"manager": manager, "operation": "Apply", "apiVersion": api_version, "time": now,
            "fieldsType": "FieldsV1", "fieldsV1": fields})
@@ -179,12 +272,14 @@ pub fn apply(
     let new_set = set_of(&fields_of(applied));
     let mut conflicts = Vec::new();
     for e in entries.iter_mut() {
-        if e["manager"] == manager || e["operation"] != "Apply" {
+        if e["manager"] == manager {
             continue;
         }
         let mut theirs = set_of(&e["fieldsV1"]);
+        // Values clash; a list item's "." marks only that it exists, which both may.
         let clash: Vec<Path> = theirs
             .iter()
+            .filter(|p| p.last().is_none_or(|s| s != "."))
             .filter(|p| new_set.contains(*p) && value_at(applied, p) != value_at(cur, p))
             .cloned()
             .collect();
@@ -230,7 +325,7 @@ pub fn apply(
         .unwrap_or_default();
     let others: BTreeSet<Path> = entries
         .iter()
-        .filter(|e| e["manager"] != manager && e["operation"] == "Apply")
+        .filter(|e| e["manager"] != manager)
         .flat_map(|e| set_of(&e["fieldsV1"]))
         .collect();
     let mut doc = cur.clone();
@@ -249,7 +344,9 @@ pub fn apply(
     for p in removed {
         remove_at(&mut doc, p);
     }
-    entries.retain(|e| !(e["manager"] == manager && e["operation"] == "Apply"));
+    // This manager's previous apply is replaced; a manager forced out of every field goes.
+    let previous = |e: &Value| e["manager"] == manager && e["operation"] == "Apply";
+    entries.retain(|e| !previous(e) && !set_of(&e["fieldsV1"]).is_empty());
     entries.push(entry(
         manager,
         &applied["apiVersion"],

@@ -197,6 +197,20 @@ async fn handle(
     };
     let r = resources::find(group, version, plural)
         .ok_or_else(|| ApiError::not_found("resource", plural))?;
+    // The field manager of writes: asked for, else the user agent's program name
+    // ("kubectl/v1.32.4 (linux/amd64) …" is "kubectl"), as kube-apiserver defaults it.
+    let manager = q
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| {
+            headers
+                .get("user-agent")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
     if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet") {
         let ct = headers
             .get("content-type")
@@ -208,6 +222,7 @@ async fn handle(
             r,
             ns,
             table: false,
+            manager: &manager,
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
     }
@@ -217,6 +232,7 @@ async fn handle(
             r,
             ns,
             table: false,
+            manager: &manager,
         };
         return kubelet::pod_stream(
             &ctx,
@@ -235,6 +251,7 @@ async fn handle(
             r,
             ns,
             table: false,
+            manager: &manager,
         };
         return kubelet::pod_log(&ctx, s.kubelet.clone(), name.unwrap_or(""), &q).await;
     }
@@ -244,6 +261,7 @@ async fn handle(
             r,
             ns,
             table: false,
+            manager: &manager,
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
@@ -282,6 +300,7 @@ async fn handle(
         r,
         ns,
         table,
+        manager: &manager,
     };
     match (method, name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

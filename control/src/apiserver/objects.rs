@@ -17,6 +17,8 @@ pub struct Ctx<'a> {
     pub r: &'static Resource,
     pub ns: Option<&'a str>,
     pub table: bool,
+    /// Who writes (managedFields): `?fieldManager=`, else the client's user agent.
+    pub manager: &'a str,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -229,6 +231,10 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     meta.remove("resourceVersion");
     v["apiVersion"] = json!(c.r.api_version());
     v["kind"] = json!(c.r.kind);
+    // A first server-side apply arrives with its managedFields; other creates are Updates.
+    if v["metadata"]["managedFields"].is_null() {
+        super::apply::record_update(None, &mut v, c.manager, &now_rfc3339(), "");
+    }
     let key = c.r.key(c.ns, &name);
     if c.store.get(&key).is_some() {
         return Err(store_err(
@@ -370,21 +376,41 @@ pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> 
 }
 
 /// Read-modify-write with the store's compare on mod_revision; `f` may fail the update.
+/// How a write counts in managedFields: a plain write by the request's manager (to the
+/// main resource or a subresource), or one that sets managedFields itself (apply).
+#[derive(Clone, Copy)]
+enum Track {
+    Update(&'static str),
+    Own,
+}
+
 fn modify(
     c: &Ctx,
     name: &str,
     f: impl FnMut(&Value) -> Result<Value, ApiError>,
     status_only: bool,
 ) -> Result<Response, ApiError> {
-    let (obj, rv) = modify_value(c, name, f, status_only)?;
+    let track = Track::Update(if status_only { "status" } else { "" });
+    let (obj, rv) = modify_tracked(c, name, f, status_only, track)?;
     Ok(respond(c, StatusCode::OK, &obj, rv))
 }
 
 fn modify_value(
     c: &Ctx,
     name: &str,
+    f: impl FnMut(&Value) -> Result<Value, ApiError>,
+    status_only: bool,
+) -> Result<(Value, i64), ApiError> {
+    let track = Track::Update(if status_only { "status" } else { "" });
+    modify_tracked(c, name, f, status_only, track)
+}
+
+fn modify_tracked(
+    c: &Ctx,
+    name: &str,
     mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
     status_only: bool,
+    track: Track,
 ) -> Result<(Value, i64), ApiError> {
     let key = c.r.key(c.ns, name);
     for _ in 0..16 {
@@ -427,6 +453,11 @@ fn modify_value(
             super::immutable::check(c.r.kind, &cur, &next)?;
         }
         typed_check(c.r, &next)?;
+        if let Track::Update(sub) = track {
+            // The client's copy of managedFields is not authoritative; the server's is.
+            next["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+            super::apply::record_update(Some(&cur), &mut next, c.manager, &now_rfc3339(), sub);
+        }
         let want_rv = next["metadata"]["resourceVersion"]
             .as_str()
             .and_then(|s| s.parse::<i64>().ok());
@@ -525,7 +556,9 @@ pub fn patch(
                 obj["metadata"]["name"] = json!(name);
                 return create(c, &serde_json::to_vec(&obj).expect("serializes"));
             }
-            modify(c, name, |cur| super::apply::apply(cur, &applied, &manager, force, &now), status_only)
+            let apply = |cur: &Value| super::apply::apply(cur, &applied, &manager, force, &now);
+            let (obj, rv) = modify_tracked(c, name, apply, status_only, Track::Own)?;
+            Ok(respond(c, StatusCode::OK, &obj, rv))
         }
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
@@ -970,7 +1003,7 @@ pub fn scale(
                 "spec.replicas: Invalid value: must be a non-negative integer",
             )
         })?;
-    let (obj, _) = modify_value(
+    let (obj, _) = modify_tracked(
         c,
         name,
         |o| {
@@ -980,6 +1013,7 @@ pub fn scale(
             Ok(n)
         },
         false,
+        Track::Update("scale"),
     )?;
     Ok(json_response(StatusCode::OK, &scale_of(&obj)))
 }
