@@ -143,13 +143,7 @@ pub async fn pod_log(
 ) -> Result<Response, ApiError> {
     let (base, container) = target(c, name, q)?;
     let ns = c.ns.unwrap_or("default");
-    let client = client.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "this API server has no kubelet client (serve it over HTTPS)",
-        )
-    })?;
+    let client = need_client(client)?;
     let query: Vec<String> = [
         "follow",
         "tailLines",
@@ -256,6 +250,17 @@ fn kubelet_query(api: &str) -> String {
     }
 }
 
+/// The kubelet client, which only an HTTPS API server has (it holds the certificate).
+fn need_client(client: Option<KubeletClient>) -> Result<KubeletClient, ApiError> {
+    client.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this API server has no kubelet client (serve it over HTTPS)",
+        )
+    })
+}
+
 /// pods/{name}/exec|attach|portforward: the client's upgrade (WebSocket or SPDY) goes to
 /// the node's kubelet as is; once it answers 101, bytes are spliced both ways.
 pub async fn pod_stream(
@@ -289,13 +294,7 @@ pub async fn pod_stream(
     } else {
         target(c, name, q)?
     };
-    let client = client.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "this API server has no kubelet client (serve it over HTTPS)",
-        )
-    })?;
+    let client = need_client(client)?;
     let upgrade = upgrade.ok_or_else(|| {
         ApiError::bad_request(format!(
             "{sub} needs an upgraded connection (WebSocket or SPDY)"

@@ -73,7 +73,6 @@ pub fn reconcile(store: &Store) {
         if ds["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
-        let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
         let uid = ds["metadata"]["uid"].as_str().unwrap_or("");
         let tpl = &ds["spec"]["template"];
         let hash = template_hash(tpl);
@@ -123,21 +122,10 @@ pub fn reconcile(store: &Store) {
             match here.first() {
                 None => {
                     unavailable += 1;
-                    let mut meta = tpl["metadata"].clone();
-                    if meta.is_null() {
-                        meta = json!({});
-                    }
-                    meta["namespace"] = json!(ns);
-                    meta["generateName"] = json!(format!(
-                        "{}-",
-                        ds["metadata"]["name"].as_str().unwrap_or("ds")
-                    ));
-                    meta["labels"][HASH] = json!(hash);
-                    meta["ownerReferences"] = json!([owner_ref(&ds, "apps/v1", "DaemonSet")]);
-                    let mut spec = tpl["spec"].clone();
-                    spec["nodeName"] = json!(name);
-                    spec["tolerations"] = json!(tolerations);
-                    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}});
+                    let mut pod = pod_from_template(&ds, "DaemonSet", tpl);
+                    pod["metadata"]["labels"][HASH] = json!(hash);
+                    pod["spec"]["nodeName"] = json!(name);
+                    pod["spec"]["tolerations"] = json!(tolerations);
                     create(store, "core", "pods", pod);
                 }
                 Some(p) => {

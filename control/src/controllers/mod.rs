@@ -99,6 +99,21 @@ pub(crate) fn pod_ready(p: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
+/// A new Pod from `owner`'s pod template: in its namespace, named after it, owned by it.
+pub(crate) fn pod_from_template(owner: &Value, kind: &str, template: &Value) -> Value {
+    let mut meta = match &template["metadata"] {
+        Value::Null => json!({}),
+        m => m.clone(),
+    };
+    meta["namespace"] = owner["metadata"]["namespace"].clone();
+    meta["generateName"] = json!(format!(
+        "{}-",
+        owner["metadata"]["name"].as_str().unwrap_or("pod")
+    ));
+    meta["ownerReferences"] = json!([owner_ref(owner, "apps/v1", kind)]);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"], "status": {"phase": "Pending"}})
+}
+
 pub(crate) fn owner_ref(o: &Value, api_version: &str, kind: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
 }

@@ -30,17 +30,7 @@ pub fn reconcile(store: &Store) {
         if pods.len() < want {
             let tpl = &rs["spec"]["template"];
             for _ in pods.len()..want {
-                let mut meta = tpl["metadata"].clone();
-                if meta.is_null() {
-                    meta = json!({});
-                }
-                meta["namespace"] = json!(ns);
-                meta["generateName"] = json!(format!(
-                    "{}-",
-                    rs["metadata"]["name"].as_str().unwrap_or("rs")
-                ));
-                meta["ownerReferences"] = json!([owner_ref(&rs, "apps/v1", "ReplicaSet")]);
-                let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tpl["spec"], "status": {"phase": "Pending"}});
+                let pod = pod_from_template(&rs, "ReplicaSet", tpl);
                 if let Some(p) = create(store, "core", "pods", pod) {
                     pods.push(p);
                 }
