@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# A one-shot build gains nothing from incremental caches; they doubled the disk used.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk"; df -h . | tail -1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
