@@ -5,11 +5,9 @@
 //! (StopPodSandbox + RemovePodSandbox), so machine noise hits all alike. Then the RSS
 //! of each daemon (and of its per-pod helper processes) with 0 and with --pods pods.
 
-#[path = "skiffctl/client.rs"]
-mod client;
-
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
+use skiff_runtime::cri::client;
 use skiff_runtime::cri::v1;
 use std::time::{Duration, Instant};
 

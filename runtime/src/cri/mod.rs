@@ -6,6 +6,7 @@
 
 pub mod attach;
 mod authority;
+pub mod client;
 mod containers;
 pub mod events;
 mod images;

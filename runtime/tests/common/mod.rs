@@ -11,6 +11,30 @@ pub mod registry;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A workspace binary: cargo names this crate's own; tests of other crates that include
+/// these fixtures use the workspace build (scripts/test-all.sh builds all binaries first).
+fn workspace_bin(own: Option<&'static str>, name: &str) -> PathBuf {
+    let p = own.map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/debug")
+            .join(name)
+    });
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+pub fn skiff_runtime_bin() -> PathBuf {
+    workspace_bin(option_env!("CARGO_BIN_EXE_skiff-runtime"), "skiff-runtime")
+}
+
+pub fn skiffctl_bin() -> PathBuf {
+    workspace_bin(option_env!("CARGO_BIN_EXE_skiffctl"), "skiffctl")
+}
+
 /// Root integration tests need root and a busybox-static binary; anything else is a skip
 /// with a printed reason (CI runs as root and installs busybox-static).
 pub fn require_root() -> bool {
@@ -108,7 +132,7 @@ impl Cli {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff-runtime"));
+        let mut c = Command::new(skiff_runtime_bin());
         c.arg("--root").arg(&self.root);
         c
     }

@@ -76,10 +76,10 @@ impl Node {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg(env!("CARGO_BIN_EXE_skiff-runtime"));
+                    .arg(super::skiff_runtime_bin());
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_skiff-runtime")),
+            None => Command::new(super::skiff_runtime_bin()),
         };
         let cni_bin = skiff_cni().parent().unwrap().to_path_buf();
         cmd.arg("--root")
@@ -117,10 +117,10 @@ impl Node {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg(env!("CARGO_BIN_EXE_skiffctl"));
+                    .arg(super::skiffctl_bin());
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_skiffctl")),
+            None => Command::new(super::skiffctl_bin()),
         };
         c.arg("-r")
             .arg(format!("unix://{}", self.sock().display()))

@@ -1,9 +1,9 @@
 //! Each skiffctl command as CRI calls.
 
-use crate::client::Clients;
 use crate::output::{ago, print_obj, size, table, trunc};
 use crate::{Cli, Command, ListArgs};
 use anyhow::{anyhow, bail, Context, Result};
+use skiff_runtime::cri::client::Clients;
 use skiff_runtime::cri::v1;
 use std::collections::HashMap;
 use std::path::Path;

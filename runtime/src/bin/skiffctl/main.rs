@@ -1,7 +1,6 @@
 //! `skiffctl`: a crictl-style debugging client for any CRI v1 runtime socket
 //! (skiff-runtime serve by default; containerd works as well).
 
-mod client;
 mod commands;
 mod output;
 mod stream;

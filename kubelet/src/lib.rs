@@ -1,0 +1,15 @@
+//! Skiff's kubelet: the node agent of the seed. It registers its Node, renews its Lease
+//! (the heartbeat the node-lifecycle controller watches), and makes the pods bound to it
+//! run through the CRI: sandboxes, image pulls, containers, restarts per restartPolicy
+//! with back-off, status reports, and the graceful-deletion handshake. Everything it
+//! acts on is re-read from the API server and the runtime, so a restarted kubelet
+//! (even after kill -9) picks up where it left off.
+
+pub mod backoff;
+pub mod config;
+pub mod labels;
+pub mod lease;
+pub mod node;
+pub mod pods;
+
+pub use config::Config;

@@ -1,0 +1,178 @@
+//! skiff-kubelet: the node agent. Flags are named as the kubelet names them.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use skiff_kubelet::{lease, node, pods::Kubelet, Config};
+use skiff_runtime::cri::client::Clients;
+use skiff_runtime::cri::v1;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff-kubelet", version, about = "Skiff's kubelet")]
+struct Args {
+    /// The kubeconfig that reaches the API server (`skiff-control kubeconfig` prints one).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The Node's name (default: the host name).
+    #[arg(long = "hostname-override")]
+    node_name: Option<String>,
+    /// The node's address, reported as InternalIP and as the pods' hostIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    #[arg(long, default_value = "unix:///run/skiff/cri.sock")]
+    container_runtime_endpoint: String,
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Labels for the Node, `key=value,...`.
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Seconds between Lease renewals.
+    #[arg(long, default_value_t = 10)]
+    node_lease_renew_interval: u64,
+    /// The Lease's duration in seconds.
+    #[arg(long, default_value_t = 40)]
+    node_lease_duration_seconds: i32,
+}
+
+fn config(a: &Args) -> Result<Config> {
+    let name = match &a.node_name {
+        Some(n) => n.clone(),
+        None => nix_hostname()?,
+    };
+    let mut cfg = Config::new(
+        name.to_lowercase(),
+        a.node_ip,
+        a.container_runtime_endpoint.clone(),
+    );
+    cfg.pod_log_dir = a.pod_log_dir.clone();
+    cfg.max_pods = a.max_pods;
+    cfg.lease_renew = Duration::from_secs(a.node_lease_renew_interval.max(1));
+    cfg.lease_duration_seconds = a.node_lease_duration_seconds;
+    for l in &a.node_labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--node-labels: {l:?} is not key=value"))?;
+        cfg.node_labels.push((k.to_string(), v.to_string()));
+    }
+    Ok(cfg)
+}
+
+fn nix_hostname() -> Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("read the host name")?;
+    Ok(h.trim().to_string())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let cfg = config(&args)?;
+    let kc = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("read {}", args.kubeconfig.display()))?;
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("use the kubeconfig")?;
+    let client = kube::Client::try_from(kcfg).context("build the API client")?;
+    // Long enough for a StopContainer that waits out a grace period, or a pull.
+    let cri = Clients::connect(&cfg.runtime_endpoint, None, Duration::from_secs(600))
+        .await
+        .context("connect to the container runtime")?;
+    let version = cri
+        .rt
+        .clone()
+        .version(v1::VersionRequest::default())
+        .await
+        .context("ask the runtime its version")?
+        .into_inner();
+    let machine = node::Machine::read(format!(
+        "{}://{}",
+        version.runtime_name, version.runtime_version
+    ));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node_uid = node::register(&nodes, &cfg, &machine, 0)
+        .await
+        .context("register the node")?;
+    eprintln!(
+        "skiff-kubelet: node {} registered ({} {})",
+        cfg.node_name, version.runtime_name, version.runtime_version
+    );
+
+    // The heartbeat, and Node status now and then.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), lease::NAMESPACE);
+    {
+        let (cfg, cri, machine) = (cfg.clone(), cri.clone(), machine.clone());
+        tokio::spawn(async move {
+            let mut since_status = Duration::ZERO;
+            loop {
+                if let Err(e) = lease::renew(&leases, &cfg, &node_uid).await {
+                    eprintln!("skiff-kubelet: renew lease: {e}");
+                }
+                tokio::time::sleep(cfg.lease_renew).await;
+                since_status += cfg.lease_renew;
+                if since_status >= cfg.status_period {
+                    since_status = Duration::ZERO;
+                    let ready = cri
+                        .rt
+                        .clone()
+                        .status(v1::StatusRequest::default())
+                        .await
+                        .is_ok();
+                    if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, 0).await {
+                        eprintln!("skiff-kubelet: post node status: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    // Pods bound to this node, kept in a reflector; every change or second, a sync pass.
+    let pods: Api<Pod> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let wcfg = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            let mut s = reflector(writer, watcher(pods, wcfg))
+                .default_backoff()
+                .touched_objects()
+                .boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => eprintln!("skiff-kubelet: watch pods: {e}"),
+                }
+            }
+        });
+    }
+    reader
+        .wait_until_ready()
+        .await
+        .context("list the node's pods")?;
+    let kubelet = Kubelet::new(cfg.clone(), client, cri);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        if let Err(e) = kubelet.sync_all(reader.state()).await {
+            eprintln!("skiff-kubelet: sync: {e}");
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(cfg.sync_period) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    // Pods keep running: a restarted kubelet takes them over.
+    eprintln!("skiff-kubelet: stopping; pods keep running");
+    Ok(())
+}

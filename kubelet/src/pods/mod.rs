@@ -1,0 +1,721 @@
+//! Pods: the sync loop that makes the runtime match the pods bound to this node.
+//!
+//! Each pass lists the runtime's sandboxes and containers (as the kubelet's PLEG relists)
+//! and, for every pod, works towards its spec one step at a time: a sandbox, the image,
+//! each container, a restart per restartPolicy once its back-off allows; then posts the
+//! status. A pod marked for deletion is stopped within its grace period and then removed
+//! from the API (the graceful-deletion handshake); sandboxes whose pod is gone are
+//! removed. One task per pod, so a slow pull or stop holds up only its own pod.
+
+pub mod spec;
+pub mod status;
+
+use crate::backoff::{Backoff, Verdict};
+use crate::labels;
+use crate::Config;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use skiff_runtime::cri::client::Clients;
+use skiff_runtime::cri::v1;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the runtime holds for one pod, plus the reasons the sync loop has for containers
+/// that are not running.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub sandboxes: Vec<v1::PodSandbox>,
+    pub sandbox_ip: Option<String>,
+    pub containers: Vec<v1::ContainerStatus>,
+    /// Container name → (waiting reason, message).
+    pub waiting: HashMap<String, (String, String)>,
+}
+
+fn attempt_of(s: &v1::ContainerStatus) -> u32 {
+    s.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
+fn name_of(s: &v1::ContainerStatus) -> &str {
+    s.metadata.as_ref().map_or("", |m| m.name.as_str())
+}
+
+impl Observed {
+    /// A container's runs, newest first.
+    pub fn attempts(&self, name: &str) -> Vec<&v1::ContainerStatus> {
+        let mut v: Vec<_> = self
+            .containers
+            .iter()
+            .filter(|c| name_of(c) == name)
+            .collect();
+        v.sort_by_key(|c| std::cmp::Reverse((attempt_of(c), c.created_at)));
+        v
+    }
+
+    pub fn ready_sandbox(&self) -> Option<&v1::PodSandbox> {
+        self.sandboxes
+            .iter()
+            .filter(|s| s.state == v1::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| (s.metadata.as_ref().map_or(0, |m| m.attempt), s.created_at))
+    }
+
+    pub fn sandbox_ready(&self) -> bool {
+        self.ready_sandbox().is_some()
+    }
+
+    pub fn pod_ip(&self) -> Option<String> {
+        self.sandbox_ip.clone().filter(|ip| !ip.is_empty())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    backoff: Backoff,
+    /// Pods with a task working on them.
+    busy: HashSet<String>,
+    /// uid → the status last posted.
+    reported: HashMap<String, PodStatus>,
+    /// uid → container name → why it is not running.
+    waiting: HashMap<String, HashMap<String, (String, String)>>,
+    /// Sandbox id → IP (fixed for a sandbox's life).
+    ips: HashMap<String, String>,
+    /// Statuses of exited containers (they no longer change).
+    exited: HashMap<String, v1::ContainerStatus>,
+}
+
+/// Errors of one pod's sync; they are logged and the next pass tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("runtime: {0}")]
+    Cri(#[from] tonic::Status),
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+}
+
+pub struct Kubelet {
+    pub cfg: Config,
+    pub client: kube::Client,
+    pub cri: Clients,
+    state: Mutex<State>,
+}
+
+fn uid_label(labels: &HashMap<String, String>) -> Option<&str> {
+    labels.get(labels::POD_UID).map(String::as_str)
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Kubelet {
+    pub fn new(cfg: Config, client: kube::Client, cri: Clients) -> Arc<Kubelet> {
+        Arc::new(Kubelet {
+            cfg,
+            client,
+            cri,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn api(&self, pod: &Pod) -> Api<Pod> {
+        Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        )
+    }
+
+    /// One pass over all pods bound here. `pods` must be the complete set (a synced
+    /// reflector): anything in the runtime that belongs to no pod in it is removed.
+    pub async fn sync_all(self: &Arc<Self>, pods: Vec<Arc<Pod>>) -> Result<(), SyncError> {
+        let mut rt = self.cri.rt.clone();
+        let sandboxes = rt
+            .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+            .await?
+            .into_inner()
+            .items;
+        let containers = rt
+            .list_containers(v1::ListContainersRequest::default())
+            .await?
+            .into_inner()
+            .containers;
+        let mut by_uid: HashMap<String, (Vec<v1::PodSandbox>, Vec<v1::Container>)> = HashMap::new();
+        for s in sandboxes {
+            if let Some(uid) = uid_label(&s.labels) {
+                by_uid.entry(uid.to_string()).or_default().0.push(s);
+            }
+        }
+        for c in containers {
+            if let Some(uid) = uid_label(&c.labels) {
+                by_uid.entry(uid.to_string()).or_default().1.push(c);
+            }
+        }
+        let wanted: HashSet<&str> = pods.iter().map(|p| spec::pod_uid(p)).collect();
+        let orphans: Vec<_> = by_uid
+            .iter()
+            .filter(|(uid, _)| !wanted.contains(uid.as_str()))
+            .map(|(uid, v)| (uid.clone(), v.clone()))
+            .collect();
+        for pod in pods {
+            let uid = spec::pod_uid(&pod).to_string();
+            if uid.is_empty() || !self.claim(&uid) {
+                continue;
+            }
+            let found = by_uid.remove(&uid).unwrap_or_default();
+            let k = self.clone();
+            tokio::spawn(async move {
+                let r = if pod.metadata.deletion_timestamp.is_some() {
+                    k.terminate(&pod, found).await
+                } else {
+                    k.sync_pod(&pod, found).await
+                };
+                if let Err(e) = r {
+                    eprintln!(
+                        "skiff-kubelet: pod {}/{}: {e}",
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        pod.metadata.name.as_deref().unwrap_or("")
+                    );
+                }
+                k.release(&uid);
+            });
+        }
+        for (uid, found) in orphans {
+            if !self.claim(&uid) {
+                continue;
+            }
+            let k = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = k.remove_runtime_objects(found, None).await {
+                    eprintln!("skiff-kubelet: removing leftovers of pod {uid}: {e}");
+                }
+                k.forget(&uid);
+                k.release(&uid);
+            });
+        }
+        Ok(())
+    }
+
+    fn claim(&self, uid: &str) -> bool {
+        self.state.lock().unwrap().busy.insert(uid.to_string())
+    }
+
+    fn release(&self, uid: &str) {
+        self.state.lock().unwrap().busy.remove(uid);
+    }
+
+    fn forget(&self, uid: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.backoff.forget(uid);
+        st.reported.remove(uid);
+        st.waiting.remove(uid);
+    }
+
+    fn set_waiting(&self, uid: &str, name: &str, why: Option<(&str, String)>) {
+        let mut st = self.state.lock().unwrap();
+        let w = st.waiting.entry(uid.to_string()).or_default();
+        match why {
+            Some((reason, msg)) => {
+                w.insert(name.to_string(), (reason.to_string(), msg));
+            }
+            None => {
+                w.remove(name);
+            }
+        }
+    }
+
+    /// Full statuses of a pod's containers (exited ones from the cache).
+    async fn statuses(
+        &self,
+        containers: &[v1::Container],
+    ) -> Result<Vec<v1::ContainerStatus>, SyncError> {
+        let mut out = Vec::new();
+        for c in containers {
+            let cached = self.state.lock().unwrap().exited.get(&c.id).cloned();
+            if let Some(s) = cached {
+                out.push(s);
+                continue;
+            }
+            let r = self
+                .cri
+                .rt
+                .clone()
+                .container_status(v1::ContainerStatusRequest {
+                    container_id: c.id.clone(),
+                    verbose: false,
+                })
+                .await;
+            match r {
+                Ok(r) => {
+                    if let Some(s) = r.into_inner().status {
+                        if s.state == v1::ContainerState::ContainerExited as i32 {
+                            self.state
+                                .lock()
+                                .unwrap()
+                                .exited
+                                .insert(c.id.clone(), s.clone());
+                        }
+                        out.push(s);
+                    }
+                }
+                // Removed between the list and now.
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> Result<String, SyncError> {
+        if let Some(ip) = self.state.lock().unwrap().ips.get(id) {
+            return Ok(ip.clone());
+        }
+        let s = self
+            .cri
+            .rt
+            .clone()
+            .pod_sandbox_status(v1::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await?
+            .into_inner();
+        let ip = s
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        self.state
+            .lock()
+            .unwrap()
+            .ips
+            .insert(id.to_string(), ip.clone());
+        Ok(ip)
+    }
+
+    async fn sync_pod(
+        &self,
+        pod: &Pod,
+        (mut sandboxes, containers): (Vec<v1::PodSandbox>, Vec<v1::Container>),
+    ) -> Result<(), SyncError> {
+        let uid = spec::pod_uid(pod).to_string();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let done = matches!(phase, Some("Succeeded" | "Failed"));
+        let mut rt = self.cri.rt.clone();
+        if done {
+            // Finished pods keep their record but give back their network.
+            for s in sandboxes
+                .iter()
+                .filter(|s| s.state == v1::PodSandboxState::SandboxReady as i32)
+            {
+                rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                    pod_sandbox_id: s.id.clone(),
+                })
+                .await?;
+            }
+            return Ok(());
+        }
+        let mut obs = Observed {
+            sandboxes: sandboxes.clone(),
+            containers: self.statuses(&containers).await?,
+            ..Default::default()
+        };
+        let sandbox_id = match obs.ready_sandbox() {
+            Some(s) => s.id.clone(),
+            None => {
+                // First start, or the sandbox died: a new one, and every container anew.
+                let attempt = sandboxes
+                    .iter()
+                    .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
+                    .max()
+                    .unwrap_or(0);
+                for s in &sandboxes {
+                    rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                        pod_sandbox_id: s.id.clone(),
+                    })
+                    .await?;
+                }
+                let config = spec::sandbox_config(&self.cfg, pod, attempt);
+                let id = rt
+                    .run_pod_sandbox(v1::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                sandboxes.push(v1::PodSandbox {
+                    id: id.clone(),
+                    metadata: config.metadata,
+                    state: v1::PodSandboxState::SandboxReady as i32,
+                    created_at: now_nanos(),
+                    labels: config.labels,
+                    ..Default::default()
+                });
+                obs.sandboxes = sandboxes.clone();
+                id
+            }
+        };
+        let ip = self.sandbox_ip(&sandbox_id).await?;
+        obs.sandbox_ip = Some(ip.clone());
+        let pod_spec = pod.spec.clone().unwrap_or_default();
+        let policy = pod_spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut changed = false;
+        for c in &pod_spec.containers {
+            let attempts = obs.attempts(&c.name);
+            let latest = attempts.first().copied();
+            let in_sandbox = latest.is_some_and(|s| {
+                containers
+                    .iter()
+                    .any(|x| x.id == s.id && x.pod_sandbox_id == sandbox_id)
+            });
+            let next = match latest {
+                None => Some(0),
+                Some(s) if s.state == v1::ContainerState::ContainerCreated as i32 && in_sandbox => {
+                    if self.start(&uid, &c.name, &s.id).await? {
+                        changed = true;
+                    }
+                    None
+                }
+                Some(s) if s.state == v1::ContainerState::ContainerRunning as i32 && in_sandbox => {
+                    self.set_waiting(&uid, &c.name, None);
+                    None
+                }
+                Some(s) => {
+                    let exited = s.state == v1::ContainerState::ContainerExited as i32;
+                    let restart = !in_sandbox
+                        || match policy {
+                            "Never" => false,
+                            "OnFailure" => s.exit_code != 0,
+                            _ => true,
+                        };
+                    if !exited && !in_sandbox {
+                        // Left over in a dead sandbox and still running: stop it.
+                        rt.stop_container(v1::StopContainerRequest {
+                            container_id: s.id.clone(),
+                            timeout: 0,
+                        })
+                        .await?;
+                    }
+                    let ran = Duration::from_nanos((s.finished_at - s.started_at).max(0) as u64);
+                    let since = Duration::from_nanos((now_nanos() - s.finished_at).max(0) as u64);
+                    if !restart {
+                        None
+                    } else {
+                        let v = self.state.lock().unwrap().backoff.check(
+                            (uid.clone(), c.name.clone()),
+                            ran,
+                            since,
+                        );
+                        match v {
+                            Verdict::RestartNow => Some(attempt_of(s) + 1),
+                            Verdict::Wait(d) => {
+                                self.set_waiting(
+                                    &uid,
+                                    &c.name,
+                                    Some((
+                                        "CrashLoopBackOff",
+                                        format!(
+                                            "back-off {}s restarting failed container={} pod={}",
+                                            (d + since).as_secs(),
+                                            c.name,
+                                            pod.metadata.name.as_deref().unwrap_or("")
+                                        ),
+                                    )),
+                                );
+                                None
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(attempt) = next {
+                // Older dead runs go; the last one stays for lastState.
+                for old in attempts.iter().skip(1) {
+                    let _ = rt
+                        .remove_container(v1::RemoveContainerRequest {
+                            container_id: old.id.clone(),
+                        })
+                        .await;
+                }
+                if self
+                    .create_and_start(pod, c, attempt, &sandbox_id, &ip)
+                    .await?
+                {
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            obs.containers = self
+                .statuses(
+                    &rt.list_containers(v1::ListContainersRequest {
+                        filter: Some(v1::ContainerFilter {
+                            label_selector: HashMap::from([(
+                                labels::POD_UID.to_string(),
+                                uid.clone(),
+                            )]),
+                            ..Default::default()
+                        }),
+                    })
+                    .await?
+                    .into_inner()
+                    .containers,
+                )
+                .await?;
+        }
+        obs.waiting = self
+            .state
+            .lock()
+            .unwrap()
+            .waiting
+            .get(&uid)
+            .cloned()
+            .unwrap_or_default();
+        self.report(pod, &obs).await
+    }
+
+    /// Start a created container; false (and a waiting reason) if the runtime refused.
+    async fn start(&self, uid: &str, name: &str, id: &str) -> Result<bool, SyncError> {
+        let r = self
+            .cri
+            .rt
+            .clone()
+            .start_container(v1::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                self.set_waiting(uid, name, None);
+                Ok(true)
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
+            Err(e) => {
+                self.set_waiting(
+                    uid,
+                    name,
+                    Some(("RunContainerError", e.message().to_string())),
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+        attempt: u32,
+        sandbox_id: &str,
+        ip: &str,
+    ) -> Result<bool, SyncError> {
+        let uid = spec::pod_uid(pod);
+        if let Err((reason, msg)) = self.ensure_image(pod, c).await? {
+            self.set_waiting(uid, &c.name, Some((reason, msg)));
+            return Ok(false);
+        }
+        let config = match spec::container_config(&self.cfg, pod, c, attempt, ip) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                self.set_waiting(
+                    uid,
+                    &c.name,
+                    Some(("CreateContainerConfigError", e.to_string())),
+                );
+                return Ok(false);
+            }
+        };
+        let r = self
+            .cri
+            .rt
+            .clone()
+            .create_container(v1::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                config: Some(config),
+                sandbox_config: Some(spec::sandbox_config(&self.cfg, pod, 0)),
+            })
+            .await;
+        match r {
+            Ok(r) => self.start(uid, &c.name, &r.into_inner().container_id).await,
+            Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
+            Err(e) => {
+                self.set_waiting(
+                    uid,
+                    &c.name,
+                    Some(("CreateContainerError", e.message().to_string())),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Pull per imagePullPolicy. The inner error is a waiting reason and message.
+    async fn ensure_image(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<Result<(), (&'static str, String)>, SyncError> {
+        let image = c.image.clone().unwrap_or_default();
+        let spec = v1::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let mut img = self.cri.img.clone();
+        let present = img
+            .image_status(v1::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .image
+            .is_some();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            let tagged = image.rsplit('/').next().is_some_and(|l| l.contains(':'));
+            if !tagged || image.ends_with(":latest") {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        match policy.as_str() {
+            "Never" if !present => {
+                return Ok(Err((
+                    "ErrImageNeverPull",
+                    format!("Container image \"{image}\" is not present with pull policy of Never"),
+                )))
+            }
+            "Never" => return Ok(Ok(())),
+            "IfNotPresent" if present => return Ok(Ok(())),
+            _ => {}
+        }
+        let key = (spec::pod_uid(pod).to_string(), format!("image:{}", c.name));
+        let r = img
+            .pull_image(v1::PullImageRequest {
+                image: Some(spec),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                self.state.lock().unwrap().backoff.forget_key(&key);
+                Ok(Ok(()))
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
+            Err(e) => Ok(Err((
+                "ErrImagePull",
+                format!("pull {image}: {}", e.message()),
+            ))),
+        }
+    }
+
+    /// Post the pod's status if it changed since the last post.
+    async fn report(&self, pod: &Pod, obs: &Observed) -> Result<(), SyncError> {
+        let uid = spec::pod_uid(pod).to_string();
+        let mut base = pod.clone();
+        if let Some(prev) = self.state.lock().unwrap().reported.get(&uid) {
+            base.status = Some(prev.clone());
+        }
+        let status = status::compute(&base, obs, &self.cfg.node_ip.to_string());
+        if base.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({ "status": status });
+        self.api(pod)
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        self.state.lock().unwrap().reported.insert(uid, status);
+        Ok(())
+    }
+
+    /// Stop every container (SIGTERM, SIGKILL after `grace`), then remove the sandboxes.
+    async fn remove_runtime_objects(
+        &self,
+        (sandboxes, containers): (Vec<v1::PodSandbox>, Vec<v1::Container>),
+        grace: Option<i64>,
+    ) -> Result<(), SyncError> {
+        let stops = containers
+            .iter()
+            .filter(|c| c.state == v1::ContainerState::ContainerRunning as i32)
+            .map(|c| {
+                let timeout = grace.unwrap_or_else(|| {
+                    c.annotations
+                        .get(labels::GRACE_PERIOD)
+                        .and_then(|g| g.parse().ok())
+                        .unwrap_or(30)
+                });
+                let mut rt = self.cri.rt.clone();
+                let id = c.id.clone();
+                async move {
+                    rt.stop_container(v1::StopContainerRequest {
+                        container_id: id,
+                        timeout,
+                    })
+                    .await
+                }
+            });
+        for r in futures_util::future::join_all(stops).await {
+            match r {
+                Err(e) if e.code() != tonic::Code::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let mut rt = self.cri.rt.clone();
+        for s in &sandboxes {
+            rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+            self.state.lock().unwrap().ips.remove(&s.id);
+        }
+        let mut st = self.state.lock().unwrap();
+        for c in &containers {
+            st.exited.remove(&c.id);
+        }
+        Ok(())
+    }
+
+    /// The kubelet's half of graceful deletion: stop within the grace period, then delete
+    /// the object for good (grace 0, only this incarnation of the pod).
+    async fn terminate(
+        &self,
+        pod: &Pod,
+        found: (Vec<v1::PodSandbox>, Vec<v1::Container>),
+    ) -> Result<(), SyncError> {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or_else(|| spec::grace_seconds(pod));
+        self.remove_runtime_objects(found, Some(grace)).await?;
+        let uid = spec::pod_uid(pod).to_string();
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self
+            .api(pod)
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.forget(&uid);
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! A pod's status as the API shows it, computed from what the runtime reports: phase,
+//! conditions, IPs and one ContainerStatus per container.
+
+use super::Observed;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use skiff_runtime::cri::v1;
+
+fn time(nanos: i64) -> Option<Time> {
+    (nanos > 0)
+        .then(|| Timestamp::from_nanosecond(nanos as i128).ok())
+        .flatten()
+        .map(Time)
+}
+
+/// The API's view of one CRI container status.
+fn state(s: &v1::ContainerStatus) -> ContainerState {
+    match v1::ContainerState::try_from(s.state) {
+        Ok(v1::ContainerState::ContainerRunning) => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: time(s.started_at),
+            }),
+            ..Default::default()
+        },
+        Ok(v1::ContainerState::ContainerExited) => ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: s.exit_code,
+                reason: Some(if !s.reason.is_empty() {
+                    s.reason.clone()
+                } else if s.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                }),
+                message: (!s.message.is_empty()).then(|| s.message.clone()),
+                started_at: time(s.started_at),
+                finished_at: time(s.finished_at),
+                container_id: Some(format!("skiff://{}", s.id)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        _ => waiting("ContainerCreating", ""),
+    }
+}
+
+fn waiting(reason: &str, message: &str) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: (!message.is_empty()).then(|| message.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn condition(type_: &str, ok: bool, old: Option<&PodStatus>, reason: Option<&str>) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    // The transition time changes only when the status does.
+    let since = old
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    PodCondition {
+        type_: type_.into(),
+        status: status.into(),
+        last_transition_time: Some(since),
+        reason: reason.filter(|_| !ok).map(String::from),
+        ..Default::default()
+    }
+}
+
+pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let old = pod.status.as_ref();
+    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let mut statuses = Vec::new();
+    let (mut running, mut stopped, mut succeeded, mut waiting_n) = (0, 0, 0, 0);
+    for c in &spec.containers {
+        let attempts = obs.attempts(&c.name);
+        let latest = attempts.first();
+        let restart_count = latest.map_or(0, |s| s.metadata.as_ref().map_or(0, |m| m.attempt));
+        let mut st = match latest {
+            Some(s) => state(s),
+            None => waiting("ContainerCreating", ""),
+        };
+        // A reason the sync loop gave (back-off, pull error, bad config) wins over "exited".
+        if let Some((reason, msg)) = obs.waiting.get(&c.name) {
+            if st.running.is_none() {
+                st = waiting(reason, msg);
+            }
+        }
+        let last_state = attempts
+            .get(1)
+            .copied()
+            .map(state)
+            .filter(|s| s.terminated.is_some());
+        let last_state = match (&st.waiting, latest) {
+            // Waiting to restart: what it last did is the dead attempt.
+            (Some(_), Some(s)) if s.state == v1::ContainerState::ContainerExited as i32 => {
+                Some(state(s))
+            }
+            _ => last_state,
+        };
+        // Kubernetes' getPhase counts: a container waiting to restart has stopped.
+        match (&st.running, &st.terminated) {
+            (Some(_), _) => running += 1,
+            (_, Some(t)) => {
+                stopped += 1;
+                if t.exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            _ if last_state.is_some() => stopped += 1,
+            _ => waiting_n += 1,
+        }
+        statuses.push(ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
+            container_id: latest.map(|s| format!("skiff://{}", s.id)),
+            ready: st.running.is_some(),
+            started: Some(st.running.is_some()),
+            restart_count: restart_count as i32,
+            state: Some(st),
+            last_state: Some(last_state.unwrap_or_default()),
+            ..Default::default()
+        });
+    }
+    let n = spec.containers.len();
+    let phase = if n == 0 || waiting_n > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if policy == "Always" {
+        // All stopped, and they will restart.
+        "Running"
+    } else if stopped == succeeded {
+        "Succeeded"
+    } else if policy == "Never" {
+        "Failed"
+    } else {
+        "Running"
+    };
+    let all_ready = n > 0 && statuses.iter().all(|s| s.ready);
+    let not_ready = (!all_ready).then_some("ContainersNotReady");
+    let conditions = vec![
+        condition("PodReadyToStartContainers", obs.sandbox_ready(), old, None),
+        condition("Initialized", true, old, None),
+        condition("Ready", all_ready, old, not_ready),
+        condition("ContainersReady", all_ready, old, not_ready),
+        condition("PodScheduled", true, old, None),
+    ];
+    let pod_ip = obs.pod_ip();
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(conditions),
+        host_ip: Some(host_ip.into()),
+        pod_ip: pod_ip.clone(),
+        pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
+        start_time: old
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| Some(Time(Timestamp::now()))),
+        container_statuses: Some(statuses),
+        qos_class: old.and_then(|s| s.qos_class.clone()),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,432 @@
+//! The kubelet end to end: skiff-control (the real API server), skiff-runtime's CRI server
+//! in a node network namespace with skiff-cni, and skiff-kubelet between them, driven by
+//! the real kubectl. Needs root.
+
+#[path = "../../runtime/tests/common/mod.rs"]
+mod common;
+#[path = "../../control/tests/common/process.rs"]
+mod process;
+
+use common::node::Node;
+use common::{require_root, unique};
+use process::{kubectl, Control};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kubelet_bin() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_skiff-kubelet")
+        .map(PathBuf::from)
+        .expect("skiff-kubelet binary")
+}
+
+struct Kubelet {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Kubelet {
+    fn start(kubeconfig: &Path, node: &Node, log: PathBuf) -> Kubelet {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(kubelet_bin())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "--hostname-override",
+                "n1",
+                "--node-lease-renew-interval",
+                "2",
+            ])
+            .arg("--container-runtime-endpoint")
+            .arg(format!("unix://{}", node.sock().display()))
+            .arg("--pod-log-dir")
+            .arg(node.root.join("pods"))
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Kubelet { child, log }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    kc: String,
+}
+
+impl Cluster {
+    fn k(&self, args: &[&str]) -> String {
+        let mut a = vec!["--kubeconfig", &self.kc];
+        a.extend_from_slice(args);
+        let o = kubectl(&a, None);
+        assert!(o.status.success(), "kubectl {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let o = kubectl(&["--kubeconfig", &self.kc, "apply", "-f", "-"], Some(yaml));
+        assert!(o.status.success(), "apply: {o:?}");
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.k(&a)).unwrap()
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        self.json(&["get", "pods", "-l", selector])["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Poll `f` for up to `secs`; the last value seen goes into the panic message.
+    fn wait<T>(
+        &self,
+        secs: u64,
+        what: &str,
+        mut f: impl FnMut(&Cluster) -> Option<T>,
+        k: &Kubelet,
+    ) -> T {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "timed out waiting for {what}\npods:\n{}\nkubelet log:\n{}",
+            self.k(&["get", "pods", "-o", "yaml"]),
+            k.log()
+        );
+    }
+}
+
+fn running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["podIP"].is_string()
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn sandbox_uids(node: &Node) -> Vec<String> {
+    let v = node.json(&["pods", "-o", "json"]);
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["labels"]["io.kubernetes.pod.uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: httpd
+        image: docker.io/skiff/busybox:latest
+        imagePullPolicy: IfNotPresent
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        command: [sh, -c, 'echo hello from $(POD_NAME); exec httpd -f -p 80 -h /etc']
+";
+
+const OTHERS: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: crash, labels: {t: crash}}
+spec:
+  containers:
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo run; exit 3']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done, labels: {t: done}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 0']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: failed, labels: {t: failed}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 7']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage, labels: {t: noimage}}
+spec:
+  containers:
+  - {name: c, image: docker.io/skiff/nothere:1, imagePullPolicy: Never}
+";
+
+#[test]
+fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::start(true);
+    node.import_busybox();
+    let dir = std::env::temp_dir().join(unique("skiff-kubelet"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let control = Control::start(&dir, &[]);
+    let kc = control.kubeconfig("admin.kubeconfig");
+    let c = Cluster {
+        kc: kc.display().to_string(),
+    };
+    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet.log"));
+
+    // Registration: a Ready node with capacity, and a Lease that gets renewed.
+    let n = c.wait(
+        30,
+        "node n1 Ready",
+        |c| {
+            let o = kubectl(
+                &["--kubeconfig", &c.kc, "get", "node", "n1", "-o", "json"],
+                None,
+            );
+            let n: Value = serde_json::from_slice(&o.stdout).ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True");
+            ready.then_some(n)
+        },
+        &kubelet,
+    );
+    assert!(n["status"]["capacity"]["cpu"].is_string(), "{n}");
+    assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+    assert!(
+        n["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("skiff"),
+        "{n}"
+    );
+    let renew = |c: &Cluster| {
+        c.json(&["get", "lease", "-n", "kube-node-lease", "n1"])["spec"]["renewTime"]
+            .as_str()
+            .map(String::from)
+    };
+    let first = c.wait(10, "lease", renew, &kubelet);
+    c.wait(
+        10,
+        "lease renewal",
+        |c| renew(c).filter(|t| *t != first),
+        &kubelet,
+    );
+
+    // A Deployment: the scheduler binds, the kubelet runs, reports IPs and readiness.
+    c.apply(WEB);
+    let pods = c.wait(
+        60,
+        "2 web pods running and ready",
+        |c| {
+            let p = c.pods("app=web");
+            (p.len() == 2 && p.iter().all(running_and_ready)).then_some(p)
+        },
+        &kubelet,
+    );
+    c.k(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        assert!(ip.starts_with("10.127."), "{p}");
+        // Served from the pod: /etc/hostname is the pod's name.
+        let o = node.in_node(&format!("busybox wget -qO- http://{ip}/hostname"));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), name, "{o:?}");
+        // The container's output, in the kubelet's log layout, with $(POD_NAME) expanded.
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let log = node
+            .root
+            .join(format!("pods/default_{name}_{uid}/httpd/0.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains(&format!("hello from {name}")),
+            "{}: {text:?}",
+            log.display()
+        );
+        let cs = &p["status"]["containerStatuses"][0];
+        assert_eq!(cs["restartCount"], 0);
+        assert!(
+            cs["containerID"].as_str().unwrap().starts_with("skiff://"),
+            "{cs}"
+        );
+    }
+
+    // Restarts in place per restartPolicy, with back-off; Never pods end Succeeded or
+    // Failed; a missing image with pull policy Never is reported, not retried.
+    c.apply(OTHERS);
+    let crash = c.wait(
+        60,
+        "crash restarted twice, in back-off",
+        |c| {
+            let p = c.pods("t=crash").pop()?;
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["restartCount"].as_i64()? >= 2
+                && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+                .then_some(p)
+        },
+        &kubelet,
+    );
+    let cs = &crash["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+    assert_eq!(crash["status"]["phase"], "Running", "{crash}");
+    c.wait(
+        30,
+        "done Succeeded",
+        |c| (c.pods("t=done").pop()?["status"]["phase"] == "Succeeded").then_some(()),
+        &kubelet,
+    );
+    let failed = c.wait(
+        30,
+        "failed Failed",
+        |c| {
+            let p = c.pods("t=failed").pop()?;
+            (p["status"]["phase"] == "Failed").then_some(p)
+        },
+        &kubelet,
+    );
+    assert_eq!(
+        failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        7
+    );
+    let noimage = c.wait(
+        30,
+        "ErrImageNeverPull",
+        |c| {
+            let p = c.pods("t=noimage").pop()?;
+            (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "ErrImageNeverPull")
+                .then_some(p)
+        },
+        &kubelet,
+    );
+    assert_eq!(noimage["status"]["phase"], "Pending");
+
+    // Graceful deletion: kubectl delete returns once the kubelet has stopped the pod
+    // and removed its sandbox; the ReplicaSet makes a new pod.
+    let victim = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let victim_uid = pods[0]["metadata"]["uid"].as_str().unwrap().to_string();
+    c.k(&["delete", "pod", &victim, "--timeout=60s"]);
+    assert!(
+        !sandbox_uids(&node).contains(&victim_uid),
+        "sandbox of {victim} still there"
+    );
+    c.wait(
+        60,
+        "replacement pod running",
+        |c| {
+            let p = c.pods("app=web");
+            (p.len() == 2
+                && p.iter().all(running_and_ready)
+                && p.iter().all(|p| p["metadata"]["name"] != victim.as_str()))
+            .then_some(())
+        },
+        &kubelet,
+    );
+
+    // kill -9 and restart: the same sandboxes and containers are taken over, nothing
+    // is started twice.
+    let before = node.json(&["ps", "-a", "-o", "json"]);
+    let count = |v: &Value| v["containers"].as_array().map_or(0, |a| a.len());
+    kubelet.kill9();
+    let web_before = c.pods("app=web");
+    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet2.log"));
+    std::thread::sleep(Duration::from_secs(4));
+    let after = c.pods("app=web");
+    for (a, b) in web_before.iter().zip(&after) {
+        assert_eq!(a["metadata"]["uid"], b["metadata"]["uid"]);
+        assert_eq!(
+            b["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{b}"
+        );
+        assert_eq!(
+            a["status"]["containerStatuses"][0]["containerID"],
+            b["status"]["containerStatuses"][0]["containerID"]
+        );
+    }
+    let now = node.json(&["ps", "-a", "-o", "json"]);
+    // The crash pod may have restarted meanwhile; web containers must not have.
+    let web_ids = |v: &Value| -> Vec<String> {
+        v["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["labels"]["io.kubernetes.container.name"] == "httpd")
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        web_ids(&before),
+        web_ids(&now),
+        "before {} now {}",
+        count(&before),
+        count(&now)
+    );
+
+    // Scale to zero: every web sandbox goes.
+    let web_uids: Vec<String> = after
+        .iter()
+        .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    c.k(&["scale", "deployment/web", "--replicas=0"]);
+    c.wait(
+        60,
+        "web sandboxes removed",
+        |_| {
+            let s = sandbox_uids(&node);
+            web_uids.iter().all(|u| !s.contains(u)).then_some(())
+        },
+        &kubelet,
+    );
+    c.wait(
+        30,
+        "web pods gone",
+        |c| c.pods("app=web").is_empty().then_some(()),
+        &kubelet,
+    );
+    kubelet.kill9();
+    drop(control);
+    if std::env::var_os("SKIFF_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
