@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Demo (as root): the control plane running a Deployment, driven by the real kubectl, and
-# a real container run by skiff-runtime.
+# Demo (as root): a one-node cluster running a Deployment, driven by the real kubectl.
 #  1. skiff-control (API server + embedded store + scheduler + controllers) on loopback,
-#     over HTTPS with its own CA; kubectl uses the admin kubeconfig it prints. Two Node
-#     objects stand in for workers until the kubelet lands; kubectl applies a Deployment
-#     and its pods are created and scheduled.
-#  2. The CRI server (skiff-runtime serve) runs a busybox pod, driven by skiffctl.
-#  3. skiff-runtime runs a busybox container from an OCI bundle, as runc would.
+#     over HTTPS with its own CA; kubectl uses the admin kubeconfig it prints.
+#  2. A worker: skiff-runtime's CRI server with skiff-cni in a network namespace of its own
+#     (the pod network exists only there), and skiff-kubelet registering node-1.
+#  3. kubectl applies a Deployment of 3 busybox web servers: scheduled, started, their pod
+#     IPs answer HTTP; a deleted pod is stopped and replaced; scaling down removes pods.
+#  4. The CRI server driven directly by skiffctl, and skiff-runtime running an OCI bundle
+#     as runc would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p skiff-runtime -p skiff-control
+cargo build --release -p skiff-runtime -p skiff-control -p skiff-kubelet -p skiff-cni
 rt=target/release/skiff-runtime
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
-cp_pid="" cri_pid=""
+netns=skiff-demo-$$
+cp_pid="" cri_pid="" node_pid="" kubelet_pid=""
 cleanup() {
+  [ -n "$kubelet_pid" ] && kill "$kubelet_pid" 2>/dev/null
+  [ -n "$node_pid" ] && { target/release/skiffctl -r "unix://$work/node/cri.sock" rmp -f -a >/dev/null 2>&1 || true; kill "$node_pid" 2>/dev/null || true; }
   [ -n "$cri_pid" ] && { target/release/skiffctl -r "unix://$work/cri.sock" rmp -f -a >/dev/null 2>&1 || true; kill "$cri_pid" 2>/dev/null || true; }
   [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null
+  ip netns del "$netns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+./scripts/images/busybox-oci.sh "$work/busybox.tar" >/dev/null
 
 echo "== control plane"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
@@ -28,12 +34,32 @@ target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1
 cp_pid=$!
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" > "$work/kubeconfig"
-if command -v kubectl >/dev/null; then
-  k() { kubectl --kubeconfig "$work/kubeconfig" "$@"; }
-  for n in 1 2; do
-    printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: node-%s\nstatus:\n  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}\n  conditions: [{type: Ready, status: "True"}]\n' "$n" | k apply -f -
-  done
-  cat <<'YAML' | k apply -f -
+
+echo "== worker node-1: CRI server with skiff-cni in netns $netns, and the kubelet"
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+mkdir -p "$work/node/cni"
+cat > "$work/node/cni/10-skiff.conf" <<JSON
+{"cniVersion": "1.0.0", "name": "demo", "type": "skiff-cni", "bridge": "skiff0",
+ "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$work/node/ipam"}}
+JSON
+nsenter --net="/run/netns/$netns" "$rt" --root "$work/node/state" serve --listen "$work/node/cri.sock" \
+  --image-dir "$work/node/images" --cni-conf-dir "$work/node/cni" --cni-bin-dir "$PWD/target/release" \
+  2>"$work/node/cri.log" &
+node_pid=$!
+for _ in $(seq 50); do [ -S "$work/node/cri.sock" ] && break; sleep 0.1; done
+target/release/skiffctl -r "unix://$work/node/cri.sock" import "$work/busybox.tar" --image-dir "$work/node/images"
+target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
+  --container-runtime-endpoint "unix://$work/node/cri.sock" --pod-log-dir "$work/node/pods" \
+  2>"$work/kubelet.log" &
+kubelet_pid=$!
+k() { kubectl --kubeconfig "$work/kubeconfig" "$@"; }
+for _ in $(seq 100); do k get node node-1 >/dev/null 2>&1 && break; sleep 0.2; done
+k wait --for=condition=Ready node/node-1 --timeout=60s
+k get nodes -o wide
+
+echo "== a Deployment"
+cat <<'YAML' | k apply -f -
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -46,25 +72,38 @@ spec:
     metadata:
       labels: {app: web}
     spec:
+      terminationGracePeriodSeconds: 5
       containers:
       - name: web
         image: docker.io/skiff/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'echo "hello from $(hostname)" > /tmp/index.html; exec httpd -f -p 80 -h /tmp']
         resources:
-          requests: {cpu: 500m, memory: 128Mi}
+          requests: {cpu: 100m, memory: 32Mi}
 YAML
-  sleep 2
-  k get deployments,replicasets
-  k get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase
-else
-  echo "kubectl is not installed: skipping the control plane part"
-fi
+k rollout status deployment/web --timeout=120s
+k get deployments,replicasets
+k get pods -o wide
+for ip in $(k get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
+  printf '%s answers: ' "$ip"
+  ip netns exec "$netns" busybox wget -qO- "http://$ip/"
+done
+victim=$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
+echo "== delete pod $victim: the kubelet stops it, the ReplicaSet replaces it"
+k delete pod "$victim"
+k rollout status deployment/web --timeout=120s
+k get pods -o wide
+echo "== scale to 1"
+k scale deployment/web --replicas=1
+for _ in $(seq 60); do [ "$(k get pods -l app=web --no-headers 2>/dev/null | wc -l)" = 1 ] && break; sleep 1; done
+k get pods -o wide
+target/release/skiffctl -r "unix://$work/node/cri.sock" pods
 
 echo "== CRI: a pod through skiff-runtime serve and skiffctl"
 target/release/skiff-runtime --root "$work/cri" serve --listen "$work/cri.sock" --image-dir "$work/images" \
   --cni-conf-dir "$work/no-cni" 2>"$work/cri.log" &
 cri_pid=$!
 ctl() { target/release/skiffctl -r "unix://$work/cri.sock" "$@"; }
-./scripts/images/busybox-oci.sh "$work/busybox.tar" >/dev/null
 for _ in $(seq 50); do [ -S "$work/cri.sock" ] && break; sleep 0.1; done
 ctl import "$work/busybox.tar" --image-dir "$work/images"
 cat > "$work/pod.yaml" <<YAML

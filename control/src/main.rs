@@ -75,6 +75,18 @@ enum Command {
         #[arg(long, default_value = "https://127.0.0.1:6443")]
         server: String,
     },
+    /// Write a kubelet's serving certificate for a node (kubelet.crt, kubelet.key) and
+    /// the cluster CA (ca.crt, to verify the API server's client certificate) into --out.
+    KubeletCerts {
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+        /// Its addresses and other names (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -94,9 +106,36 @@ async fn main() {
     }
     let pki = skiff_control::pki::Pki::ensure(&cli.data_dir.join("pki"), &sans)
         .unwrap_or_else(|e| fail(e));
-    if let Some(Command::Kubeconfig { server }) = &cli.command {
-        print!("{}", pki.kubeconfig(server));
-        return;
+    match &cli.command {
+        Some(Command::Kubeconfig { server }) => {
+            print!("{}", pki.kubeconfig(server));
+            return;
+        }
+        Some(Command::KubeletCerts { node, sans, out }) => {
+            let (cert, key) = pki
+                .issue_kubelet_serving(node, sans)
+                .unwrap_or_else(|e| fail(e));
+            let write = |name: &str, text: &str, mode: u32| {
+                use std::os::unix::fs::OpenOptionsExt;
+                let p = out.join(name);
+                std::fs::create_dir_all(out)
+                    .and_then(|_| {
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .write(true)
+                            .truncate(true)
+                            .mode(mode)
+                            .open(&p)?;
+                        std::io::Write::write_all(&mut f, text.as_bytes())
+                    })
+                    .unwrap_or_else(|e| fail(format!("write {}: {e}", p.display())));
+            };
+            write("kubelet.key", &key, 0o600);
+            write("kubelet.crt", &cert, 0o644);
+            write("ca.crt", &pki.ca_cert, 0o644);
+            return;
+        }
+        None => {}
     }
     if cli.insecure_port.is_some() && !cli.bind_address.is_loopback() {
         fail("--insecure-port serves without authentication: only with a loopback --bind-address");

@@ -177,6 +177,28 @@ impl Pki {
         })
     }
 
+    /// A kubelet serving certificate (and key) for `node`, valid for its name and
+    /// addresses, signed by the cluster CA: what the API server checks when it proxies
+    /// logs, exec and port-forward to the node.
+    pub fn issue_kubelet_serving(&self, node: &str, sans: &[String]) -> Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
+        let ca = CertificateParams::from_ca_cert_pem(&self.ca_cert)?.self_signed(&ca_key)?;
+        let mut names = vec![node.to_string()];
+        names.extend(sans.iter().filter(|s| s.as_str() != node).cloned());
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name = dn(&format!("system:node:{node}"), Some("system:nodes"));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = years_from_now(-1);
+        params.not_after = years_from_now(2);
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// An admin kubeconfig for `server` (https://host:port), certificates embedded.
     pub fn kubeconfig(&self, server: &str) -> String {
         use base64::Engine;

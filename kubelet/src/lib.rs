@@ -11,5 +11,6 @@ pub mod labels;
 pub mod lease;
 pub mod node;
 pub mod pods;
+pub mod server;
 
 pub use config::Config;

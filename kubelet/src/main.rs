@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use skiff_kubelet::{lease, node, pods::Kubelet, Config};
+use skiff_kubelet::{lease, node, pods::Kubelet, server, Config};
 use skiff_runtime::cri::client::Clients;
 use skiff_runtime::cri::v1;
 use std::net::IpAddr;
@@ -43,6 +43,20 @@ struct Args {
     /// The Lease's duration in seconds.
     #[arg(long, default_value_t = 40)]
     node_lease_duration_seconds: i32,
+    /// The kubelet API's serving certificate (`skiff-control kubelet-certs` issues one);
+    /// without it the API (logs for kubectl) is not served.
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA that signs the API server's client certificate.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// The kubelet API's address (default: --node-ip) and port (0: any free port).
+    #[arg(long)]
+    address: Option<IpAddr>,
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
 }
 
 fn config(a: &Args) -> Result<Config> {
@@ -98,8 +112,46 @@ async fn main() -> Result<()> {
         "{}://{}",
         version.runtime_name, version.runtime_version
     ));
+    // Pods bound to this node, kept in a reflector (the API and the sync loop read it).
+    let (reader, writer) = reflector::store();
+    let port = match &args.tls_cert_file {
+        Some(cert) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+            };
+            let tls = skiff_control::apiserver::tls::server_config_from(
+                &read(args.client_ca_file.as_ref().expect("clap requires it"))?,
+                &read(cert)?,
+                &read(
+                    args.tls_private_key_file
+                        .as_ref()
+                        .expect("clap requires it"),
+                )?,
+            )?;
+            let addr = std::net::SocketAddr::new(args.address.unwrap_or(cfg.node_ip), args.port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?;
+            let port = listener.local_addr()?.port();
+            let state = Arc::new(server::ApiState {
+                cfg: cfg.clone(),
+                pods: reader.clone(),
+            });
+            tokio::spawn(skiff_control::apiserver::tls::serve(
+                listener,
+                server::router(state),
+                tls,
+            ));
+            eprintln!("skiff-kubelet: serving the kubelet API on https://{addr}");
+            i32::from(port)
+        }
+        None => {
+            eprintln!("skiff-kubelet: no --tls-cert-file: the kubelet API (logs) is not served");
+            0
+        }
+    };
     let nodes: Api<Node> = Api::all(client.clone());
-    let node_uid = node::register(&nodes, &cfg, &machine, 0)
+    let node_uid = node::register(&nodes, &cfg, &machine, port)
         .await
         .context("register the node")?;
     eprintln!(
@@ -127,7 +179,7 @@ async fn main() -> Result<()> {
                         .status(v1::StatusRequest::default())
                         .await
                         .is_ok();
-                    if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, 0).await {
+                    if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, port).await {
                         eprintln!("skiff-kubelet: post node status: {e}");
                     }
                 }
@@ -135,9 +187,8 @@ async fn main() -> Result<()> {
         });
     }
 
-    // Pods bound to this node, kept in a reflector; every change or second, a sync pass.
+    // Every change to the node's pods, or every second, a sync pass.
     let pods: Api<Pod> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
     let wcfg = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let changed = Arc::new(tokio::sync::Notify::new());
     {

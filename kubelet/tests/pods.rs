@@ -27,7 +27,7 @@ struct Kubelet {
 }
 
 impl Kubelet {
-    fn start(kubeconfig: &Path, node: &Node, log: PathBuf) -> Kubelet {
+    fn start(kubeconfig: &Path, node: &Node, log: PathBuf, extra: &[&str]) -> Kubelet {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -46,6 +46,7 @@ impl Kubelet {
             .arg(format!("unix://{}", node.sock().display()))
             .arg("--pod-log-dir")
             .arg(node.root.join("pods"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -188,7 +189,15 @@ metadata: {name: failed, labels: {t: failed}}
 spec:
   restartPolicy: Never
   containers:
-  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 7']}
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo bye; exit 7']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker, labels: {t: ticker}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'i=0; while true; do echo $i; i=$((i+1)); sleep 0.3; done']}
 ---
 apiVersion: v1
 kind: Pod
@@ -212,7 +221,38 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let c = Cluster {
         kc: kc.display().to_string(),
     };
-    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet.log"));
+    // The kubelet API's certificate, issued from the cluster CA.
+    let pki = dir.join("kubelet-pki");
+    let o = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "kubelet-certs",
+            "--node",
+            "n1",
+            "--san",
+            "127.0.0.1",
+            "--out",
+        ])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let files: Vec<String> = ["kubelet.crt", "kubelet.key", "ca.crt"]
+        .iter()
+        .map(|f| pki.join(f).display().to_string())
+        .collect();
+    let tls = [
+        "--tls-cert-file",
+        files[0].as_str(),
+        "--tls-private-key-file",
+        files[1].as_str(),
+        "--client-ca-file",
+        files[2].as_str(),
+        "--port",
+        "0",
+    ];
+    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet.log"), &tls);
 
     // Registration: a Ready node with capacity, and a Lease that gets renewed.
     let n = c.wait(
@@ -342,6 +382,63 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     );
     assert_eq!(noimage["status"]["phase"], "Pending");
 
+    // kubectl logs through the API server and the kubelet API.
+    let web0 = pods[0]["metadata"]["name"].as_str().unwrap();
+    let out = c.k(&["logs", web0]);
+    assert_eq!(out, format!("hello from {web0}\n"));
+    let out = c.k(&["logs", web0, "--timestamps"]);
+    assert!(
+        out.starts_with("20") && out.ends_with(&format!(" hello from {web0}\n")),
+        "{out:?}"
+    );
+    assert_eq!(c.k(&["logs", "crash", "--previous"]), "run\n");
+    assert_eq!(
+        c.k(&["logs", "failed", "-f"]),
+        "bye\n",
+        "follow ends with the run"
+    );
+    let o = kubectl(&["--kubeconfig", &c.kc, "logs", "noimage"], None);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no log yet"),
+        "{o:?}"
+    );
+    // A follower sees new lines as they come; the tail starts it at the last line.
+    c.wait(
+        30,
+        "ticker running",
+        |c| c.pods("t=ticker").pop().filter(running_and_ready),
+        &kubelet,
+    );
+    let mut f = Command::new("kubectl")
+        .args(["--kubeconfig", &c.kc, "logs", "-f", "--tail=1", "ticker"])
+        .env("KUBECONFIG", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(f.stdout.take().unwrap()).lines();
+        let first: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+        let second: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+        assert_eq!(second, first + 1);
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+    // The kubelet API wants the API server's (or an admin's) certificate.
+    let port = c.json(&["get", "node", "n1"])["status"]["daemonEndpoints"]["kubeletEndpoint"]
+        ["Port"]
+        .as_u64()
+        .unwrap();
+    let o = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "https://127.0.0.1:{port}/containerLogs/default/{web0}/httpd"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "401", "{o:?}");
+
     // Graceful deletion: kubectl delete returns once the kubelet has stopped the pod
     // and removed its sandbox; the ReplicaSet makes a new pod.
     let victim = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
@@ -370,7 +467,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let count = |v: &Value| v["containers"].as_array().map_or(0, |a| a.len());
     kubelet.kill9();
     let web_before = c.pods("app=web");
-    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet2.log"));
+    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet2.log"), &tls);
     std::thread::sleep(Duration::from_secs(4));
     let after = c.pods("app=web");
     for (a, b) in web_before.iter().zip(&after) {

@@ -41,10 +41,20 @@ fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// The rustls server configuration: our serving certificate, client certificates
 /// optional at the TLS level but verified against the CA when sent.
 pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_from(&pki.ca_cert, &pki.server_cert, &pki.server_key)
+}
+
+/// The same from PEM texts: the client CA, the serving certificate chain and its key
+/// (the kubelet serves its API with this too).
+pub fn server_config_from(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     // Explicit provider: several may be linked in; the choice must not depend on that.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&pki.ca_cert)? {
+    for c in pem_certs(ca_pem)? {
         roots
             .add(c)
             .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
@@ -60,7 +70,7 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(pem_certs(&pki.server_cert)?, pem_key(&pki.server_key)?)
+        .with_single_cert(pem_certs(cert_pem)?, pem_key(key_pem)?)
         .map_err(|e| TlsError::Config(format!("serving certificate: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))

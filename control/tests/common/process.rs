@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// The skiff-control binary: cargo names it for this crate's tests; other crates'
 /// tests (which include this file) use the workspace build.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     option_env!("CARGO_BIN_EXE_skiff-control")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
