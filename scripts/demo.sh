@@ -49,9 +49,11 @@ nsenter --net="/run/netns/$netns" "$rt" --root "$work/node/state" serve --listen
 node_pid=$!
 for _ in $(seq 50); do [ -S "$work/node/cri.sock" ] && break; sleep 0.1; done
 target/release/skiffctl -r "unix://$work/node/cri.sock" import "$work/busybox.tar" --image-dir "$work/node/images"
+target/release/skiff-control --data-dir "$work/control" kubelet-certs --node node-1 --san 127.0.0.1 --out "$work/node/pki"
 target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
   --container-runtime-endpoint "unix://$work/node/cri.sock" --pod-log-dir "$work/node/pods" \
-  2>"$work/kubelet.log" &
+  --tls-cert-file "$work/node/pki/kubelet.crt" --tls-private-key-file "$work/node/pki/kubelet.key" \
+  --client-ca-file "$work/node/pki/ca.crt" --port 0 2>"$work/kubelet.log" &
 kubelet_pid=$!
 k() { kubectl --kubeconfig "$work/kubeconfig" "$@"; }
 for _ in $(seq 100); do k get node node-1 >/dev/null 2>&1 && break; sleep 0.2; done
@@ -77,7 +79,7 @@ spec:
       - name: web
         image: docker.io/skiff/busybox:latest
         imagePullPolicy: IfNotPresent
-        command: [sh, -c, 'echo "hello from $(hostname)" > /tmp/index.html; exec httpd -f -p 80 -h /tmp']
+        command: [sh, -c, 'echo "hello from $(hostname)" | tee /tmp/index.html; exec httpd -f -p 80 -h /tmp']
         resources:
           requests: {cpu: 100m, memory: 32Mi}
 YAML
@@ -88,6 +90,8 @@ for ip in $(k get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
   printf '%s answers: ' "$ip"
   ip netns exec "$netns" busybox wget -qO- "http://$ip/"
 done
+echo "== kubectl logs, through the API server and the kubelet API"
+k logs deployment/web
 victim=$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
 echo "== delete pod $victim: the kubelet stops it, the ReplicaSet replaces it"
 k delete pod "$victim"

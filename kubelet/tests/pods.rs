@@ -168,44 +168,34 @@ spec:
         command: [sh, -c, 'echo hello from $(POD_NAME); exec httpd -f -p 80 -h /etc']
 ";
 
-const OTHERS: &str = "apiVersion: v1
-kind: Pod
-metadata: {name: crash, labels: {t: crash}}
-spec:
-  containers:
-  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo run; exit 3']}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: done, labels: {t: done}}
-spec:
-  restartPolicy: Never
-  containers:
-  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 0']}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: failed, labels: {t: failed}}
-spec:
-  restartPolicy: Never
-  containers:
-  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo bye; exit 7']}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ticker, labels: {t: ticker}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'i=0; while true; do echo $i; i=$((i+1)); sleep 0.3; done']}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: noimage, labels: {t: noimage}}
-spec:
-  containers:
-  - {name: c, image: docker.io/skiff/nothere:1, imagePullPolicy: Never}
-";
+/// A one-container busybox pod.
+fn bare_pod(name: &str, restart: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{t: {name}}}}}\nspec:\n  \
+         restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    \
+         image: docker.io/skiff/busybox:latest\n    imagePullPolicy: IfNotPresent\n    \
+         command: [sh, -c, '{script}']\n"
+    )
+}
+
+fn others() -> String {
+    let mut docs = vec![
+        bare_pod("crash", "Always", "echo run; exit 3"),
+        bare_pod("done", "Never", "exit 0"),
+        bare_pod("failed", "Never", "echo bye; exit 7"),
+        bare_pod(
+            "ticker",
+            "Always",
+            "i=0; while true; do echo $i; i=$((i+1)); sleep 0.3; done",
+        ),
+    ];
+    docs.push(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: noimage, labels: {t: noimage}}\nspec:\n  \
+         containers:\n  - {name: c, image: docker.io/skiff/nothere:1, imagePullPolicy: Never}\n"
+            .to_string(),
+    );
+    docs.join("---\n")
+}
 
 #[test]
 fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
@@ -334,7 +324,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
 
     // Restarts in place per restartPolicy, with back-off; Never pods end Succeeded or
     // Failed; a missing image with pull policy Never is reported, not retried.
-    c.apply(OTHERS);
+    c.apply(&others());
     let crash = c.wait(
         60,
         "crash restarted twice, in back-off",
