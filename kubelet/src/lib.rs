@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod events;
 pub mod labels;
 pub mod lease;
 pub mod node;

@@ -9,7 +9,7 @@ mod process;
 
 use common::node::Node;
 use common::{require_root, unique};
-use process::{kubectl, Control};
+use process::{in_netns, kubectl_in, Control};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,7 +33,8 @@ impl Kubelet {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(kubelet_bin())
+        // On the node: in its network namespace, where pod IPs and the API server are.
+        let child = in_netns(node.netns.as_deref(), kubelet_bin())
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args([
@@ -73,19 +74,24 @@ impl Drop for Kubelet {
 
 struct Cluster {
     kc: String,
+    netns: String,
 }
 
 impl Cluster {
     fn k(&self, args: &[&str]) -> String {
         let mut a = vec!["--kubeconfig", &self.kc];
         a.extend_from_slice(args);
-        let o = kubectl(&a, None);
+        let o = kubectl_in(Some(&self.netns), &a, None);
         assert!(o.status.success(), "kubectl {args:?}: {o:?}");
         String::from_utf8(o.stdout).unwrap()
     }
 
     fn apply(&self, yaml: &str) {
-        let o = kubectl(&["--kubeconfig", &self.kc, "apply", "-f", "-"], Some(yaml));
+        let o = kubectl_in(
+            Some(&self.netns),
+            &["--kubeconfig", &self.kc, "apply", "-f", "-"],
+            Some(yaml),
+        );
         assert!(o.status.success(), "apply: {o:?}");
     }
 
@@ -178,6 +184,36 @@ fn bare_pod(name: &str, restart: &str, script: &str) -> String {
     )
 }
 
+/// Liveness: alive for 3 s, then the probe fails and the kubelet restarts it.
+/// Readiness over HTTP from the node: not ready until /ready exists, 5 s in; a TCP
+/// startup probe holds it until the server listens.
+const PROBE_PODS: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: live, labels: {t: live}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/skiff/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 1000']
+    livenessProbe: {exec: {command: [test, -f, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ready, labels: {t: ready}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/skiff/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir /w; sleep 1; httpd -p 8080 -h /w; sleep 5; echo ok > /w/ready; sleep 1000']
+    ports: [{name: web, containerPort: 8080}]
+    startupProbe: {tcpSocket: {port: web}, periodSeconds: 1, failureThreshold: 30}
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+";
+
 fn others() -> String {
     let mut docs = vec![
         bare_pod("crash", "Always", "echo run; exit 3"),
@@ -206,10 +242,14 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     node.import_busybox();
     let dir = std::env::temp_dir().join(unique("skiff-kubelet"));
     std::fs::create_dir_all(&dir).unwrap();
-    let control = Control::start(&dir, &[]);
+    // The control plane runs in the node's network namespace too: there the kubelet
+    // reaches both it and the pod IPs (for probes), as on a real node.
+    let netns = node.netns.clone().unwrap();
+    let control = Control::start_in(Some(&netns), &dir, &[]);
     let kc = control.kubeconfig("admin.kubeconfig");
     let c = Cluster {
         kc: kc.display().to_string(),
+        netns: netns.clone(),
     };
     // The kubelet API's certificate, issued from the cluster CA.
     let pki = dir.join("kubelet-pki");
@@ -249,7 +289,8 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         30,
         "node n1 Ready",
         |c| {
-            let o = kubectl(
+            let o = kubectl_in(
+                Some(&c.netns),
                 &["--kubeconfig", &c.kc, "get", "node", "n1", "-o", "json"],
                 None,
             );
@@ -372,6 +413,75 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     );
     assert_eq!(noimage["status"]["phase"], "Pending");
 
+    // Probes: readiness follows the HTTP answer (not ready, then ready, never restarted);
+    // a failed liveness probe restarts the container in place, with events.
+    c.apply(PROBE_PODS);
+    let cond_ready = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"] == "True")
+    };
+    c.wait(
+        30,
+        "ready pod running but not Ready",
+        |c| {
+            let p = c.pods("t=ready").pop()?;
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["state"]["running"].is_object() && cond_ready(&p) == Some(false)).then_some(())
+        },
+        &kubelet,
+    );
+    let ready = c.wait(
+        30,
+        "ready pod Ready",
+        |c| {
+            c.pods("t=ready")
+                .pop()
+                .filter(|p| cond_ready(p) == Some(true))
+        },
+        &kubelet,
+    );
+    assert_eq!(
+        ready["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{ready}"
+    );
+    assert_eq!(
+        ready["status"]["containerStatuses"][0]["started"], true,
+        "{ready}"
+    );
+    let live = c.wait(
+        40,
+        "live restarted after its liveness probe failed",
+        |c| {
+            let p = c.pods("t=live").pop()?;
+            (p["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(p)
+        },
+        &kubelet,
+    );
+    let last = &live["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert!(last["exitCode"].as_i64().unwrap() != 0, "{live}");
+    let events = c.json(&["get", "events"]);
+    let of_live: Vec<(String, String)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "live")
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        of_live
+            .iter()
+            .any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed"))
+            && of_live.iter().any(|(r, _)| r == "Killing"),
+        "{of_live:?}"
+    );
+
     // kubectl logs through the API server and the kubelet API.
     let web0 = pods[0]["metadata"]["name"].as_str().unwrap();
     let out = c.k(&["logs", web0]);
@@ -387,7 +497,11 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         "bye\n",
         "follow ends with the run"
     );
-    let o = kubectl(&["--kubeconfig", &c.kc, "logs", "noimage"], None);
+    let o = kubectl_in(
+        Some(&netns),
+        &["--kubeconfig", &c.kc, "logs", "noimage"],
+        None,
+    );
     assert!(
         !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no log yet"),
         "{o:?}"
@@ -399,7 +513,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         |c| c.pods("t=ticker").pop().filter(running_and_ready),
         &kubelet,
     );
-    let mut f = Command::new("kubectl")
+    let mut f = in_netns(Some(&netns), "kubectl")
         .args(["--kubeconfig", &c.kc, "logs", "-f", "--tail=1", "ticker"])
         .env("KUBECONFIG", "/dev/null")
         .stdout(Stdio::piped())
@@ -420,7 +534,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         ["Port"]
         .as_u64()
         .unwrap();
-    let o = Command::new("curl")
+    let o = in_netns(Some(&netns), "curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!(
             "https://127.0.0.1:{port}/containerLogs/default/{web0}/httpd"

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! skiff-control as a process (HTTPS on a loopback port the kernel picks) and the real
 //! kubectl against it, for the tests that need the binary.
 
@@ -23,7 +24,13 @@ pub struct Control {
 
 impl Control {
     pub fn start(dir: &Path, extra: &[&str]) -> Control {
-        let mut child = Command::new(binary())
+        Control::start_in(None, dir, extra)
+    }
+
+    /// Started inside a network namespace (`/run/netns/NAME`): its loopback port is
+    /// reachable only from there.
+    pub fn start_in(netns: Option<&str>, dir: &Path, extra: &[&str]) -> Control {
+        let mut child = in_netns(netns, binary())
             .arg("--data-dir")
             .arg(dir)
             .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
@@ -80,9 +87,25 @@ impl Drop for Control {
     }
 }
 
+/// A command run in a network namespace (only that; not `ip netns exec`'s mount namespace).
+pub fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Run kubectl (no kubeconfig unless the args name one), optionally with stdin.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new("kubectl");
+    kubectl_in(None, args, stdin)
+}
+
+pub fn kubectl_in(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = in_netns(netns, "kubectl");
     c.args(args)
         .env("KUBECONFIG", "/dev/null")
         .stdin(if stdin.is_some() {

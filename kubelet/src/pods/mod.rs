@@ -7,6 +7,7 @@
 //! from the API (the graceful-deletion handshake); sandboxes whose pod is gone are
 //! removed. One task per pod, so a slow pull or stop holds up only its own pod.
 
+pub mod probes;
 pub mod spec;
 pub mod status;
 
@@ -30,6 +31,8 @@ pub struct Observed {
     pub containers: Vec<v1::ContainerStatus>,
     /// Container name → (waiting reason, message).
     pub waiting: HashMap<String, (String, String)>,
+    /// Container name → what its probes say (running containers with probes only).
+    pub probed: HashMap<String, probes::Verdict>,
 }
 
 fn attempt_of(s: &v1::ContainerStatus) -> u32 {
@@ -81,6 +84,32 @@ struct State {
     ips: HashMap<String, String>,
     /// Statuses of exited containers (they no longer change).
     exited: HashMap<String, v1::ContainerStatus>,
+    /// Container id → its probes' state.
+    probes: HashMap<String, probes::RunState>,
+}
+
+/// Exec probes run through the CRI's ExecSync.
+struct CriExec {
+    rt: skiff_runtime::cri::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: String,
+}
+
+impl probes::Exec for CriExec {
+    async fn exec(&self, cmd: Vec<String>, timeout: Duration) -> Result<i32, String> {
+        let r = self
+            .rt
+            .clone()
+            .exec_sync(v1::ExecSyncRequest {
+                container_id: self.id.clone(),
+                cmd,
+                timeout: timeout.as_secs() as i64,
+            })
+            .await
+            .map_err(|e| e.message().to_string())?;
+        Ok(r.into_inner().exit_code)
+    }
 }
 
 /// Errors of one pod's sync; they are logged and the next pass tries again.
@@ -249,11 +278,9 @@ impl Kubelet {
                 Ok(r) => {
                     if let Some(s) = r.into_inner().status {
                         if s.state == v1::ContainerState::ContainerExited as i32 {
-                            self.state
-                                .lock()
-                                .unwrap()
-                                .exited
-                                .insert(c.id.clone(), s.clone());
+                            let mut st = self.state.lock().unwrap();
+                            st.exited.insert(c.id.clone(), s.clone());
+                            st.probes.remove(&c.id);
                         }
                         out.push(s);
                     }
@@ -361,6 +388,7 @@ impl Kubelet {
         let pod_spec = pod.spec.clone().unwrap_or_default();
         let policy = pod_spec.restart_policy.as_deref().unwrap_or("Always");
         let mut changed = false;
+        let mut probed = HashMap::new();
         for c in &pod_spec.containers {
             let attempts = obs.attempts(&c.name);
             let latest = attempts.first().copied();
@@ -379,6 +407,16 @@ impl Kubelet {
                 }
                 Some(s) if s.state == v1::ContainerState::ContainerRunning as i32 && in_sandbox => {
                     self.set_waiting(&uid, &c.name, None);
+                    if c.startup_probe.is_some()
+                        || c.liveness_probe.is_some()
+                        || c.readiness_probe.is_some()
+                    {
+                        let v = self.probe(pod, c, s, &ip).await?;
+                        if v.kill.is_some() {
+                            changed = true;
+                        }
+                        probed.insert(c.name.clone(), v);
+                    }
                     None
                 }
                 Some(s) => {
@@ -446,6 +484,7 @@ impl Kubelet {
                 }
             }
         }
+        obs.probed = probed;
         if changed {
             obs.containers = self
                 .statuses(
@@ -473,6 +512,76 @@ impl Kubelet {
             .cloned()
             .unwrap_or_default();
         self.report(pod, &obs).await
+    }
+
+    /// Run a running container's due probes; a failed startup or liveness probe stops
+    /// it (the restart then follows restartPolicy and back-off).
+    async fn probe(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+        s: &v1::ContainerStatus,
+        ip: &str,
+    ) -> Result<probes::Verdict, SyncError> {
+        let mut run = self
+            .state
+            .lock()
+            .unwrap()
+            .probes
+            .remove(&s.id)
+            .unwrap_or_default();
+        let ago = Duration::from_nanos((now_nanos() - s.started_at).max(0) as u64);
+        let started = std::time::Instant::now()
+            .checked_sub(ago)
+            .unwrap_or_else(std::time::Instant::now);
+        let exec = CriExec {
+            rt: self.cri.rt.clone(),
+            id: s.id.clone(),
+        };
+        let v = run.check(c, started, ip, &exec).await;
+        self.state.lock().unwrap().probes.insert(s.id.clone(), run);
+        if let Some((kind, why)) = &v.kill {
+            let field = Some(format!("spec.containers{{{}}}", c.name));
+            let node = &self.cfg.node_name;
+            crate::events::record(
+                &self.client,
+                node,
+                pod,
+                field.clone(),
+                true,
+                "Unhealthy",
+                format!("{} probe failed: {why}", kind.name()),
+            )
+            .await;
+            crate::events::record(
+                &self.client,
+                node,
+                pod,
+                field,
+                false,
+                "Killing",
+                format!(
+                    "Container {} failed {} probe, will be restarted",
+                    c.name,
+                    kind.name().to_lowercase()
+                ),
+            )
+            .await;
+            let grace = kind
+                .of(c)
+                .and_then(|p| p.termination_grace_period_seconds)
+                .unwrap_or_else(|| spec::grace_seconds(pod));
+            self.cri
+                .rt
+                .clone()
+                .stop_container(v1::StopContainerRequest {
+                    container_id: s.id.clone(),
+                    timeout: grace,
+                })
+                .await?;
+            self.state.lock().unwrap().probes.remove(&s.id);
+        }
+        Ok(v)
     }
 
     /// Start a created container; false (and a waiting reason) if the runtime refused.
@@ -681,6 +790,7 @@ impl Kubelet {
         let mut st = self.state.lock().unwrap();
         for c in &containers {
             st.exited.remove(&c.id);
+            st.probes.remove(&c.id);
         }
         Ok(())
     }

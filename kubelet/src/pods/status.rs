@@ -120,13 +120,14 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
             _ if last_state.is_some() => stopped += 1,
             _ => waiting_n += 1,
         }
+        let probed = obs.probed.get(&c.name);
         statuses.push(ContainerStatus {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
             image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
             container_id: latest.map(|s| format!("skiff://{}", s.id)),
-            ready: st.running.is_some(),
-            started: Some(st.running.is_some()),
+            ready: st.running.is_some() && probed.is_none_or(|v| v.ready),
+            started: Some(st.running.is_some() && probed.is_none_or(|v| v.started)),
             restart_count: restart_count as i32,
             state: Some(st),
             last_state: Some(last_state.unwrap_or_default()),

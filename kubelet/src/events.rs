@@ -1,0 +1,58 @@
+//! Events about pods (probe failures, kills), as `kubectl describe` and `kubectl get
+//! events` show them. Posting is best effort: an event that cannot be written is logged.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+
+pub async fn record(
+    client: &kube::Client,
+    node: &str,
+    pod: &Pod,
+    field_path: Option<String>,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}.")),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            field_path,
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        eprintln!("skiff-kubelet: event {reason} for {ns}/{name}: {e}");
+    }
+}
