@@ -12,6 +12,8 @@ pub struct Config {
     pub node_ip: IpAddr,
     /// The CRI socket (`unix:///run/skiff/cri.sock`).
     pub runtime_endpoint: String,
+    /// Pod volumes live under `<root_dir>/pods/<uid>/volumes`.
+    pub root_dir: PathBuf,
     /// Pod logs go to `<pod_log_dir>/<namespace>_<name>_<uid>/<container>/<restarts>.log`.
     pub pod_log_dir: PathBuf,
     /// Advertised `pods` capacity.
@@ -34,6 +36,7 @@ impl Config {
             node_name,
             node_ip,
             runtime_endpoint,
+            root_dir: PathBuf::from("/var/lib/skiff/kubelet"),
             pod_log_dir: PathBuf::from("/var/log/pods"),
             max_pods: 110,
             node_labels: Vec::new(),

@@ -30,6 +30,9 @@ struct Args {
     node_ip: IpAddr,
     #[arg(long, default_value = "unix:///run/skiff/cri.sock")]
     container_runtime_endpoint: String,
+    /// Where pod volumes live.
+    #[arg(long, default_value = "/var/lib/skiff/kubelet")]
+    root_dir: PathBuf,
     #[arg(long, default_value = "/var/log/pods")]
     pod_log_dir: PathBuf,
     #[arg(long, default_value_t = 110)]
@@ -70,6 +73,7 @@ fn config(a: &Args) -> Result<Config> {
         a.container_runtime_endpoint.clone(),
     );
     cfg.pod_log_dir = a.pod_log_dir.clone();
+    cfg.root_dir = a.root_dir.clone();
     cfg.max_pods = a.max_pods;
     cfg.lease_renew = Duration::from_secs(a.node_lease_renew_interval.max(1));
     cfg.lease_duration_seconds = a.node_lease_duration_seconds;

@@ -47,6 +47,8 @@ impl Kubelet {
             .arg(format!("unix://{}", node.sock().display()))
             .arg("--pod-log-dir")
             .arg(node.root.join("pods"))
+            .arg("--root-dir")
+            .arg(node.root.join("kubelet"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
@@ -183,6 +185,55 @@ fn bare_pod(name: &str, restart: &str, script: &str) -> String {
          command: [sh, -c, '{script}']\n"
     )
 }
+
+/// ConfigMap and Secret in env and volumes, an emptyDir shared by two containers; and a
+/// pod naming a ConfigMap that does not exist.
+const CONFIG_PODS: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data: {greeting: hello, app.conf: \"port=80\\n\"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cfg, labels: {t: cfg}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: conf, configMap: {name: app-config}}
+  - {name: sec, secret: {secretName: app-secret, defaultMode: 0400}}
+  - {name: shared, emptyDir: {}}
+  containers:
+  - name: main
+    image: docker.io/skiff/busybox:latest
+    imagePullPolicy: IfNotPresent
+    env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: app-config, key: greeting}}}]
+    envFrom: [{secretRef: {name: app-secret}, prefix: S_}]
+    volumeMounts:
+    - {name: conf, mountPath: /etc/app, readOnly: true}
+    - {name: sec, mountPath: /etc/secret}
+    - {name: shared, mountPath: /shared}
+    command: [sh, -c, 'echo $GREETING $S_password; cat /etc/app/app.conf /etc/secret/password; echo; stat -c %a /etc/secret/password; touch /etc/app/x 2>/dev/null || echo read-only; echo from-main > /shared/x; sleep 1000']
+  - name: side
+    image: docker.io/skiff/busybox:latest
+    imagePullPolicy: IfNotPresent
+    volumeMounts: [{name: shared, mountPath: /data}]
+    command: [sh, -c, 'while [ ! -f /data/x ]; do sleep 0.2; done; cat /data/x; sleep 1000']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocfg, labels: {t: nocfg}}
+spec:
+  containers:
+  - name: c
+    image: docker.io/skiff/busybox:latest
+    imagePullPolicy: IfNotPresent
+    env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, key: k}}}]
+";
 
 /// Liveness: alive for 3 s, then the probe fails and the kubelet restarts it.
 /// Readiness over HTTP from the node: not ready until /ready exists, 5 s in; a TCP
@@ -481,6 +532,53 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
             && of_live.iter().any(|(r, _)| r == "Killing"),
         "{of_live:?}"
     );
+
+    // ConfigMaps and Secrets reach env and files; an emptyDir is shared in the pod; a
+    // missing ConfigMap is reported as kubectl shows it.
+    c.apply(CONFIG_PODS);
+    let cfg = c.wait(
+        30,
+        "cfg running",
+        |c| c.pods("t=cfg").pop().filter(running_and_ready),
+        &kubelet,
+    );
+    c.wait(
+        10,
+        "cfg logs",
+        |c| {
+            let main = c.k(&["logs", "cfg", "-c", "main"]);
+            let side = c.k(&["logs", "cfg", "-c", "side"]);
+            (main.contains("read-only") && side == "from-main\n").then_some(())
+        },
+        &kubelet,
+    );
+    assert_eq!(
+        c.k(&["logs", "cfg", "-c", "main"]),
+        "hello s3cret\nport=80\ns3cret\n400\nread-only\n"
+    );
+    let nocfg = c.wait(
+        30,
+        "CreateContainerConfigError",
+        |c| {
+            let p = c.pods("t=nocfg").pop()?;
+            let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+            (w["reason"] == "CreateContainerConfigError").then_some(w.clone())
+        },
+        &kubelet,
+    );
+    assert_eq!(
+        nocfg["message"], "configmap \"absent\" not found",
+        "{nocfg}"
+    );
+    let cfg_dir = node
+        .root
+        .join("kubelet/pods")
+        .join(cfg["metadata"]["uid"].as_str().unwrap());
+    assert!(cfg_dir
+        .join("volumes/kubernetes.io~secret/sec/password")
+        .exists());
+    c.k(&["delete", "pod", "cfg", "nocfg", "--timeout=60s"]);
+    assert!(!cfg_dir.exists(), "volumes of a deleted pod are removed");
 
     // kubectl logs through the API server and the kubelet API.
     let web0 = pods[0]["metadata"]["name"].as_str().unwrap();

@@ -8,8 +8,10 @@
 //! removed. One task per pod, so a slow pull or stop holds up only its own pod.
 
 pub mod probes;
+pub mod sources;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
 use crate::backoff::{Backoff, Verdict};
 use crate::labels;
@@ -119,6 +121,8 @@ pub enum SyncError {
     Cri(#[from] tonic::Status),
     #[error("api: {0}")]
     Api(#[from] kube::Error),
+    #[error("volumes: {0}")]
+    Volume(#[from] volumes::VolumeError),
 }
 
 pub struct Kubelet {
@@ -215,7 +219,7 @@ impl Kubelet {
             }
             let k = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = k.remove_runtime_objects(found, None).await {
+                if let Err(e) = k.remove_runtime_objects(&uid, found, None).await {
                     eprintln!("skiff-kubelet: removing leftovers of pod {uid}: {e}");
                 }
                 k.forget(&uid);
@@ -624,7 +628,32 @@ impl Kubelet {
             self.set_waiting(uid, &c.name, Some((reason, msg)));
             return Ok(false);
         }
-        let config = match spec::container_config(&self.cfg, pod, c, attempt, ip) {
+        let sources = sources::fetch(&self.client, pod).await?;
+        let vols = match volumes::prepare(&self.cfg.root_dir, pod, &sources) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("MountVolume.SetUp failed: {e}");
+                crate::events::record(
+                    &self.client,
+                    &self.cfg.node_name,
+                    pod,
+                    None,
+                    true,
+                    "FailedMount",
+                    msg.clone(),
+                )
+                .await;
+                self.set_waiting(uid, &c.name, Some(("ContainerCreating", msg)));
+                return Ok(false);
+            }
+        };
+        let inputs = spec::Inputs {
+            restart_count: attempt,
+            pod_ip: ip,
+            sources: &sources,
+            volumes: &vols,
+        };
+        let config = match spec::container_config(&self.cfg, pod, c, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.set_waiting(
@@ -746,6 +775,7 @@ impl Kubelet {
     /// Stop every container (SIGTERM, SIGKILL after `grace`), then remove the sandboxes.
     async fn remove_runtime_objects(
         &self,
+        uid: &str,
         (sandboxes, containers): (Vec<v1::PodSandbox>, Vec<v1::Container>),
         grace: Option<i64>,
     ) -> Result<(), SyncError> {
@@ -787,11 +817,14 @@ impl Kubelet {
             .await?;
             self.state.lock().unwrap().ips.remove(&s.id);
         }
-        let mut st = self.state.lock().unwrap();
-        for c in &containers {
-            st.exited.remove(&c.id);
-            st.probes.remove(&c.id);
+        {
+            let mut st = self.state.lock().unwrap();
+            for c in &containers {
+                st.exited.remove(&c.id);
+                st.probes.remove(&c.id);
+            }
         }
+        volumes::cleanup(&self.cfg.root_dir, uid)?;
         Ok(())
     }
 
@@ -806,8 +839,9 @@ impl Kubelet {
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or_else(|| spec::grace_seconds(pod));
-        self.remove_runtime_objects(found, Some(grace)).await?;
         let uid = spec::pod_uid(pod).to_string();
+        self.remove_runtime_objects(&uid, found, Some(grace))
+            .await?;
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {

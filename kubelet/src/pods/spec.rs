@@ -1,5 +1,6 @@
 //! A Pod's spec turned into CRI requests: the sandbox config and each container's config.
 
+use super::sources::Sources;
 use crate::labels;
 use crate::Config;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
@@ -12,6 +13,12 @@ use std::collections::HashMap;
 pub enum ConfigError {
     #[error("env {0}: {1} is not supported yet")]
     UnsupportedEnv(String, &'static str),
+    #[error("{0} \"{1}\" not found")]
+    Missing(&'static str, String),
+    #[error("couldn't find key {0} in {1} {2}")]
+    MissingKey(String, &'static str, String),
+    #[error("{0}")]
+    Volume(#[from] super::volumes::VolumeError),
     #[error("env {0}: field path {1:?} is not supported")]
     FieldPath(String, String),
     #[error("resources: cannot parse {0} {1:?}")]
@@ -204,13 +211,73 @@ pub fn expand(s: &str, vars: &[(String, String)]) -> String {
     out
 }
 
+/// A key of a ConfigMap or Secret; Ok(None) when optional and absent.
+fn lookup(
+    sources: &HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>,
+    kind: &'static str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, ConfigError> {
+    match sources.get(name) {
+        None if optional => Ok(None),
+        None => Err(ConfigError::Missing(kind, name.into())),
+        Some(d) => match d.get(key) {
+            Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
+            None if optional => Ok(None),
+            None => Err(ConfigError::MissingKey(key.into(), kind, name.into())),
+        },
+    }
+}
+
+/// The container's environment: envFrom first, then env (which wins), in order.
 fn env(
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
     host_ip: &str,
+    sources: &Sources,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars: Vec<(String, String)> = Vec::new();
+    let valid = |k: &str| {
+        !k.is_empty()
+            && !k.starts_with(|ch: char| ch.is_ascii_digit())
+            && k.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (kind, name, optional, data) = if let Some(r) = &from.config_map_ref {
+            (
+                "configmap",
+                r.name.clone(),
+                r.optional == Some(true),
+                sources.config_maps.get(&r.name),
+            )
+        } else if let Some(r) = &from.secret_ref {
+            (
+                "secret",
+                r.name.clone(),
+                r.optional == Some(true),
+                sources.secrets.get(&r.name),
+            )
+        } else {
+            continue;
+        };
+        match data {
+            Some(d) => {
+                for (k, v) in d {
+                    let key = format!("{prefix}{k}");
+                    if valid(&key) {
+                        vars.retain(|(x, _)| *x != key);
+                        vars.push((key, String::from_utf8_lossy(v).into_owned()));
+                    }
+                }
+            }
+            None if optional => {}
+            None => return Err(ConfigError::Missing(kind, name)),
+        }
+    }
     for EnvVar {
         name: var,
         value,
@@ -219,19 +286,36 @@ fn env(
     {
         let v = match (value, value_from) {
             (_, Some(from)) => {
-                if let Some(f) = &from.field_ref {
-                    field(pod, pod_ip, host_ip, var, &f.field_path)?
-                } else if from.config_map_key_ref.is_some() {
-                    return Err(ConfigError::UnsupportedEnv(var.clone(), "configMapKeyRef"));
-                } else if from.secret_key_ref.is_some() {
-                    return Err(ConfigError::UnsupportedEnv(var.clone(), "secretKeyRef"));
+                let found = if let Some(f) = &from.field_ref {
+                    Some(field(pod, pod_ip, host_ip, var, &f.field_path)?)
+                } else if let Some(r) = &from.config_map_key_ref {
+                    lookup(
+                        &sources.config_maps,
+                        "configmap",
+                        &r.name,
+                        &r.key,
+                        r.optional == Some(true),
+                    )?
+                } else if let Some(r) = &from.secret_key_ref {
+                    lookup(
+                        &sources.secrets,
+                        "secret",
+                        &r.name,
+                        &r.key,
+                        r.optional == Some(true),
+                    )?
                 } else {
                     return Err(ConfigError::UnsupportedEnv(var.clone(), "resourceFieldRef"));
+                };
+                match found {
+                    Some(v) => v,
+                    None => continue,
                 }
             }
             (Some(v), None) => expand(v, &vars),
             (None, None) => String::new(),
         };
+        vars.retain(|(x, _)| x != var);
         vars.push((var.clone(), v));
     }
     Ok(vars)
@@ -266,15 +350,25 @@ fn resources(c: &Container) -> Result<v1::LinuxContainerResources, ConfigError> 
     })
 }
 
+/// What a container's config is built from besides the pod: its restart count, the
+/// pod's IP, the ConfigMaps and Secrets it names, and its volumes' host paths.
+pub struct Inputs<'a> {
+    pub restart_count: u32,
+    pub pod_ip: &'a str,
+    pub sources: &'a Sources,
+    pub volumes: &'a HashMap<String, std::path::PathBuf>,
+}
+
 pub fn container_config(
     cfg: &Config,
     pod: &Pod,
     c: &Container,
-    restart_count: u32,
-    pod_ip: &str,
+    inp: &Inputs,
 ) -> Result<v1::ContainerConfig, ConfigError> {
     let host_ip = cfg.node_ip.to_string();
-    let envs = env(pod, c, pod_ip, &host_ip)?;
+    let restart_count = inp.restart_count;
+    let envs = env(pod, c, inp.pod_ip, &host_ip, inp.sources)?;
+    let mounts = super::volumes::mounts(c, inp.volumes)?;
     // $(VAR) in command and args refers to the container's env.
     let exp = |v: &Option<Vec<String>>| {
         v.iter()
@@ -318,6 +412,7 @@ pub fn container_config(
             })
             .collect(),
         labels,
+        mounts,
         annotations: HashMap::from([
             (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
             (
@@ -405,7 +500,15 @@ mod tests {
         assert_eq!(ns.network, v1::NamespaceMode::Pod as i32);
 
         let spec = pod.spec.clone().unwrap();
-        let c = container_config(&cfg, &pod, &spec.containers[0], 3, "10.1.0.5").unwrap();
+        let none = Sources::default();
+        let vols = HashMap::new();
+        let inp = |n, ip| Inputs {
+            restart_count: n,
+            pod_ip: ip,
+            sources: &none,
+            volumes: &vols,
+        };
+        let c = container_config(&cfg, &pod, &spec.containers[0], &inp(3, "10.1.0.5")).unwrap();
         assert_eq!(c.args, ["echo hi web"]);
         assert_eq!(c.log_path, "c/3.log");
         assert_eq!(c.metadata.unwrap().attempt, 3);
@@ -427,7 +530,50 @@ mod tests {
             {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}}}
         ))
         .unwrap()]);
-        let e = container_config(&cfg, &pod, &bad, 0, "").unwrap_err();
-        assert!(e.to_string().contains("configMapKeyRef"), "{e}");
+        let e = container_config(&cfg, &pod, &bad, &inp(0, "")).unwrap_err();
+        assert_eq!(e.to_string(), "configmap \"m\" not found");
+        let mut srcs = Sources::default();
+        srcs.config_maps.insert(
+            "m".into(),
+            [
+                ("k".to_string(), b"v".to_vec()),
+                ("K2".to_string(), b"w".to_vec()),
+            ]
+            .into(),
+        );
+        srcs.secrets
+            .insert("s".into(), [("pw".to_string(), b"hunter2".to_vec())].into());
+        let mut good = bad.clone();
+        good.env_from = Some(vec![serde_json::from_value(serde_json::json!(
+            {"configMapRef": {"name": "m"}, "prefix": "CM_"}
+        ))
+        .unwrap()]);
+        good.env.as_mut().unwrap().extend([
+            serde_json::from_value(serde_json::json!({"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}})).unwrap(),
+            serde_json::from_value(serde_json::json!({"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "nope", "optional": true}}})).unwrap(),
+        ]);
+        let inp2 = Inputs {
+            restart_count: 0,
+            pod_ip: "",
+            sources: &srcs,
+            volumes: &vols,
+        };
+        let c = container_config(&cfg, &pod, &good, &inp2).unwrap();
+        let env: Vec<(&str, &str)> = c
+            .envs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [("CM_K2", "w"), ("CM_k", "v"), ("X", "v"), ("PW", "hunter2")]
+        );
+        let mut missing_key = good.clone();
+        missing_key.env = Some(vec![serde_json::from_value(serde_json::json!(
+            {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s", "key": "nope"}}}
+        ))
+        .unwrap()]);
+        let e = container_config(&cfg, &pod, &missing_key, &inp2).unwrap_err();
+        assert_eq!(e.to_string(), "couldn't find key nope in secret s");
     }
 }
