@@ -140,6 +140,7 @@ async fn main() -> Result<()> {
             let state = Arc::new(server::ApiState {
                 cfg: cfg.clone(),
                 pods: reader.clone(),
+                cri: cri.clone(),
             });
             tokio::spawn(skiff_control::apiserver::tls::serve(
                 listener,

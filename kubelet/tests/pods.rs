@@ -627,6 +627,58 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     }
     let _ = f.kill();
     let _ = f.wait();
+    // exec and port-forward through the API server and the kubelet API: kubectl 1.32
+    // (WebSocket) and 1.27 (SPDY).
+    assert_eq!(
+        c.k(&["exec", web0, "--", "cat", "/etc/hostname"]),
+        format!("{web0}\n")
+    );
+    let o = kubectl_in(
+        Some(&netns),
+        &[
+            "--kubeconfig",
+            &c.kc,
+            "exec",
+            web0,
+            "--",
+            "sh",
+            "-c",
+            "echo oops >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("oops"), "{o:?}");
+    let spdy = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+    if Path::new(spdy).exists() {
+        let mut cmd = in_netns(Some(&netns), spdy);
+        cmd.args(["--kubeconfig", &c.kc, "exec", "-i", web0, "--", "cat"])
+            .env("KUBECONFIG", "/dev/null");
+        let o = common::output_with_input(cmd, "over spdy\n");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "over spdy\n", "{o:?}");
+    }
+    let mut pf = in_netns(Some(&netns), "kubectl");
+    pf.args([
+        "--kubeconfig",
+        &c.kc,
+        "port-forward",
+        &format!("pod/{web0}"),
+        ":80",
+    ])
+    .env("KUBECONFIG", "/dev/null");
+    let (mut pf, port) = common::forwarding_port(pf);
+    let o = in_netns(Some(&netns), "busybox")
+        .args(["wget", "-qO-", &format!("http://127.0.0.1:{port}/hostname")])
+        .output()
+        .unwrap();
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("{web0}\n"),
+        "{o:?}"
+    );
+
     // The kubelet API wants the API server's (or an admin's) certificate.
     let port = c.json(&["get", "node", "n1"])["status"]["daemonEndpoints"]["kubeletEndpoint"]
         ["Port"]

@@ -3,6 +3,7 @@
 //! system:masters group (the API server's kubelet-client certificate, or an admin).
 
 pub mod logs;
+pub mod streaming;
 
 use crate::pods::spec;
 use crate::Config;
@@ -23,6 +24,25 @@ use std::time::Duration;
 pub struct ApiState {
     pub cfg: Config,
     pub pods: Store<Pod>,
+    pub cri: skiff_runtime::cri::client::Clients,
+}
+
+impl ApiState {
+    /// A pod bound to this node, by namespace and name.
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
+        self.pods.state().into_iter().find(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
+        })
+    }
+}
+
+/// Only the API server's kubelet client and admins (group system:masters) may use the API.
+fn admin(user: Option<&User>) -> bool {
+    user.is_some_and(|u| u.groups.iter().any(|g| g == "system:masters"))
+}
+
+pub fn is_admin<B>(req: &axum::http::Request<B>) -> bool {
+    admin(req.extensions().get::<User>())
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -31,6 +51,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(streaming::port_forward).post(streaming::port_forward),
         )
         .with_state(state)
 }
@@ -45,8 +77,7 @@ async fn container_logs(
     Query(q): Query<HashMap<String, String>>,
     user: Option<Extension<User>>,
 ) -> Response {
-    let allowed = user.is_some_and(|Extension(u)| u.groups.iter().any(|g| g == "system:masters"));
-    if !allowed {
+    if !admin(user.as_ref().map(|Extension(u)| u)) {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden: needs a system:masters client certificate",
@@ -56,9 +87,7 @@ async fn container_logs(
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Some(pod) = s.pods.state().into_iter().find(|p| {
-        p.metadata.namespace.as_deref() == Some(&ns) && p.metadata.name.as_deref() == Some(&name)
-    }) else {
+    let Some(pod) = s.pod(&ns, &name) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("pod {ns}/{name} is not on this node"),
