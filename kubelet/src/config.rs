@@ -22,6 +22,8 @@ pub struct Config {
     pub node_labels: Vec<(String, String)>,
     /// How often pods are compared with the runtime even without API events (the PLEG relist).
     pub sync_period: Duration,
+    /// How often running pods' configMap and secret volumes are rewritten from the API.
+    pub sync_frequency: Duration,
     /// How often the Lease is renewed.
     pub lease_renew: Duration,
     /// The Lease's duration.
@@ -41,6 +43,7 @@ impl Config {
             max_pods: 110,
             node_labels: Vec::new(),
             sync_period: Duration::from_secs(1),
+            sync_frequency: Duration::from_secs(60),
             lease_renew: Duration::from_secs(10),
             lease_duration_seconds: 40,
             status_period: Duration::from_secs(60),

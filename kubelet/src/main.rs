@@ -40,6 +40,9 @@ struct Args {
     /// Labels for the Node, `key=value,...`.
     #[arg(long, value_delimiter = ',')]
     node_labels: Vec<String>,
+    /// How often running pods' configMap and secret volumes follow the API.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    sync_frequency: Duration,
     /// Seconds between Lease renewals.
     #[arg(long, default_value_t = 10)]
     node_lease_renew_interval: u64,
@@ -74,6 +77,7 @@ fn config(a: &Args) -> Result<Config> {
     );
     cfg.pod_log_dir = a.pod_log_dir.clone();
     cfg.root_dir = a.root_dir.clone();
+    cfg.sync_frequency = a.sync_frequency;
     cfg.max_pods = a.max_pods;
     cfg.lease_renew = Duration::from_secs(a.node_lease_renew_interval.max(1));
     cfg.lease_duration_seconds = a.node_lease_duration_seconds;

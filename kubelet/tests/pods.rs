@@ -47,6 +47,7 @@ impl Kubelet {
             .arg(format!("unix://{}", node.sock().display()))
             .arg("--pod-log-dir")
             .arg(node.root.join("pods"))
+            .args(["--sync-frequency", "2s"])
             .arg("--root-dir")
             .arg(node.root.join("kubelet"))
             .args(extra)
@@ -555,6 +556,38 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     assert_eq!(
         c.k(&["logs", "cfg", "-c", "main"]),
         "hello s3cret\nport=80\ns3cret\n400\nread-only\n"
+    );
+    // A ConfigMap change reaches the running pod's files.
+    let o = kubectl_in(
+        Some(&netns),
+        &[
+            "--kubeconfig",
+            &c.kc,
+            "patch",
+            "configmap",
+            "app-config",
+            "-p",
+            r#"{"data":{"app.conf":"port=81\n"}}"#,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{o:?}");
+    c.wait(
+        30,
+        "updated app.conf in the pod",
+        |c| {
+            (c.k(&[
+                "exec",
+                "cfg",
+                "-c",
+                "main",
+                "--",
+                "cat",
+                "/etc/app/app.conf",
+            ]) == "port=81\n")
+                .then_some(())
+        },
+        &kubelet,
     );
     let nocfg = c.wait(
         30,

@@ -88,6 +88,8 @@ struct State {
     exited: HashMap<String, v1::ContainerStatus>,
     /// Container id → its probes' state.
     probes: HashMap<String, probes::RunState>,
+    /// uid → when its configMap and secret volumes were last rewritten.
+    refreshed: HashMap<String, std::time::Instant>,
 }
 
 /// Exec probes run through the CRI's ExecSync.
@@ -239,6 +241,7 @@ impl Kubelet {
 
     fn forget(&self, uid: &str) {
         let mut st = self.state.lock().unwrap();
+        st.refreshed.remove(uid);
         st.backoff.forget(uid);
         st.reported.remove(uid);
         st.waiting.remove(uid);
@@ -489,6 +492,7 @@ impl Kubelet {
             }
         }
         obs.probed = probed;
+        self.refresh_volumes(pod).await;
         if changed {
             obs.containers = self
                 .statuses(
@@ -516,6 +520,41 @@ impl Kubelet {
             .cloned()
             .unwrap_or_default();
         self.report(pod, &obs).await
+    }
+
+    /// Keep configMap and secret volumes of a running pod in step with the API (the
+    /// kubelet's periodic sync does the same); errors wait for the next round.
+    async fn refresh_volumes(&self, pod: &Pod) {
+        let has = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.config_map.is_some() || v.secret.is_some());
+        let uid = spec::pod_uid(pod).to_string();
+        {
+            let mut st = self.state.lock().unwrap();
+            let now = std::time::Instant::now();
+            match st.refreshed.get(&uid) {
+                _ if !has => return,
+                Some(t) if now.duration_since(*t) < self.cfg.sync_frequency => return,
+                _ => {
+                    st.refreshed.insert(uid.clone(), now);
+                }
+            }
+        }
+        // Only pods whose volumes exist already (their containers were created).
+        if !volumes::pod_dir(&self.cfg.root_dir, &uid).exists() {
+            return;
+        }
+        let r = match sources::fetch(&self.client, pod).await {
+            Ok(src) => volumes::prepare(&self.cfg.root_dir, pod, &src)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = r {
+            eprintln!("skiff-kubelet: refresh volumes of pod {uid}: {e}");
+        }
     }
 
     /// Run a running container's due probes; a failed startup or liveness probe stops
