@@ -187,6 +187,30 @@ fn bare_pod(name: &str, restart: &str, script: &str) -> String {
     )
 }
 
+/// Init containers in order before the app container; a failing one fails a Never pod.
+const INIT_PODS: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: withinit, labels: {t: withinit}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: w, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, volumeMounts: [{name: w, mountPath: /w}], command: [sh, -c, 'echo one > /w/log']}
+  - {name: second, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, volumeMounts: [{name: w, mountPath: /w}], command: [sh, -c, 'sleep 2; echo two >> /w/log']}
+  containers:
+  - {name: main, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, volumeMounts: [{name: w, mountPath: /w}], command: [sh, -c, 'cat /w/log; sleep 1000']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: badinit, labels: {t: badinit}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: i, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 2']}
+  containers:
+  - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '1000']}
+";
+
 /// ConfigMap and Secret in env and volumes, an emptyDir shared by two containers; and a
 /// pod naming a ConfigMap that does not exist.
 const CONFIG_PODS: &str = "apiVersion: v1
@@ -468,6 +492,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     // Probes: readiness follows the HTTP answer (not ready, then ready, never restarted);
     // a failed liveness probe restarts the container in place, with events.
     c.apply(PROBE_PODS);
+    c.apply(INIT_PODS);
     let cond_ready = |p: &Value| {
         p["status"]["conditions"]
             .as_array()
@@ -532,6 +557,61 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
             .any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed"))
             && of_live.iter().any(|(r, _)| r == "Killing"),
         "{of_live:?}"
+    );
+
+    // Init containers ran in order, then the app container saw what both wrote; a failed
+    // init container fails a Never pod and its app container never starts.
+    let cond = |p: &Value, t: &str| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .map(|c| c["status"] == "True")
+    };
+    let init = c.wait(
+        30,
+        "withinit Running",
+        |c| c.pods("t=withinit").pop().filter(running_and_ready),
+        &kubelet,
+    );
+    assert_eq!(cond(&init, "Initialized"), Some(true));
+    let inits = init["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2, "{init}");
+    assert!(
+        inits
+            .iter()
+            .all(|s| s["state"]["terminated"]["exitCode"] == 0),
+        "{init}"
+    );
+    let first_done = inits[0]["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap();
+    let second_start = inits[1]["state"]["terminated"]["startedAt"]
+        .as_str()
+        .unwrap();
+    assert!(first_done <= second_start, "in order: {init}");
+    c.wait(
+        10,
+        "withinit logs",
+        |c| (c.k(&["logs", "withinit"]) == "one\ntwo\n").then_some(()),
+        &kubelet,
+    );
+    let bad = c.wait(
+        30,
+        "badinit Failed",
+        |c| {
+            let p = c.pods("t=badinit").pop()?;
+            (p["status"]["phase"] == "Failed").then_some(p)
+        },
+        &kubelet,
+    );
+    assert_eq!(cond(&bad, "Initialized"), Some(false), "{bad}");
+    assert_eq!(
+        bad["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        2
+    );
+    assert_eq!(
+        bad["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing",
+        "{bad}"
     );
 
     // ConfigMaps and Secrets reach env and files; an emptyDir is shared in the pod; a

@@ -396,7 +396,61 @@ impl Kubelet {
         let policy = pod_spec.restart_policy.as_deref().unwrap_or("Always");
         let mut changed = false;
         let mut probed = HashMap::new();
-        for c in &pod_spec.containers {
+        // Init containers first, one at a time, each to success.
+        let mut initialized = true;
+        for c in pod_spec.init_containers.iter().flatten() {
+            let attempts = obs.attempts(&c.name);
+            let latest = attempts.first().copied();
+            let in_sandbox = latest.is_some_and(|s| {
+                containers
+                    .iter()
+                    .any(|x| x.id == s.id && x.pod_sandbox_id == sandbox_id)
+            });
+            let state = latest.map(|s| s.state);
+            let next = match latest {
+                None => Some(0),
+                Some(s)
+                    if in_sandbox && state == Some(v1::ContainerState::ContainerCreated as i32) =>
+                {
+                    changed |= self.start(&uid, &c.name, &s.id).await?;
+                    None
+                }
+                Some(_)
+                    if in_sandbox && state == Some(v1::ContainerState::ContainerRunning as i32) =>
+                {
+                    None
+                }
+                Some(s) if in_sandbox && s.exit_code == 0 => continue,
+                Some(s) => {
+                    if state != Some(v1::ContainerState::ContainerExited as i32) {
+                        rt.stop_container(v1::StopContainerRequest {
+                            container_id: s.id.clone(),
+                            timeout: 0,
+                        })
+                        .await?;
+                    }
+                    // A failed init container fails a Never pod; a new sandbox reruns all.
+                    if in_sandbox && policy == "Never" {
+                        None
+                    } else {
+                        self.backoff_restart(pod, &uid, &c.name, s)
+                    }
+                }
+            };
+            if let Some(attempt) = next {
+                changed |= self
+                    .run_attempt(pod, c, &attempts, attempt, &sandbox_id, &ip)
+                    .await?;
+            }
+            initialized = false;
+            break;
+        }
+        let app_containers = if initialized {
+            pod_spec.containers.as_slice()
+        } else {
+            &[]
+        };
+        for c in app_containers {
             let attempts = obs.attempts(&c.name);
             let latest = attempts.first().copied();
             let in_sandbox = latest.is_some_and(|s| {
@@ -442,49 +496,16 @@ impl Kubelet {
                         })
                         .await?;
                     }
-                    let ran = Duration::from_nanos((s.finished_at - s.started_at).max(0) as u64);
-                    let since = Duration::from_nanos((now_nanos() - s.finished_at).max(0) as u64);
-                    if !restart {
-                        None
+                    if restart {
+                        self.backoff_restart(pod, &uid, &c.name, s)
                     } else {
-                        let v = self.state.lock().unwrap().backoff.check(
-                            (uid.clone(), c.name.clone()),
-                            ran,
-                            since,
-                        );
-                        match v {
-                            Verdict::RestartNow => Some(attempt_of(s) + 1),
-                            Verdict::Wait(d) => {
-                                self.set_waiting(
-                                    &uid,
-                                    &c.name,
-                                    Some((
-                                        "CrashLoopBackOff",
-                                        format!(
-                                            "back-off {}s restarting failed container={} pod={}",
-                                            (d + since).as_secs(),
-                                            c.name,
-                                            pod.metadata.name.as_deref().unwrap_or("")
-                                        ),
-                                    )),
-                                );
-                                None
-                            }
-                        }
+                        None
                     }
                 }
             };
             if let Some(attempt) = next {
-                // Older dead runs go; the last one stays for lastState.
-                for old in attempts.iter().skip(1) {
-                    let _ = rt
-                        .remove_container(v1::RemoveContainerRequest {
-                            container_id: old.id.clone(),
-                        })
-                        .await;
-                }
                 if self
-                    .create_and_start(pod, c, attempt, &sandbox_id, &ip)
+                    .run_attempt(pod, c, &attempts, attempt, &sandbox_id, &ip)
                     .await?
                 {
                     changed = true;
@@ -520,6 +541,66 @@ impl Kubelet {
             .cloned()
             .unwrap_or_default();
         self.report(pod, &obs).await
+    }
+
+    /// An exited container that may restart: Some(next attempt) once its back-off has
+    /// passed; meanwhile it is reported as CrashLoopBackOff.
+    fn backoff_restart(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        name: &str,
+        s: &v1::ContainerStatus,
+    ) -> Option<u32> {
+        let ran = Duration::from_nanos((s.finished_at - s.started_at).max(0) as u64);
+        let since = Duration::from_nanos((now_nanos() - s.finished_at).max(0) as u64);
+        let v = self.state.lock().unwrap().backoff.check(
+            (uid.to_string(), name.to_string()),
+            ran,
+            since,
+        );
+        match v {
+            Verdict::RestartNow => Some(attempt_of(s) + 1),
+            Verdict::Wait(d) => {
+                self.set_waiting(
+                    uid,
+                    name,
+                    Some((
+                        "CrashLoopBackOff",
+                        format!(
+                            "back-off {}s restarting failed container={name} pod={}",
+                            (d + since).as_secs(),
+                            pod.metadata.name.as_deref().unwrap_or("")
+                        ),
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    /// Start run `attempt` of a container; older dead runs go, the last one stays for
+    /// lastState.
+    async fn run_attempt(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+        attempts: &[&v1::ContainerStatus],
+        attempt: u32,
+        sandbox_id: &str,
+        ip: &str,
+    ) -> Result<bool, SyncError> {
+        for old in attempts.iter().skip(1) {
+            let _ = self
+                .cri
+                .rt
+                .clone()
+                .remove_container(v1::RemoveContainerRequest {
+                    container_id: old.id.clone(),
+                })
+                .await;
+        }
+        self.create_and_start(pod, c, attempt, sandbox_id, ip).await
     }
 
     /// Keep configMap and secret volumes of a running pod in step with the API (the

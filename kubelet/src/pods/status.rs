@@ -3,8 +3,8 @@
 
 use super::Observed;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -76,38 +76,89 @@ fn condition(type_: &str, ok: bool, old: Option<&PodStatus>, reason: Option<&str
     }
 }
 
+/// One container's status from its runs; `idle` is the waiting reason when it has none.
+fn container_status(c: &Container, obs: &Observed, idle: &str) -> ContainerStatus {
+    let attempts = obs.attempts(&c.name);
+    let latest = attempts.first();
+    let restart_count = latest.map_or(0, |s| s.metadata.as_ref().map_or(0, |m| m.attempt));
+    let mut st = match latest {
+        Some(s) => state(s),
+        None => waiting(idle, ""),
+    };
+    // A reason the sync loop gave (back-off, pull error, bad config) wins over "exited".
+    if let Some((reason, msg)) = obs.waiting.get(&c.name) {
+        if st.running.is_none() {
+            st = waiting(reason, msg);
+        }
+    }
+    let last_state = attempts
+        .get(1)
+        .copied()
+        .map(state)
+        .filter(|s| s.terminated.is_some());
+    let last_state = match (&st.waiting, latest) {
+        // Waiting to restart: what it last did is the dead attempt.
+        (Some(_), Some(s)) if s.state == v1::ContainerState::ContainerExited as i32 => {
+            Some(state(s))
+        }
+        _ => last_state,
+    };
+    let probed = obs.probed.get(&c.name);
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
+        container_id: latest.map(|s| format!("skiff://{}", s.id)),
+        ready: st.running.is_some() && probed.is_none_or(|v| v.ready),
+        started: Some(st.running.is_some() && probed.is_none_or(|v| v.started)),
+        restart_count: restart_count as i32,
+        state: Some(st),
+        last_state: Some(last_state.unwrap_or_default()),
+        ..Default::default()
+    }
+}
+
+fn exit_code(s: &ContainerStatus) -> Option<i32> {
+    s.state
+        .as_ref()
+        .and_then(|st| st.terminated.as_ref())
+        .map(|t| t.exit_code)
+}
+
 pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let old = pod.status.as_ref();
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let mut statuses = Vec::new();
+    // Init containers run one after another, each to success, before the others start.
+    let mut inits: Vec<ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| container_status(c, obs, "PodInitializing"))
+        .collect();
+    for s in &mut inits {
+        s.ready = exit_code(s) == Some(0);
+    }
+    let initialized = inits.iter().all(|s| exit_code(s) == Some(0));
+    let init_failed =
+        policy == "Never" && inits.iter().any(|s| exit_code(s).is_some_and(|c| c != 0));
+    let idle = if initialized {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let statuses: Vec<ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| container_status(c, obs, idle))
+        .collect();
     let (mut running, mut stopped, mut succeeded, mut waiting_n) = (0, 0, 0, 0);
-    for c in &spec.containers {
-        let attempts = obs.attempts(&c.name);
-        let latest = attempts.first();
-        let restart_count = latest.map_or(0, |s| s.metadata.as_ref().map_or(0, |m| m.attempt));
-        let mut st = match latest {
-            Some(s) => state(s),
-            None => waiting("ContainerCreating", ""),
-        };
-        // A reason the sync loop gave (back-off, pull error, bad config) wins over "exited".
-        if let Some((reason, msg)) = obs.waiting.get(&c.name) {
-            if st.running.is_none() {
-                st = waiting(reason, msg);
-            }
-        }
-        let last_state = attempts
-            .get(1)
-            .copied()
-            .map(state)
-            .filter(|s| s.terminated.is_some());
-        let last_state = match (&st.waiting, latest) {
-            // Waiting to restart: what it last did is the dead attempt.
-            (Some(_), Some(s)) if s.state == v1::ContainerState::ContainerExited as i32 => {
-                Some(state(s))
-            }
-            _ => last_state,
-        };
+    for s in &statuses {
+        let st = s.state.clone().unwrap_or_default();
+        let had_run = s
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some());
         // Kubernetes' getPhase counts: a container waiting to restart has stopped.
         match (&st.running, &st.terminated) {
             (Some(_), _) => running += 1,
@@ -117,25 +168,14 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
                     succeeded += 1;
                 }
             }
-            _ if last_state.is_some() => stopped += 1,
+            _ if had_run => stopped += 1,
             _ => waiting_n += 1,
         }
-        let probed = obs.probed.get(&c.name);
-        statuses.push(ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
-            container_id: latest.map(|s| format!("skiff://{}", s.id)),
-            ready: st.running.is_some() && probed.is_none_or(|v| v.ready),
-            started: Some(st.running.is_some() && probed.is_none_or(|v| v.started)),
-            restart_count: restart_count as i32,
-            state: Some(st),
-            last_state: Some(last_state.unwrap_or_default()),
-            ..Default::default()
-        });
     }
     let n = spec.containers.len();
-    let phase = if n == 0 || waiting_n > 0 {
+    let phase = if init_failed {
+        "Failed"
+    } else if !initialized || n == 0 || waiting_n > 0 {
         "Pending"
     } else if running > 0 {
         "Running"
@@ -153,7 +193,12 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
     let not_ready = (!all_ready).then_some("ContainersNotReady");
     let conditions = vec![
         condition("PodReadyToStartContainers", obs.sandbox_ready(), old, None),
-        condition("Initialized", true, old, None),
+        condition(
+            "Initialized",
+            initialized,
+            old,
+            Some("ContainersNotInitialized"),
+        ),
         condition("Ready", all_ready, old, not_ready),
         condition("ContainersReady", all_ready, old, not_ready),
         condition("PodScheduled", true, old, None),
@@ -169,6 +214,7 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
             .and_then(|s| s.start_time.clone())
             .or_else(|| Some(Time(Timestamp::now()))),
         container_statuses: Some(statuses),
+        init_container_statuses: (!inits.is_empty()).then_some(inits),
         qos_class: old.and_then(|s| s.qos_class.clone()),
         ..Default::default()
     }
