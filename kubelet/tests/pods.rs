@@ -439,6 +439,62 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         );
     }
 
+    // A Service over the Deployment through skiff-proxy on the node: the endpoints
+    // controller picks the pods the kubelet reports Ready; ClusterIP and NodePort answer
+    // from both pods.
+    let proxy_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-proxy");
+    let mut proxy = in_netns(Some(&netns), &proxy_bin)
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "--cluster-cidr",
+            "10.127.0.0/16",
+            "--min-sync-period",
+            "100ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n");
+    let svc = c.json(&["get", "service", "web"]);
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    // The node's route for the service range (a real node's default route covers it).
+    let _ = node.in_node(&format!("ip route add {cluster_ip}/32 dev lo"));
+    let gateway = {
+        let ip = pods[0]["status"]["podIP"].as_str().unwrap();
+        format!("{}.1", &ip[..ip.rfind('.').unwrap()])
+    };
+    let names: std::collections::BTreeSet<String> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for url in [
+        format!("http://{cluster_ip}/hostname"),
+        format!("http://{gateway}:{node_port}/hostname"),
+    ] {
+        let seen = c.wait(
+            30,
+            &format!("both pods through {url}"),
+            |_| {
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..40 {
+                    let o = node.in_node(&format!("timeout 5 busybox wget -qO- {url}"));
+                    seen.insert(String::from_utf8_lossy(&o.stdout).trim().to_string());
+                    if seen == names {
+                        return Some(seen);
+                    }
+                }
+                None
+            },
+            &kubelet,
+        );
+        assert_eq!(seen, names);
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+
     // Restarts in place per restartPolicy, with back-off; Never pods end Succeeded or
     // Failed; a missing image with pull policy Never is reported, not retried.
     c.apply(&others());

@@ -1,0 +1,31 @@
+//! Skiff's kube-proxy: on each node, Services (ClusterIP, NodePort, externalIPs) and the
+//! ready endpoints of their EndpointSlices become packet-filter rules that DNAT service
+//! traffic to a randomly chosen endpoint. nftables is the default (one table of its own,
+//! laid out as kube-proxy's nftables mode lays it out, replaced in one transaction);
+//! iptables (kube-proxy's chain layout, through iptables-restore) is the alternative.
+
+pub mod apply;
+pub mod iptables;
+pub mod model;
+pub mod nftables;
+
+pub use model::{Protocol, ServicePort};
+
+/// Settings shared by both modes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pod traffic to a service from outside this range is masqueraded (kube-proxy's
+    /// --cluster-cidr); without it only NodePort and hairpin traffic is.
+    pub cluster_cidr: Option<String>,
+    /// The nftables table (or iptables chain prefix) this proxy owns.
+    pub table: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            cluster_cidr: None,
+            table: "skiff-proxy".into(),
+        }
+    }
+}
