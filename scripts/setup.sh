@@ -8,7 +8,7 @@ set -euo pipefail
 # qemu + kernel + kmod: VM tests; protobuf-compiler: the CRI API (k8s-cri builds it);
 # etcd-server: the control plane's etcd backend tests (a 3-member cluster on loopback);
 # golang + grpc-go + protoc plugins: a Go CRI client (crictl's gRPC stack) in the tests.
-pkgs=(busybox-static runc containerd iproute2 nftables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod protobuf-compiler etcd-server
+pkgs=(busybox-static runc containerd iproute2 nftables iptables docker-registry skopeo ca-certificates curl gcc qemu-system-x86 linux-image-amd64 kmod protobuf-compiler etcd-server
       golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go protoc-gen-go-grpc)
 missing=()
 for p in "${pkgs[@]}"; do
