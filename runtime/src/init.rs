@@ -101,14 +101,27 @@ fn stage_one(a: &InitArgs, chan: &mut Channel) -> Result<()> {
             .step(|| format!("unshare namespaces {:?}", a.plan.unshare))?;
     }
     if a.plan.fork_init {
+        // The new init must not speak on the channel before its pid has been sent, or the
+        // runtime could read its Hooks and Ready first and record pid 0. It waits for the
+        // pipe to close: this process closes it by exiting after sending the pid.
+        let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .step(|| "create the init's start gate")?;
         match unsafe { fork() }.step(|| "fork container init")? {
             ForkResult::Parent { child } => {
+                drop(gate_r);
                 let _ = chan.send(&Msg::Pid {
                     pid: child.as_raw(),
                 });
+                drop(gate_w);
                 unsafe { libc::_exit(0) }
             }
-            ForkResult::Child => {}
+            ForkResult::Child => {
+                drop(gate_w);
+                let mut gate = std::fs::File::from(gate_r);
+                let mut b = [0u8; 1];
+                // EOF: the pid is on its way (an error would mean the same).
+                let _ = std::io::Read::read(&mut gate, &mut b);
+            }
         }
     } else {
         chan.send(&Msg::Pid {
