@@ -55,7 +55,10 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, Appl
 pub struct Applier {
     pub mode: Mode,
     pub opts: Options,
+    /// iptables: the rules last applied.
     last: Option<String>,
+    /// nftables: the service ports the table was last brought to.
+    last_ports: Option<nftables::Ports>,
 }
 
 impl Applier {
@@ -64,6 +67,7 @@ impl Applier {
             mode,
             opts,
             last: None,
+            last_ports: None,
         }
     }
 
@@ -71,22 +75,31 @@ impl Applier {
     pub fn sync(&mut self, ports: &[ServicePort]) -> Result<bool, ApplyError> {
         match self.mode {
             Mode::Nftables => {
-                let text = nftables::render(ports, &self.opts);
-                if self.last.as_ref() == Some(&text) {
+                let new = nftables::by_id(ports);
+                let text = match self.last_ports.take() {
+                    // Only what changed.
+                    Some(old) => nftables::render_update(&old, &new, &self.opts),
+                    None => nftables::render(ports, &self.opts),
+                };
+                if text.is_empty() {
+                    self.last_ports = Some(new);
                     return Ok(false);
                 }
+                // On failure last_ports stays None: the next sync rewrites the table.
                 run("nft", &["-f", "-"], Some(&text))?;
-                self.last = Some(text);
+                self.last_ports = Some(new);
             }
             Mode::Iptables => {
-                let existing = skiff_chains("nat")?;
-                let text = iptables::render(ports, &self.opts, &existing);
-                if self.last.as_ref() == Some(&text) {
+                let desired = iptables::render(ports, &self.opts, &[]);
+                if self.last.as_ref() == Some(&desired) {
                     return Ok(false);
                 }
+                self.last = None;
+                let existing = skiff_chains("nat")?;
+                let text = iptables::render(ports, &self.opts, &existing);
                 run("iptables-restore", &["--noflush"], Some(&text))?;
                 ensure_jumps()?;
-                self.last = Some(text);
+                self.last = Some(desired);
             }
         }
         Ok(true)
@@ -96,6 +109,7 @@ impl Applier {
     /// someone else flushed the rules.
     pub fn invalidate(&mut self) {
         self.last = None;
+        self.last_ports = None;
     }
 }
 
