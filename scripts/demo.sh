@@ -3,21 +3,23 @@
 #  1. skiff-control (API server + embedded store + scheduler + controllers) on loopback,
 #     over HTTPS with its own CA; kubectl uses the admin kubeconfig it prints.
 #  2. A worker: skiff-runtime's CRI server with skiff-cni in a network namespace of its own
-#     (the pod network exists only there), and skiff-kubelet registering node-1.
+#     (the pod network exists only there), skiff-kubelet registering node-1, skiff-proxy.
 #  3. kubectl applies a Deployment of 3 busybox web servers: scheduled, started, their pod
-#     IPs answer HTTP; a deleted pod is stopped and replaced; scaling down removes pods.
+#     IPs answer HTTP, and so does a NodePort Service through skiff-proxy; kubectl logs
+#     and exec reach them; a deleted pod is stopped and replaced; scaling down removes pods.
 #  4. The CRI server driven directly by skiffctl, and skiff-runtime running an OCI bundle
 #     as runc would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p skiff-runtime -p skiff-control -p skiff-kubelet -p skiff-cni
+cargo build --release -p skiff-runtime -p skiff-control -p skiff-kubelet -p skiff-cni -p skiff-proxy
 rt=target/release/skiff-runtime
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 netns=skiff-demo-$$
-cp_pid="" cri_pid="" node_pid="" kubelet_pid=""
+cp_pid="" cri_pid="" node_pid="" kubelet_pid="" proxy_pid=""
 cleanup() {
+  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null
   [ -n "$kubelet_pid" ] && kill "$kubelet_pid" 2>/dev/null
   [ -n "$node_pid" ] && { target/release/skiffctl -r "unix://$work/node/cri.sock" rmp -f -a >/dev/null 2>&1 || true; kill "$node_pid" 2>/dev/null || true; }
   [ -n "$cri_pid" ] && { target/release/skiffctl -r "unix://$work/cri.sock" rmp -f -a >/dev/null 2>&1 || true; kill "$cri_pid" 2>/dev/null || true; }
@@ -28,34 +30,44 @@ cleanup() {
 trap cleanup EXIT
 ./scripts/images/busybox-oci.sh "$work/busybox.tar" >/dev/null
 
-echo "== control plane"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
-target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1 --secure-port "$port" 2>"$work/control.log" &
-cp_pid=$!
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" > "$work/kubeconfig"
-
-echo "== worker node-1: CRI server with skiff-cni in netns $netns, and the kubelet"
+# The cluster's machine: a network namespace of its own, where the API server, the node's
+# daemons, the pod network and the service rules live (nothing of it on the host's network).
 ip netns add "$netns"
 ip -n "$netns" link set lo up
+on_node() { nsenter --net="/run/netns/$netns" "$@"; }
+k() { on_node kubectl --kubeconfig "$work/kubeconfig" "$@"; }
+
+echo "== control plane"
+port=$(on_node python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
+on_node target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1 --secure-port "$port" 2>"$work/control.log" &
+cp_pid=$!
+for _ in $(seq 50); do on_node bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && break; sleep 0.1; done
+target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" > "$work/kubeconfig"
+
+echo "== worker node-1: CRI server with skiff-cni, the kubelet, the service proxy"
 mkdir -p "$work/node/cni"
 cat > "$work/node/cni/10-skiff.conf" <<JSON
 {"cniVersion": "1.0.0", "name": "demo", "type": "skiff-cni", "bridge": "skiff0",
  "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$work/node/ipam"}}
 JSON
-nsenter --net="/run/netns/$netns" "$rt" --root "$work/node/state" serve --listen "$work/node/cri.sock" \
+on_node "$rt" --root "$work/node/state" serve --listen "$work/node/cri.sock" \
   --image-dir "$work/node/images" --cni-conf-dir "$work/node/cni" --cni-bin-dir "$PWD/target/release" \
   2>"$work/node/cri.log" &
 node_pid=$!
 for _ in $(seq 50); do [ -S "$work/node/cri.sock" ] && break; sleep 0.1; done
 target/release/skiffctl -r "unix://$work/node/cri.sock" import "$work/busybox.tar" --image-dir "$work/node/images"
 target/release/skiff-control --data-dir "$work/control" kubelet-certs --node node-1 --san 127.0.0.1 --out "$work/node/pki"
-target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
+on_node target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
   --container-runtime-endpoint "unix://$work/node/cri.sock" --pod-log-dir "$work/node/pods" \
+  --root-dir "$work/node/kubelet" \
   --tls-cert-file "$work/node/pki/kubelet.crt" --tls-private-key-file "$work/node/pki/kubelet.key" \
   --client-ca-file "$work/node/pki/ca.crt" --port 0 2>"$work/kubelet.log" &
 kubelet_pid=$!
-k() { kubectl --kubeconfig "$work/kubeconfig" "$@"; }
+on_node target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 \
+  2>"$work/proxy.log" &
+proxy_pid=$!
+# The node's route for the service range (a real node's default route covers it).
+ip -n "$netns" route add 10.96.0.0/12 dev lo
 for _ in $(seq 100); do k get node node-1 >/dev/null 2>&1 && break; sleep 0.2; done
 k wait --for=condition=Ready node/node-1 --timeout=60s
 k get nodes -o wide
@@ -88,10 +100,21 @@ k get deployments,replicasets
 k get pods -o wide
 for ip in $(k get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
   printf '%s answers: ' "$ip"
-  ip netns exec "$netns" busybox wget -qO- "http://$ip/"
+  on_node busybox wget -qO- "http://$ip/"
 done
+echo "== a NodePort Service in front of it, through skiff-proxy (nftables)"
+k expose deployment/web --port 80 --type NodePort
+cip=$(k get service web -o jsonpath='{.spec.clusterIP}')
+np=$(k get service web -o jsonpath='{.spec.ports[0].nodePort}')
+for _ in $(seq 50); do on_node nft list table ip skiff-proxy 2>/dev/null | grep -q "$cip . tcp . 80 : goto service" && break; sleep 0.2; done
+for i in 1 2 3 4; do
+  printf 'ClusterIP %s answers: ' "$cip"; on_node timeout 5 busybox wget -qO- "http://$cip/"
+done
+printf 'NodePort 10.88.0.1:%s answers: ' "$np"; on_node timeout 5 busybox wget -qO- "http://10.88.0.1:$np/"
 echo "== kubectl logs, through the API server and the kubelet API"
 k logs deployment/web
+echo "== kubectl exec, through the API server and the kubelet API"
+k exec deployment/web -- sh -c 'echo "in $(hostname): $(cat /tmp/index.html)"'
 victim=$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
 echo "== delete pod $victim: the kubelet stops it, the ReplicaSet replaces it"
 k delete pod "$victim"

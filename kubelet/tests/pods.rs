@@ -104,6 +104,19 @@ impl Cluster {
         serde_json::from_str(&self.k(&a)).unwrap()
     }
 
+    /// The pod with label t=<name> once it reaches `phase`.
+    fn wait_phase(&self, name: &str, phase: &str, k: &Kubelet) -> Value {
+        self.wait(
+            30,
+            &format!("{name} {phase}"),
+            |c| {
+                let p = c.pods(&format!("t={name}")).pop()?;
+                (p["status"]["phase"] == phase).then_some(p)
+            },
+            k,
+        )
+    }
+
     fn pods(&self, selector: &str) -> Vec<Value> {
         self.json(&["get", "pods", "-l", selector])["items"]
             .as_array()
@@ -513,21 +526,8 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let cs = &crash["status"]["containerStatuses"][0];
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
     assert_eq!(crash["status"]["phase"], "Running", "{crash}");
-    c.wait(
-        30,
-        "done Succeeded",
-        |c| (c.pods("t=done").pop()?["status"]["phase"] == "Succeeded").then_some(()),
-        &kubelet,
-    );
-    let failed = c.wait(
-        30,
-        "failed Failed",
-        |c| {
-            let p = c.pods("t=failed").pop()?;
-            (p["status"]["phase"] == "Failed").then_some(p)
-        },
-        &kubelet,
-    );
+    c.wait_phase("done", "Succeeded", &kubelet);
+    let failed = c.wait_phase("failed", "Failed", &kubelet);
     assert_eq!(
         failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
         7
@@ -651,15 +651,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         |c| (c.k(&["logs", "withinit"]) == "one\ntwo\n").then_some(()),
         &kubelet,
     );
-    let bad = c.wait(
-        30,
-        "badinit Failed",
-        |c| {
-            let p = c.pods("t=badinit").pop()?;
-            (p["status"]["phase"] == "Failed").then_some(p)
-        },
-        &kubelet,
-    );
+    let bad = c.wait_phase("badinit", "Failed", &kubelet);
     assert_eq!(cond(&bad, "Initialized"), Some(false), "{bad}");
     assert_eq!(
         bad["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
