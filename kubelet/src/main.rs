@@ -174,20 +174,24 @@ async fn main() -> Result<()> {
         let (cfg, cri, machine) = (cfg.clone(), cri.clone(), machine.clone());
         tokio::spawn(async move {
             let mut since_status = Duration::ZERO;
+            let mut was_ready = true;
             loop {
                 if let Err(e) = lease::renew(&leases, &cfg, &node_uid).await {
                     eprintln!("skiff-kubelet: renew lease: {e}");
                 }
                 tokio::time::sleep(cfg.lease_renew).await;
                 since_status += cfg.lease_renew;
-                if since_status >= cfg.status_period {
+                // The runtime's health is checked at every heartbeat; a change is posted
+                // at once, the rest every status period.
+                let ready = cri
+                    .rt
+                    .clone()
+                    .status(v1::StatusRequest::default())
+                    .await
+                    .is_ok();
+                if since_status >= cfg.status_period || ready != was_ready {
                     since_status = Duration::ZERO;
-                    let ready = cri
-                        .rt
-                        .clone()
-                        .status(v1::StatusRequest::default())
-                        .await
-                        .is_ok();
+                    was_ready = ready;
                     if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, port).await {
                         eprintln!("skiff-kubelet: post node status: {e}");
                     }

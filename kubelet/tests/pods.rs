@@ -327,7 +327,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     if !require_root() {
         return;
     }
-    let node = Node::start(true);
+    let mut node = Node::start(true);
     node.import_busybox();
     let dir = std::env::temp_dir().join(unique("skiff-kubelet"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -914,6 +914,40 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         count(&before),
         count(&now)
     );
+
+    // The runtime dies: the node is NotReady at the next heartbeat; when it is back
+    // (recovering its pods from disk) the node is Ready and the pods ran on untouched.
+    let node_ready = |c: &Cluster| {
+        c.json(&["get", "node", "n1"])["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|x| x["type"] == "Ready"))
+            .map(|x| x["status"] == "True")
+    };
+    node.kill9();
+    c.wait(
+        20,
+        "node NotReady without its runtime",
+        |c| (node_ready(c) == Some(false)).then_some(()),
+        &kubelet,
+    );
+    node.spawn();
+    c.wait(
+        20,
+        "node Ready again",
+        |c| (node_ready(c) == Some(true)).then_some(()),
+        &kubelet,
+    );
+    let again = c.pods("app=web");
+    for (a, b) in after.iter().zip(&again) {
+        assert_eq!(
+            a["status"]["containerStatuses"][0]["containerID"],
+            b["status"]["containerStatuses"][0]["containerID"]
+        );
+        assert_eq!(
+            b["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{b}"
+        );
+    }
 
     // Scale to zero: every web sandbox goes.
     let web_uids: Vec<String> = after

@@ -203,7 +203,12 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
         condition("ContainersReady", all_ready, old, not_ready),
         condition("PodScheduled", true, old, None),
     ];
-    let pod_ip = obs.pod_ip();
+    // A host-network pod has the node's address.
+    let pod_ip = if spec.host_network == Some(true) {
+        Some(host_ip.to_string())
+    } else {
+        obs.pod_ip()
+    };
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
