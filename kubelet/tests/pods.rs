@@ -314,6 +314,14 @@ fn others() -> String {
             "i=0; while true; do echo $i; i=$((i+1)); sleep 0.3; done",
         ),
     ];
+    // For kubectl attach: answers its stdin until it closes.
+    docs.push(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: echoer, labels: {t: echoer}}\nspec:\n  \
+         restartPolicy: Never\n  containers:\n  - name: c\n    image: docker.io/skiff/busybox:latest\n    \
+         imagePullPolicy: IfNotPresent\n    stdin: true\n    stdinOnce: true\n    \
+         command: [sh, -c, 'while read l; do echo got:$l; done; echo eof']\n"
+            .to_string(),
+    );
     docs.push(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: noimage, labels: {t: noimage}}\nspec:\n  \
          containers:\n  - {name: c, image: docker.io/skiff/nothere:1, imagePullPolicy: Never}\n"
@@ -818,6 +826,24 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         let o = common::output_with_input(cmd, "over spdy\n");
         assert_eq!(String::from_utf8_lossy(&o.stdout), "over spdy\n", "{o:?}");
     }
+    // attach -i: lines reach the container's stdin, answers come back, closing ends it.
+    c.wait(
+        30,
+        "echoer running",
+        |c| c.pods("t=echoer").pop().filter(running_and_ready),
+        &kubelet,
+    );
+    let mut attach = in_netns(Some(&netns), "kubectl");
+    attach
+        .args(["--kubeconfig", &c.kc, "attach", "-i", "echoer"])
+        .env("KUBECONFIG", "/dev/null");
+    let o = common::output_with_input(attach, "x\ny\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "got:x\ngot:y\neof\n",
+        "{o:?}"
+    );
+    c.wait_phase("echoer", "Succeeded", &kubelet);
     let mut pf = in_netns(Some(&netns), "kubectl");
     pf.args([
         "--kubeconfig",
