@@ -117,6 +117,22 @@ impl Cluster {
         )
     }
 
+    /// (reason, message) of the events about a pod.
+    fn events_of(&self, pod: &str) -> Vec<(String, String)> {
+        self.json(&["get", "events"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == pod)
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                    e["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
     fn pods(&self, selector: &str) -> Vec<Value> {
         self.json(&["get", "pods", "-l", selector])["items"]
             .as_array()
@@ -460,6 +476,16 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         );
     }
 
+    // What kubectl describe shows: the QoS class and the kubelet's events.
+    assert_eq!(pods[0]["status"]["qosClass"], "BestEffort");
+    let web0_events = c.events_of(pods[0]["metadata"]["name"].as_str().unwrap());
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(
+            web0_events.iter().any(|(r, _)| r == reason),
+            "{reason}: {web0_events:?}"
+        );
+    }
+
     // A Service over the Deployment through skiff-proxy on the node: the endpoints
     // controller picks the pods the kubelet reports Ready; ClusterIP and NodePort answer
     // from both pods.
@@ -602,19 +628,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     );
     let last = &live["status"]["containerStatuses"][0]["lastState"]["terminated"];
     assert!(last["exitCode"].as_i64().unwrap() != 0, "{live}");
-    let events = c.json(&["get", "events"]);
-    let of_live: Vec<(String, String)> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["involvedObject"]["name"] == "live")
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or("").to_string(),
-                e["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let of_live = c.events_of("live");
     assert!(
         of_live
             .iter()
@@ -738,6 +752,18 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     assert_eq!(
         nocfg["message"], "configmap \"absent\" not found",
         "{nocfg}"
+    );
+    // Retried every second, reported once.
+    std::thread::sleep(Duration::from_secs(2));
+    let failed: Vec<_> = c
+        .events_of("nocfg")
+        .into_iter()
+        .filter(|(r, _)| r == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].1.contains("configmap \"absent\" not found"),
+        "{failed:?}"
     );
     let cfg_dir = node
         .root

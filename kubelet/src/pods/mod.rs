@@ -412,7 +412,7 @@ impl Kubelet {
                 Some(s)
                     if in_sandbox && state == Some(v1::ContainerState::ContainerCreated as i32) =>
                 {
-                    changed |= self.start(&uid, &c.name, &s.id).await?;
+                    changed |= self.start(pod, &c.name, &s.id).await?;
                     None
                 }
                 Some(_)
@@ -461,7 +461,7 @@ impl Kubelet {
             let next = match latest {
                 None => Some(0),
                 Some(s) if s.state == v1::ContainerState::ContainerCreated as i32 && in_sandbox => {
-                    if self.start(&uid, &c.name, &s.id).await? {
+                    if self.start(pod, &c.name, &s.id).await? {
                         changed = true;
                     }
                     None
@@ -541,6 +541,79 @@ impl Kubelet {
             .cloned()
             .unwrap_or_default();
         self.report(pod, &obs).await
+    }
+
+    /// An event about one container of the pod (what `kubectl describe pod` lists).
+    async fn event(
+        &self,
+        pod: &Pod,
+        container: &str,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let init = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .any(|c| c.name == container);
+        let field = if init {
+            format!("spec.initContainers{{{container}}}")
+        } else {
+            format!("spec.containers{{{container}}}")
+        };
+        crate::events::record(
+            &self.client,
+            &self.cfg.node_name,
+            pod,
+            Some(field),
+            warning,
+            reason,
+            message,
+        )
+        .await;
+    }
+
+    /// A container that cannot start: its waiting reason, and a Failed event when the
+    /// reason is new (retries every second must not flood the events).
+    async fn fail(&self, pod: &Pod, name: &str, reason: &str, msg: String) {
+        let uid = spec::pod_uid(pod);
+        let known = self
+            .state
+            .lock()
+            .unwrap()
+            .waiting
+            .get(uid)
+            .and_then(|w| w.get(name))
+            .is_some_and(|(r, m)| r == reason && *m == msg);
+        if !known {
+            let (event, text) = match reason {
+                "ContainerCreating" => (None, msg.clone()),
+                _ => (Some(name), format!("Error: {msg}")),
+            };
+            let reason = if event.is_some() {
+                "Failed"
+            } else {
+                "FailedMount"
+            };
+            match event {
+                Some(n) => self.event(pod, n, true, reason, text).await,
+                // Volumes are the pod's, not a container's.
+                None => {
+                    crate::events::record(
+                        &self.client,
+                        &self.cfg.node_name,
+                        pod,
+                        None,
+                        true,
+                        reason,
+                        text,
+                    )
+                    .await
+                }
+            }
+        }
+        self.set_waiting(uid, name, Some((reason, msg)));
     }
 
     /// An exited container that may restart: Some(next attempt) once its back-off has
@@ -709,7 +782,8 @@ impl Kubelet {
     }
 
     /// Start a created container; false (and a waiting reason) if the runtime refused.
-    async fn start(&self, uid: &str, name: &str, id: &str) -> Result<bool, SyncError> {
+    async fn start(&self, pod: &Pod, name: &str, id: &str) -> Result<bool, SyncError> {
+        let uid = spec::pod_uid(pod);
         let r = self
             .cri
             .rt
@@ -721,6 +795,14 @@ impl Kubelet {
         match r {
             Ok(_) => {
                 self.set_waiting(uid, name, None);
+                self.event(
+                    pod,
+                    name,
+                    false,
+                    "Started",
+                    format!("Started container {name}"),
+                )
+                .await;
                 Ok(true)
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
@@ -745,7 +827,7 @@ impl Kubelet {
     ) -> Result<bool, SyncError> {
         let uid = spec::pod_uid(pod);
         if let Err((reason, msg)) = self.ensure_image(pod, c).await? {
-            self.set_waiting(uid, &c.name, Some((reason, msg)));
+            self.fail(pod, &c.name, reason, msg).await;
             return Ok(false);
         }
         let sources = sources::fetch(&self.client, pod).await?;
@@ -753,17 +835,7 @@ impl Kubelet {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("MountVolume.SetUp failed: {e}");
-                crate::events::record(
-                    &self.client,
-                    &self.cfg.node_name,
-                    pod,
-                    None,
-                    true,
-                    "FailedMount",
-                    msg.clone(),
-                )
-                .await;
-                self.set_waiting(uid, &c.name, Some(("ContainerCreating", msg)));
+                self.fail(pod, &c.name, "ContainerCreating", msg).await;
                 return Ok(false);
             }
         };
@@ -776,11 +848,8 @@ impl Kubelet {
         let config = match spec::container_config(&self.cfg, pod, c, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
-                self.set_waiting(
-                    uid,
-                    &c.name,
-                    Some(("CreateContainerConfigError", e.to_string())),
-                );
+                self.fail(pod, &c.name, "CreateContainerConfigError", e.to_string())
+                    .await;
                 return Ok(false);
             }
         };
@@ -795,7 +864,18 @@ impl Kubelet {
             })
             .await;
         match r {
-            Ok(r) => self.start(uid, &c.name, &r.into_inner().container_id).await,
+            Ok(r) => {
+                let name = &c.name;
+                self.event(
+                    pod,
+                    name,
+                    false,
+                    "Created",
+                    format!("Created container {name}"),
+                )
+                .await;
+                self.start(pod, name, &r.into_inner().container_id).await
+            }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
                 self.set_waiting(
@@ -844,10 +924,22 @@ impl Kubelet {
                     format!("Container image \"{image}\" is not present with pull policy of Never"),
                 )))
             }
-            "Never" => return Ok(Ok(())),
-            "IfNotPresent" if present => return Ok(Ok(())),
+            "Never" | "IfNotPresent" if present => {
+                let msg = format!("Container image \"{image}\" already present on machine");
+                self.event(pod, &c.name, false, "Pulled", msg).await;
+                return Ok(Ok(()));
+            }
             _ => {}
         }
+        self.event(
+            pod,
+            &c.name,
+            false,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        )
+        .await;
+        let t0 = std::time::Instant::now();
         let key = (spec::pod_uid(pod).to_string(), format!("image:{}", c.name));
         let r = img
             .pull_image(v1::PullImageRequest {
@@ -859,6 +951,11 @@ impl Kubelet {
         match r {
             Ok(_) => {
                 self.state.lock().unwrap().backoff.forget_key(&key);
+                let msg = format!(
+                    "Successfully pulled image \"{image}\" in {:?}",
+                    t0.elapsed()
+                );
+                self.event(pod, &c.name, false, "Pulled", msg).await;
                 Ok(Ok(()))
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),

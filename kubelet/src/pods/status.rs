@@ -125,6 +125,43 @@ fn exit_code(s: &ContainerStatus) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
+/// Kubernetes' QoS class: Guaranteed when every container limits CPU and memory with
+/// requests equal to limits, BestEffort when none asks for anything, else Burstable.
+pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    let all: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let (req, lim) = (r.requests.unwrap_or_default(), r.limits.unwrap_or_default());
+        for res in ["cpu", "memory"] {
+            let l = lim.get(res);
+            // An unset request defaults to the limit.
+            let q = req.get(res).or(l);
+            any |= q.is_some() || l.is_some();
+            let parse = |v: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+                         scale| {
+                v.and_then(|q| skiff_control::scheduler::resources::parse_quantity(&q.0, scale))
+            };
+            let scale = if res == "cpu" { 1000 } else { 1 };
+            if l.is_none() || parse(q, scale) != parse(l, scale) {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let old = pod.status.as_ref();
@@ -220,7 +257,31 @@ pub fn compute(pod: &Pod, obs: &Observed, host_ip: &str) -> PodStatus {
             .or_else(|| Some(Time(Timestamp::now()))),
         container_statuses: Some(statuses),
         init_container_statuses: (!inits.is_empty()).then_some(inits),
-        qos_class: old.and_then(|s| s.qos_class.clone()),
+        qos_class: Some(qos_class(&spec).into()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(containers: serde_json::Value) -> k8s_openapi::api::core::v1::PodSpec {
+        serde_json::from_value(serde_json::json!({ "containers": containers })).unwrap()
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(
+            qos_class(&spec(serde_json::json!([{"name": "a"}]))),
+            "BestEffort"
+        );
+        let g = serde_json::json!([{"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+                                   {"name": "b", "resources": {"limits": {"cpu": "0.5", "memory": "64Mi"}, "requests": {"cpu": "500m", "memory": "64Mi"}}}]);
+        assert_eq!(qos_class(&spec(g)), "Guaranteed");
+        let b = serde_json::json!([{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]);
+        assert_eq!(qos_class(&spec(b)), "Burstable");
+        let b2 = serde_json::json!([{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}]);
+        assert_eq!(qos_class(&spec(b2)), "Burstable");
     }
 }
