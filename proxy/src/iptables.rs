@@ -89,6 +89,16 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
             );
         }
         let n = p.endpoints.len();
+        // A client seen lately goes back to its endpoint (xt_recent, one list per endpoint).
+        if let Some(t) = p.affinity_seconds {
+            for (ip, port) in &p.endpoints {
+                let sep = chain("SEP", &format!("{}__{ip}/{port}", p.id()));
+                let _ = writeln!(
+                    nat,
+                    "-A {svc} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {t} --reap -j {sep}"
+                );
+            }
+        }
         for (i, (ip, port)) in p.endpoints.iter().enumerate() {
             let sep = chain("SEP", &format!("{}__{ip}/{port}", p.id()));
             nat_chains.push(sep.clone());
@@ -103,6 +113,12 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
             };
             let _ = writeln!(nat, "-A {svc} {pick}-j {sep}");
             let _ = writeln!(nat, "-A {sep} -s {ip}/32 -j {MARK_MASQ}");
+            if p.affinity_seconds.is_some() {
+                let _ = writeln!(
+                    nat,
+                    "-A {sep} -m recent --name {sep} --mask 255.255.255.255 --rsource --set"
+                );
+            }
             let _ = writeln!(
                 nat,
                 "-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ip}:{port}"

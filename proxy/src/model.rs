@@ -43,6 +43,8 @@ pub struct ServicePort {
     pub external_ips: Vec<Ipv4Addr>,
     pub port: u16,
     pub node_port: Option<u16>,
+    /// sessionAffinity ClientIP: a client keeps its endpoint for this many seconds.
+    pub affinity_seconds: Option<u32>,
     /// Ready endpoints (address, port), sorted.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
 }
@@ -101,6 +103,13 @@ pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
         if cluster_ip.is_none() && external_ips.is_empty() {
             continue;
         }
+        let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map_or(10800, |t| t.clamp(1, 86400) as u32)
+        });
         let ns = svc
             .metadata
             .namespace
@@ -158,6 +167,7 @@ pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
                     .node_port
                     .and_then(|n| u16::try_from(n).ok())
                     .filter(|n| *n > 0),
+                affinity_seconds,
                 endpoints,
             });
         }
@@ -174,7 +184,9 @@ mod tests {
     fn services_and_slices_to_ports() {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "ns1"},
-            "spec": {"clusterIP": "10.96.0.10", "type": "NodePort", "ports": [
+            "spec": {"clusterIP": "10.96.0.10", "type": "NodePort",
+                     "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                     "ports": [
                 {"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
                 {"name": "dns", "port": 53, "protocol": "UDP"}
             ]}
@@ -201,6 +213,7 @@ mod tests {
         let http = ports.iter().find(|p| p.port_name == "http").unwrap();
         assert_eq!(http.id(), "ns1/web/tcp/http");
         assert_eq!(http.node_port, Some(30080));
+        assert_eq!(http.affinity_seconds, Some(600));
         assert_eq!(
             http.endpoints,
             [

@@ -34,6 +34,27 @@ fn endpoint_chain(p: &ServicePort, ip: std::net::Ipv4Addr, port: u16) -> String 
     format!("endpoint-{}-{id}", hash(&id))
 }
 
+fn affinity_set(p: &ServicePort, ip: std::net::Ipv4Addr, port: u16) -> String {
+    let id = format!("{}__{ip}/{port}", p.id());
+    format!("affinity-{}-{id}", hash(&id))
+}
+
+/// The affinity sets of a service port: (name, timeout seconds).
+fn sets(p: &ServicePort) -> Vec<(String, u32)> {
+    match p.affinity_seconds {
+        Some(t) => p
+            .endpoints
+            .iter()
+            .map(|(ip, port)| (affinity_set(p, *ip, *port), t))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn set_body(timeout: u32) -> String {
+    format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;")
+}
+
 /// A map element of a service port: (map, key, verdict).
 type Element = (&'static str, String, String);
 
@@ -89,6 +110,16 @@ fn chains(p: &ServicePort, o: &Options) -> Vec<(String, Vec<String>)> {
             p.port
         ));
     }
+    // A client seen lately goes back to its endpoint.
+    if p.affinity_seconds.is_some() {
+        for (ip, port) in &p.endpoints {
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                affinity_set(p, *ip, *port),
+                endpoint_chain(p, *ip, *port)
+            ));
+        }
+    }
     let targets: Vec<String> = p
         .endpoints
         .iter()
@@ -102,13 +133,15 @@ fn chains(p: &ServicePort, o: &Options) -> Vec<(String, Vec<String>)> {
     ));
     let mut out = vec![(svc.clone(), rules)];
     for (ip, port) in &p.endpoints {
-        out.push((
-            endpoint_chain(p, *ip, *port),
-            vec![
-                format!("ip saddr {ip} jump mark-for-masquerade"),
-                format!("meta l4proto {proto} dnat to {ip}:{port}"),
-            ],
-        ));
+        let mut rules = vec![format!("ip saddr {ip} jump mark-for-masquerade")];
+        if p.affinity_seconds.is_some() {
+            rules.push(format!(
+                "update @{} {{ ip saddr }}",
+                affinity_set(p, *ip, *port)
+            ));
+        }
+        rules.push(format!("meta l4proto {proto} dnat to {ip}:{port}"));
+        out.push((endpoint_chain(p, *ip, *port), rules));
     }
     if p.node_port.is_some() {
         out.push((
@@ -152,6 +185,9 @@ pub fn render(ports: &[ServicePort], o: &Options) -> String {
     );
     let mut maps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for p in ports {
+        for (name, timeout) in sets(p) {
+            let _ = writeln!(s, "\tset {name} {{ {} }}", set_body(timeout));
+        }
         for (name, rules) in chains(p, o) {
             let _ = writeln!(s, "\tchain {name} {{");
             for r in rules {
@@ -190,6 +226,7 @@ pub fn render_update(old: &Ports, new: &Ports, o: &Options) -> String {
     let ids: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let (mut del_elems, mut flushes, mut del_chains, mut add_chains, mut add_elems) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut del_sets = Vec::new();
     for id in ids {
         let (before, after) = (old.get(id), new.get(id));
         if before == after {
@@ -207,6 +244,24 @@ pub fn render_update(old: &Ports, new: &Ports, o: &Options) -> String {
             flushes.push(format!("flush chain ip {t} {name}"));
             if !new_chains.iter().any(|(n, _)| n == name) {
                 del_chains.push(format!("delete chain ip {t} {name}"));
+            }
+        }
+        let (old_sets, new_sets) = (
+            before.map(sets).unwrap_or_default(),
+            after.map(sets).unwrap_or_default(),
+        );
+        for set in &old_sets {
+            if !new_sets.contains(set) {
+                del_sets.push(format!("delete set ip {t} {}", set.0));
+            }
+        }
+        for set in &new_sets {
+            if !old_sets.contains(set) {
+                add_chains.push(format!(
+                    "add set ip {t} {} {{ {} }}",
+                    set.0,
+                    set_body(set.1)
+                ));
             }
         }
         for (name, _) in &new_chains {
@@ -228,6 +283,7 @@ pub fn render_update(old: &Ports, new: &Ports, o: &Options) -> String {
         .iter()
         .chain(&flushes)
         .chain(&del_chains)
+        .chain(&del_sets)
         .chain(&add_chains)
         .chain(&add_elems)
     {
@@ -257,6 +313,7 @@ mod tests {
             external_ips: Vec::new(),
             port: 80,
             node_port,
+            affinity_seconds: None,
             endpoints: eps.iter().map(|e| (e.parse().unwrap(), 8080)).collect(),
         }
     }

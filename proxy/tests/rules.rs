@@ -137,6 +137,7 @@ fn service(endpoints: &[(&str, u16)]) -> Vec<ServicePort> {
             external_ips: Vec::new(),
             port: 80,
             node_port: Some(30080),
+            affinity_seconds: None,
             endpoints: endpoints
                 .iter()
                 .map(|(a, p)| (a.parse().unwrap(), *p))
@@ -151,6 +152,7 @@ fn service(endpoints: &[(&str, u16)]) -> Vec<ServicePort> {
             external_ips: Vec::new(),
             port: 80,
             node_port: None,
+            affinity_seconds: None,
             endpoints: Vec::new(),
         },
     ]
@@ -214,6 +216,23 @@ fn check_mode(mode: Mode, tag: &str) {
     // No endpoints: refused at once, not a timeout.
     let e = net.get(&net.node, "http://10.96.0.11/").unwrap_err();
     assert!(e.contains("refused"), "{mode:?}: {e}");
+    // sessionAffinity ClientIP: each client keeps its endpoint.
+    applier = net.in_node(move || {
+        let mut ports = service(&[("10.200.1.2", 8080), ("10.200.2.2", 8080)]);
+        ports[0].affinity_seconds = Some(60);
+        assert!(applier.sync(&ports).unwrap());
+        applier
+    });
+    for from in [net.node.as_str(), net.pods[1].as_str()] {
+        let first = net.get(from, "http://10.96.0.10/").unwrap();
+        for _ in 0..15 {
+            assert_eq!(
+                net.get(from, "http://10.96.0.10/").unwrap(),
+                first,
+                "{mode:?} affinity from {from}"
+            );
+        }
+    }
     // One endpoint left: only it answers.
     applier = net.in_node(move || {
         assert!(applier.sync(&service(&[("10.200.2.2", 8080)])).unwrap());

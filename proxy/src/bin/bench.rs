@@ -30,6 +30,7 @@ fn ports(n: u32, eps: u32) -> Vec<ServicePort> {
             external_ips: Vec::new(),
             port: 80,
             node_port: (i < 2000).then_some(30000 + i as u16),
+            affinity_seconds: None,
             endpoints: (0..eps)
                 .map(|e| (Ipv4Addr::from(0x0a80_0000 + i * eps + e), 8080))
                 .collect(),
