@@ -63,7 +63,7 @@ on_node target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-
   --tls-cert-file "$work/node/pki/kubelet.crt" --tls-private-key-file "$work/node/pki/kubelet.key" \
   --client-ca-file "$work/node/pki/ca.crt" --port 0 2>"$work/kubelet.log" &
 kubelet_pid=$!
-on_node target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 \
+on_node target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 --hostname-override node-1 \
   2>"$work/proxy.log" &
 proxy_pid=$!
 # The node's route for the service range (a real node's default route covers it).

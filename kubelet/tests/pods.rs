@@ -498,6 +498,8 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
             "10.127.0.0/16",
             "--min-sync-period",
             "100ms",
+            "--hostname-override",
+            "n1",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

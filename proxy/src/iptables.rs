@@ -14,10 +14,47 @@ pub const NODEPORTS: &str = "SKIFF-NODEPORTS";
 pub const POSTROUTING: &str = "SKIFF-POSTROUTING";
 pub const MARK_MASQ: &str = "SKIFF-MARK-MASQ";
 pub const EXTERNAL: &str = "SKIFF-EXTERNAL-SERVICES";
+pub const MARK_DROP: &str = "SKIFF-MARK-DROP";
 
 fn chain(kind: &str, key: &str) -> String {
     // iptables chain names are limited to 28 characters.
     format!("SKIFF-{kind}-{}", hash(key))
+}
+
+fn sep_chain(p: &ServicePort, ip: std::net::Ipv4Addr, port: u16) -> String {
+    chain("SEP", &format!("{}__{ip}/{port}", p.id()))
+}
+
+/// Rules in `from` choosing one of `eps`: a recent client goes back to its endpoint
+/// (xt_recent, one list per endpoint), the rest by a `statistic` cascade; none: DROP.
+fn pick(nat: &mut String, from: &str, p: &ServicePort, eps: &[(std::net::Ipv4Addr, u16)]) {
+    if eps.is_empty() {
+        // The nat table cannot drop: mark, and the filter table drops marked packets.
+        let _ = writeln!(nat, "-A {from} -j {MARK_DROP}");
+        return;
+    }
+    if let Some(t) = p.affinity_seconds {
+        for (ip, port) in eps {
+            let sep = sep_chain(p, *ip, *port);
+            let _ = writeln!(
+                nat,
+                "-A {from} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {t} --reap -j {sep}"
+            );
+        }
+    }
+    let n = eps.len();
+    for (i, (ip, port)) in eps.iter().enumerate() {
+        // Rule i of n takes 1/(n-i) of what is left: uniform overall.
+        let chance = if i + 1 < n {
+            format!(
+                "-m statistic --mode random --probability {:.10} ",
+                1.0 / (n - i) as f64
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(nat, "-A {from} {chance}-j {}", sep_chain(p, *ip, *port));
+    }
 }
 
 /// Jumps from the built-in chains: (table, chain, rule args).
@@ -46,6 +83,7 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
         NODEPORTS.to_string(),
         POSTROUTING.to_string(),
         MARK_MASQ.to_string(),
+        MARK_DROP.to_string(),
     ];
     let mut nat = String::new();
     let mut filter = String::new();
@@ -88,30 +126,9 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
                 p.port
             );
         }
-        let n = p.endpoints.len();
-        // A client seen lately goes back to its endpoint (xt_recent, one list per endpoint).
-        if let Some(t) = p.affinity_seconds {
-            for (ip, port) in &p.endpoints {
-                let sep = chain("SEP", &format!("{}__{ip}/{port}", p.id()));
-                let _ = writeln!(
-                    nat,
-                    "-A {svc} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {t} --reap -j {sep}"
-                );
-            }
-        }
-        for (i, (ip, port)) in p.endpoints.iter().enumerate() {
-            let sep = chain("SEP", &format!("{}__{ip}/{port}", p.id()));
+        for (ip, port) in &p.endpoints {
+            let sep = sep_chain(p, *ip, *port);
             nat_chains.push(sep.clone());
-            // Rule i of n takes 1/(n-i) of what is left: uniform overall.
-            let pick = if i + 1 < n {
-                format!(
-                    "-m statistic --mode random --probability {:.10} ",
-                    1.0 / (n - i) as f64
-                )
-            } else {
-                String::new()
-            };
-            let _ = writeln!(nat, "-A {svc} {pick}-j {sep}");
             let _ = writeln!(nat, "-A {sep} -s {ip}/32 -j {MARK_MASQ}");
             if p.affinity_seconds.is_some() {
                 let _ = writeln!(
@@ -124,6 +141,12 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
                 "-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ip}:{port}"
             );
         }
+        let cluster = if p.internal_local {
+            &p.local_endpoints
+        } else {
+            &p.endpoints
+        };
+        pick(&mut nat, &svc, p, cluster);
         if let Some(np) = p.node_port {
             let ext = chain("EXT", &p.id());
             nat_chains.push(ext.clone());
@@ -132,13 +155,19 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
                 "-A {NODEPORTS} -m comment --comment {} -p {proto} -m {proto} --dport {np} -j {ext}",
                 comment(p)
             );
-            let _ = writeln!(nat, "-A {ext} -j {MARK_MASQ}\n-A {ext} -j {svc}");
+            if p.external_local {
+                // Only this node's endpoints, and the client's address kept.
+                pick(&mut nat, &ext, p, &p.local_endpoints);
+            } else {
+                let _ = writeln!(nat, "-A {ext} -j {MARK_MASQ}\n-A {ext} -j {svc}");
+            }
         }
     }
     let _ = writeln!(
         nat,
         "-A {SERVICES} -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {NODEPORTS}\n\
          -A {MARK_MASQ} -j MARK --set-xmark 0x4000/0x4000\n\
+         -A {MARK_DROP} -j MARK --set-xmark 0x8000/0x8000\n\
          -A {POSTROUTING} -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
          -A {POSTROUTING} -j MARK --xor-mark 0x4000\n\
          -A {POSTROUTING} -j MASQUERADE --random-fully"
@@ -157,6 +186,10 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
     }
     out.push_str("COMMIT\n*filter\n");
     let _ = writeln!(out, ":{SERVICES} - [0:0]\n:{EXTERNAL} - [0:0]");
+    let _ = writeln!(
+        out,
+        "-A {SERVICES} -m mark --mark 0x8000/0x8000 -j DROP\n-A {EXTERNAL} -m mark --mark 0x8000/0x8000 -j DROP"
+    );
     out.push_str(&filter);
     out.push_str("COMMIT\n");
     out

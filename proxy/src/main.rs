@@ -36,6 +36,9 @@ struct Args {
     /// The pods' address range: service traffic from outside it is masqueraded.
     #[arg(long)]
     cluster_cidr: Option<String>,
+    /// This node's name, for the Local traffic policies (default: the host name).
+    #[arg(long)]
+    hostname_override: Option<String>,
     /// Remove this proxy's rules (both modes) and exit.
     #[arg(long)]
     cleanup: bool,
@@ -105,6 +108,13 @@ async fn main() -> Result<()> {
             .await
             .context("use the kubeconfig")?,
     )?;
+    let node = match &args.hostname_override {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("read the host name")?
+            .trim()
+            .to_lowercase(),
+    };
     let changed = Arc::new(tokio::sync::Notify::new());
     let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone());
@@ -119,7 +129,7 @@ async fn main() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let started = Instant::now();
-        let ports = model::build(&services.state(), &slices.state());
+        let ports = model::build(&services.state(), &slices.state(), Some(&node));
         let mut a = applier.take().expect("applier");
         if last_full.elapsed() >= args.sync_period {
             a.invalidate();

@@ -47,6 +47,13 @@ pub struct ServicePort {
     pub affinity_seconds: Option<u32>,
     /// Ready endpoints (address, port), sorted.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// The ones on this node (a subset of `endpoints`).
+    pub local_endpoints: Vec<(Ipv4Addr, u16)>,
+    /// externalTrafficPolicy Local: NodePort traffic goes only to local endpoints and
+    /// keeps its source address.
+    pub external_local: bool,
+    /// internalTrafficPolicy Local: cluster traffic goes only to local endpoints.
+    pub internal_local: bool,
 }
 
 impl ServicePort {
@@ -84,9 +91,14 @@ fn ipv4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
 }
 
-/// Service ports and their endpoints. Services without a cluster IP (headless) and
-/// ExternalName services get no rules.
-pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServicePort> {
+/// Service ports and their endpoints; `node` is this node's name (for the Local traffic
+/// policies). Services without a cluster IP (headless) and ExternalName services get no
+/// rules.
+pub fn build(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    node: Option<&str>,
+) -> Vec<ServicePort> {
     let mut out = Vec::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
@@ -132,6 +144,7 @@ pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
             let protocol = Protocol::parse(p.protocol.as_deref());
             let port_name = p.name.clone().unwrap_or_default();
             let mut endpoints: Vec<(Ipv4Addr, u16)> = Vec::new();
+            let mut local_endpoints: Vec<(Ipv4Addr, u16)> = Vec::new();
             for slice in &own {
                 let Some(ep_port) = slice.ports.iter().flatten().find(|sp| {
                     sp.name.clone().unwrap_or_default() == port_name
@@ -150,11 +163,16 @@ pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
                     }
                     if let Some(a) = ep.addresses.first().and_then(|a| ipv4(a)) {
                         endpoints.push((a, port));
+                        if node.is_some() && ep.node_name.as_deref() == node {
+                            local_endpoints.push((a, port));
+                        }
                     }
                 }
             }
             endpoints.sort();
             endpoints.dedup();
+            local_endpoints.sort();
+            local_endpoints.dedup();
             out.push(ServicePort {
                 namespace: ns.clone(),
                 name: name.clone(),
@@ -169,6 +187,9 @@ pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
                     .filter(|n| *n > 0),
                 affinity_seconds,
                 endpoints,
+                local_endpoints,
+                external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+                internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             });
         }
     }
@@ -185,7 +206,7 @@ mod tests {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "ns1"},
             "spec": {"clusterIP": "10.96.0.10", "type": "NodePort",
-                     "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                     "sessionAffinity": "ClientIP", "externalTrafficPolicy": "Local", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
                      "ports": [
                 {"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
                 {"name": "dns", "port": 53, "protocol": "UDP"}
@@ -202,18 +223,24 @@ mod tests {
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [
-                {"addresses": ["10.1.0.3"], "conditions": {"ready": true}},
+                {"addresses": ["10.1.0.3"], "conditions": {"ready": true}, "nodeName": "n1"},
                 {"addresses": ["10.1.0.2"]},
                 {"addresses": ["10.1.0.4"], "conditions": {"ready": false}}
             ]
         }))
         .unwrap();
-        let ports = build(&[Arc::new(svc), Arc::new(headless)], &[Arc::new(slice)]);
+        let ports = build(
+            &[Arc::new(svc), Arc::new(headless)],
+            &[Arc::new(slice)],
+            Some("n1"),
+        );
         assert_eq!(ports.len(), 2);
         let http = ports.iter().find(|p| p.port_name == "http").unwrap();
         assert_eq!(http.id(), "ns1/web/tcp/http");
         assert_eq!(http.node_port, Some(30080));
         assert_eq!(http.affinity_seconds, Some(600));
+        assert_eq!(http.local_endpoints, [("10.1.0.3".parse().unwrap(), 8080)]);
+        assert!(http.external_local && !http.internal_local);
         assert_eq!(
             http.endpoints,
             [

@@ -110,27 +110,12 @@ fn chains(p: &ServicePort, o: &Options) -> Vec<(String, Vec<String>)> {
             p.port
         ));
     }
-    // A client seen lately goes back to its endpoint.
-    if p.affinity_seconds.is_some() {
-        for (ip, port) in &p.endpoints {
-            rules.push(format!(
-                "ip saddr @{} goto {}",
-                affinity_set(p, *ip, *port),
-                endpoint_chain(p, *ip, *port)
-            ));
-        }
-    }
-    let targets: Vec<String> = p
-        .endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, port))| format!("{i} : goto {}", endpoint_chain(p, *ip, *port)))
-        .collect();
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {} }}",
-        p.endpoints.len(),
-        targets.join(", ")
-    ));
+    let cluster = if p.internal_local {
+        &p.local_endpoints
+    } else {
+        &p.endpoints
+    };
+    rules.extend(pick(p, cluster));
     let mut out = vec![(svc.clone(), rules)];
     for (ip, port) in &p.endpoints {
         let mut rules = vec![format!("ip saddr {ip} jump mark-for-masquerade")];
@@ -144,12 +129,44 @@ fn chains(p: &ServicePort, o: &Options) -> Vec<(String, Vec<String>)> {
         out.push((endpoint_chain(p, *ip, *port), rules));
     }
     if p.node_port.is_some() {
-        out.push((
-            external_chain(p),
-            vec!["jump mark-for-masquerade".into(), format!("goto {svc}")],
-        ));
+        let rules = if p.external_local {
+            // Only this node's endpoints, and the client's address kept (no masquerade).
+            pick(p, &p.local_endpoints)
+        } else {
+            vec!["jump mark-for-masquerade".into(), format!("goto {svc}")]
+        };
+        out.push((external_chain(p), rules));
     }
     out
+}
+
+/// Rules choosing one of `eps` (affinity first, then at random); none to choose: drop.
+fn pick(p: &ServicePort, eps: &[(std::net::Ipv4Addr, u16)]) -> Vec<String> {
+    if eps.is_empty() {
+        return vec!["drop".into()];
+    }
+    let mut rules = Vec::new();
+    // A client seen lately goes back to its endpoint.
+    if p.affinity_seconds.is_some() {
+        for (ip, port) in eps {
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                affinity_set(p, *ip, *port),
+                endpoint_chain(p, *ip, *port)
+            ));
+        }
+    }
+    let targets: Vec<String> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, port))| format!("{i} : goto {}", endpoint_chain(p, *ip, *port)))
+        .collect();
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        eps.len(),
+        targets.join(", ")
+    ));
+    rules
 }
 
 /// The `nft -f` input that (re)creates the whole table with these service ports.
@@ -314,6 +331,9 @@ mod tests {
             port: 80,
             node_port,
             affinity_seconds: None,
+            local_endpoints: Vec::new(),
+            external_local: false,
+            internal_local: false,
             endpoints: eps.iter().map(|e| (e.parse().unwrap(), 8080)).collect(),
         }
     }

@@ -138,6 +138,9 @@ fn service(endpoints: &[(&str, u16)]) -> Vec<ServicePort> {
             port: 80,
             node_port: Some(30080),
             affinity_seconds: None,
+            local_endpoints: Vec::new(),
+            external_local: false,
+            internal_local: false,
             endpoints: endpoints
                 .iter()
                 .map(|(a, p)| (a.parse().unwrap(), *p))
@@ -153,6 +156,9 @@ fn service(endpoints: &[(&str, u16)]) -> Vec<ServicePort> {
             port: 80,
             node_port: None,
             affinity_seconds: None,
+            local_endpoints: Vec::new(),
+            external_local: false,
+            internal_local: false,
             endpoints: Vec::new(),
         },
     ]
@@ -233,6 +239,38 @@ fn check_mode(mode: Mode, tag: &str) {
             );
         }
     }
+    // externalTrafficPolicy Local: NodePort traffic only to this node's endpoint (a);
+    // internalTrafficPolicy Local likewise for the ClusterIP; no local endpoint: dropped.
+    applier = net.in_node(move || {
+        let mut ports = service(&[("10.200.1.2", 8080), ("10.200.2.2", 8080)]);
+        ports[0].local_endpoints = vec![("10.200.1.2".parse().unwrap(), 8080)];
+        ports[0].external_local = true;
+        ports[0].internal_local = true;
+        assert!(applier.sync(&ports).unwrap());
+        applier
+    });
+    for _ in 0..12 {
+        assert_eq!(
+            net.get(&net.pods[1], "http://10.200.2.1:30080/").unwrap(),
+            "a",
+            "{mode:?} NodePort Local"
+        );
+        assert_eq!(
+            net.get(&net.node, "http://10.96.0.10/").unwrap(),
+            "a",
+            "{mode:?} ClusterIP Local"
+        );
+    }
+    applier = net.in_node(move || {
+        let mut ports = service(&[("10.200.1.2", 8080), ("10.200.2.2", 8080)]);
+        ports[0].external_local = true;
+        assert!(applier.sync(&ports).unwrap());
+        applier
+    });
+    assert!(
+        net.get(&net.pods[1], "http://10.200.2.1:30080/").is_err(),
+        "{mode:?}: no local endpoint, dropped"
+    );
     // One endpoint left: only it answers.
     applier = net.in_node(move || {
         assert!(applier.sync(&service(&[("10.200.2.2", 8080)])).unwrap());

@@ -31,6 +31,9 @@ fn ports(n: u32, eps: u32) -> Vec<ServicePort> {
             port: 80,
             node_port: (i < 2000).then_some(30000 + i as u16),
             affinity_seconds: None,
+            local_endpoints: Vec::new(),
+            external_local: false,
+            internal_local: false,
             endpoints: (0..eps)
                 .map(|e| (Ipv4Addr::from(0x0a80_0000 + i * eps + e), 8080))
                 .collect(),
