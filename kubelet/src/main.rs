@@ -140,7 +140,8 @@ async fn main() -> Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listen on {addr}"))?;
-            let port = listener.local_addr()?.port();
+            let bound = listener.local_addr()?;
+            let port = bound.port();
             let state = Arc::new(server::ApiState {
                 cfg: cfg.clone(),
                 pods: reader.clone(),
@@ -151,7 +152,7 @@ async fn main() -> Result<()> {
                 server::router(state),
                 tls,
             ));
-            eprintln!("skiff-kubelet: serving the kubelet API on https://{addr}");
+            eprintln!("skiff-kubelet: serving the kubelet API on https://{bound}");
             i32::from(port)
         }
         None => {

@@ -27,6 +27,7 @@ struct Kubelet {
 }
 
 impl Kubelet {
+    /// A kubelet for `node`; `extra` names it (`--hostname-override`) and adds flags.
     fn start(kubeconfig: &Path, node: &Node, log: PathBuf, extra: &[&str]) -> Kubelet {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -37,12 +38,7 @@ impl Kubelet {
         let child = in_netns(node.netns.as_deref(), kubelet_bin())
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args([
-                "--hostname-override",
-                "n1",
-                "--node-lease-renew-interval",
-                "2",
-            ])
+            .args(["--node-lease-renew-interval", "2"])
             .arg("--container-runtime-endpoint")
             .arg(format!("unix://{}", node.sock().display()))
             .arg("--pod-log-dir")
@@ -395,6 +391,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         "--port",
         "0",
     ];
+    let tls = [&["--hostname-override", "n1"][..], &tls[..]].concat();
     let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet.log"), &tls);
 
     // Registration: a Ready node with capacity, and a Lease that gets renewed.
@@ -1025,6 +1022,244 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         &kubelet,
     );
     kubelet.kill9();
+    drop(control);
+    if std::env::var_os("SKIFF_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Issue a node's kubelet certificate and return the kubelet flags that serve with it.
+fn kubelet_tls(dir: &Path, node: &str, ip: &str) -> Vec<String> {
+    let pki = dir.join(format!("pki-{node}"));
+    let o = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["kubelet-certs", "--node", node, "--san", ip, "--out"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let f = |n: &str| pki.join(n).display().to_string();
+    [
+        "--hostname-override",
+        node,
+        "--node-ip",
+        ip,
+        "--tls-cert-file",
+        &f("kubelet.crt"),
+        "--tls-private-key-file",
+        &f("kubelet.key"),
+        "--client-ca-file",
+        &f("ca.crt"),
+        "--port",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn sh(script: &str) {
+    let o = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{script}: {o:?}");
+}
+
+/// Two nodes (network namespaces joined by a private link, each with its own pod subnet
+/// routed to the other) in one cluster: a Deployment spreads over both, pods reach each
+/// other across nodes, a Service answers from both nodes' pods, logs and exec reach a pod
+/// on the other node; then a node is lost and its pods are recreated on the other.
+#[test]
+fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
+    if !require_root() {
+        return;
+    }
+    let base = 100 + std::process::id() % 100;
+    let (sub_a, sub_b) = (format!("10.128.{base}.0/24"), format!("10.129.{base}.0/24"));
+    let a = Node::start_with(Some(&sub_a));
+    let b = Node::start_with(Some(&sub_b));
+    a.import_busybox();
+    b.import_busybox();
+    let (na, nb) = (a.netns.clone().unwrap(), b.netns.clone().unwrap());
+    // The underlay: one link between the two nodes, routes to each other's pods.
+    let link = format!("ul{}", std::process::id() % 100000);
+    sh(&format!(
+        "ip link add {link}a netns {na} type veth peer name {link}b netns {nb} && \
+         ip -n {na} addr add 10.126.0.1/24 dev {link}a && ip -n {na} link set {link}a up && \
+         ip -n {nb} addr add 10.126.0.2/24 dev {link}b && ip -n {nb} link set {link}b up && \
+         ip -n {na} route add {sub_b} via 10.126.0.2 && ip -n {nb} route add {sub_a} via 10.126.0.1 && \
+         ip netns exec {na} sysctl -qw net.ipv4.ip_forward=1 && ip netns exec {nb} sysctl -qw net.ipv4.ip_forward=1 && \
+         ip -n {na} route add 10.96.0.0/12 dev lo && ip -n {nb} route add 10.96.0.0/12 dev lo"
+    ));
+    let dir = std::env::temp_dir().join(unique("skiff-2nodes"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The control plane on node a, reachable from node b; a lost node's pods go after
+    // 6 s without a Lease plus 2 s of toleration.
+    let control = Control::start_at(
+        Some(&na),
+        "10.126.0.1",
+        &dir,
+        &[
+            "--node-monitor-grace-period",
+            "6s",
+            "--default-unreachable-toleration-seconds",
+            "2",
+        ],
+    );
+    let kc = control.kubeconfig("admin.kubeconfig");
+    let c = Cluster {
+        kc: kc.display().to_string(),
+        netns: na.clone(),
+    };
+    let flags_a = kubelet_tls(&dir, "na", "10.126.0.1");
+    let flags_b = kubelet_tls(&dir, "nb", "10.126.0.2");
+    let ka = Kubelet::start(
+        &kc,
+        &a,
+        dir.join("kubelet-a.log"),
+        &flags_a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut kb = Kubelet::start(
+        &kc,
+        &b,
+        dir.join("kubelet-b.log"),
+        &flags_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let proxy_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-proxy");
+    let mut proxies: Vec<Child> = [(&na, "na"), (&nb, "nb")]
+        .iter()
+        .map(|(ns, name)| {
+            in_netns(Some(ns), &proxy_bin)
+                .arg("--kubeconfig")
+                .arg(&kc)
+                .args([
+                    "--cluster-cidr",
+                    "10.128.0.0/15",
+                    "--min-sync-period",
+                    "100ms",
+                ])
+                .args(["--hostname-override", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ready_nodes = |c: &Cluster| {
+        let nodes = c.json(&["get", "nodes"]);
+        let n = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                })
+            })
+            .count();
+        (n == 2).then_some(())
+    };
+    c.wait(30, "two Ready nodes", ready_nodes, &ka);
+
+    c.apply(&WEB.replace("replicas: 2", "replicas: 4"));
+    let running = |c: &Cluster| {
+        let p: Vec<Value> = c
+            .pods("app=web")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (p.len() == 4 && p.iter().all(running_and_ready)).then_some(p)
+    };
+    let pods = c.wait(60, "4 web pods running", running, &kb);
+    let on = |n: &str| pods.iter().filter(|p| p["spec"]["nodeName"] == n).count();
+    assert!(
+        on("na") > 0 && on("nb") > 0,
+        "spread over both nodes: {pods:?}"
+    );
+    // Across nodes: every pod answers from node a, by its IP.
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let o = a.in_node(&format!("timeout 5 busybox wget -qO- http://{ip}/hostname"));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            name,
+            "{p}: {o:?}"
+        );
+    }
+    // A Service answers from both nodes' pods, asked on node b.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n");
+    let cip = c.json(&["get", "service", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let names: std::collections::BTreeSet<String> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    c.wait(
+        30,
+        "all four pods through the ClusterIP from node b",
+        |_| {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..60 {
+                let o = b.in_node(&format!(
+                    "timeout 5 busybox wget -qO- http://{cip}/hostname"
+                ));
+                seen.insert(String::from_utf8_lossy(&o.stdout).trim().to_string());
+                if seen == names {
+                    return Some(());
+                }
+            }
+            None
+        },
+        &kb,
+    );
+    // logs and exec of a pod on node b, through the API server on node a.
+    let on_b = pods.iter().find(|p| p["spec"]["nodeName"] == "nb").unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(c
+        .k(&["logs", &on_b])
+        .contains(&format!("hello from {on_b}")));
+    assert_eq!(c.k(&["exec", &on_b, "--", "hostname"]), format!("{on_b}\n"));
+
+    // Node b is lost (its kubelet and proxy stop): NotReady, its pods evicted, and the
+    // ReplicaSet runs four again, all on node a.
+    kb.kill9();
+    let _ = proxies[1].kill();
+    let lost_at = std::time::Instant::now();
+    let moved = c.wait(
+        60,
+        "four running pods, all on node a",
+        |c| {
+            let p = running(c)?;
+            p.iter().all(|p| p["spec"]["nodeName"] == "na").then_some(p)
+        },
+        &ka,
+    );
+    eprintln!("pods moved {:?} after the node was lost", lost_at.elapsed());
+    // Node a's pods ran on; node b's were replaced by new ones.
+    let now: std::collections::BTreeSet<String> = moved
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        now.intersection(&names).count(),
+        on("na"),
+        "{now:?} vs {names:?}"
+    );
+    let nb_ready = c.json(&["get", "node", "nb"])["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "Ready")
+        .map(|x| x["status"].clone());
+    assert_ne!(nb_ready, Some(Value::from("True")));
+    for p in &mut proxies {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
     drop(control);
     if std::env::var_os("SKIFF_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);

@@ -20,6 +20,7 @@ pub struct Control {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    pub address: String,
 }
 
 impl Control {
@@ -30,10 +31,15 @@ impl Control {
     /// Started inside a network namespace (`/run/netns/NAME`): its loopback port is
     /// reachable only from there.
     pub fn start_in(netns: Option<&str>, dir: &Path, extra: &[&str]) -> Control {
+        Control::start_at(netns, "127.0.0.1", dir, extra)
+    }
+
+    /// Listening on `address` (an address of that network namespace).
+    pub fn start_at(netns: Option<&str>, address: &str, dir: &Path, extra: &[&str]) -> Control {
         let mut child = in_netns(netns, binary())
             .arg("--data-dir")
             .arg(dir)
-            .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+            .args(["--bind-address", address, "--secure-port", "0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -45,11 +51,11 @@ impl Control {
         let first = lines
             .by_ref()
             .map_while(Result::ok)
-            .find(|l| l.contains("https://127.0.0.1:"))
+            .find(|l| l.contains(&format!("https://{address}:")))
             .expect("serving line");
-        // "serving the Kubernetes API on https://127.0.0.1:PORT (CA …)"
+        // "serving the Kubernetes API on https://ADDRESS:PORT (CA …)"
         let port = first
-            .split("https://127.0.0.1:")
+            .split(&format!("https://{address}:"))
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|p| p.parse().ok())
@@ -59,6 +65,7 @@ impl Control {
             child,
             port,
             dir: dir.to_path_buf(),
+            address: address.to_string(),
         }
     }
 
@@ -69,7 +76,7 @@ impl Control {
             .args([
                 "kubeconfig",
                 "--server",
-                &format!("https://127.0.0.1:{}", self.port),
+                &format!("https://{}:{}", self.address, self.port),
             ])
             .output()
             .unwrap();

@@ -26,6 +26,13 @@ pub fn skiff_cni() -> PathBuf {
 
 impl Node {
     pub fn start(network: bool) -> Node {
+        let subnet = format!("10.127.{}.0/24", std::process::id() % 200);
+        Node::start_with(network.then_some(subnet.as_str()))
+    }
+
+    /// A node whose pod network (if any) is `subnet`: nodes of one cluster need distinct ones.
+    pub fn start_with(subnet: Option<&str>) -> Node {
+        let network = subnet.is_some();
         let root = std::env::temp_dir().join(unique("skiff-cri"));
         std::fs::create_dir_all(root.join("cni")).unwrap();
         let netns = network.then(|| {
@@ -41,11 +48,10 @@ impl Node {
                 .status()
                 .unwrap()
                 .success());
-            let n = std::process::id() % 200;
             let conf = json!({
                 "cniVersion": "1.0.0", "name": "crinet", "type": "skiff-cni",
                 "bridge": format!("skc{}", std::process::id() % 100000),
-                "ipam": {"type": "host-local", "subnet": format!("10.127.{n}.0/24"), "dataDir": root.join("ipam")}
+                "ipam": {"type": "host-local", "subnet": subnet, "dataDir": root.join("ipam")}
             });
             std::fs::write(root.join("cni/10-skiff.conf"), conf.to_string()).unwrap();
             name
