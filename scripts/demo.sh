@@ -35,11 +35,13 @@ trap cleanup EXIT
 ip netns add "$netns"
 ip -n "$netns" link set lo up
 on_node() { nsenter --net="/run/netns/$netns" "$@"; }
+# Daemons: exec, so that $! is the daemon itself and the cleanup's kill reaches it.
+on_node_daemon() { exec nsenter --net="/run/netns/$netns" "$@"; }
 k() { on_node kubectl --kubeconfig "$work/kubeconfig" "$@"; }
 
 echo "== control plane"
 port=$(on_node python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
-on_node target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1 --secure-port "$port" 2>"$work/control.log" &
+on_node_daemon target/release/skiff-control --data-dir "$work/control" --bind-address 127.0.0.1 --secure-port "$port" 2>"$work/control.log" &
 cp_pid=$!
 for _ in $(seq 50); do on_node bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && break; sleep 0.1; done
 target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" > "$work/kubeconfig"
@@ -50,20 +52,20 @@ cat > "$work/node/cni/10-skiff.conf" <<JSON
 {"cniVersion": "1.0.0", "name": "demo", "type": "skiff-cni", "bridge": "skiff0",
  "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$work/node/ipam"}}
 JSON
-on_node "$rt" --root "$work/node/state" serve --listen "$work/node/cri.sock" \
+on_node_daemon "$rt" --root "$work/node/state" serve --listen "$work/node/cri.sock" \
   --image-dir "$work/node/images" --cni-conf-dir "$work/node/cni" --cni-bin-dir "$PWD/target/release" \
   2>"$work/node/cri.log" &
 node_pid=$!
 for _ in $(seq 50); do [ -S "$work/node/cri.sock" ] && break; sleep 0.1; done
 target/release/skiffctl -r "unix://$work/node/cri.sock" import "$work/busybox.tar" --image-dir "$work/node/images"
 target/release/skiff-control --data-dir "$work/control" kubelet-certs --node node-1 --san 127.0.0.1 --out "$work/node/pki"
-on_node target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
+on_node_daemon target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
   --container-runtime-endpoint "unix://$work/node/cri.sock" --pod-log-dir "$work/node/pods" \
   --root-dir "$work/node/kubelet" \
   --tls-cert-file "$work/node/pki/kubelet.crt" --tls-private-key-file "$work/node/pki/kubelet.key" \
   --client-ca-file "$work/node/pki/ca.crt" --port 0 2>"$work/kubelet.log" &
 kubelet_pid=$!
-on_node target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 --hostname-override node-1 \
+on_node_daemon target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 --hostname-override node-1 \
   2>"$work/proxy.log" &
 proxy_pid=$!
 # The node's route for the service range (a real node's default route covers it).
