@@ -807,11 +807,8 @@ impl Kubelet {
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
-                self.set_waiting(
-                    uid,
-                    name,
-                    Some(("RunContainerError", e.message().to_string())),
-                );
+                self.fail(pod, name, "RunContainerError", e.message().to_string())
+                    .await;
                 Ok(true)
             }
         }
@@ -825,7 +822,6 @@ impl Kubelet {
         sandbox_id: &str,
         ip: &str,
     ) -> Result<bool, SyncError> {
-        let uid = spec::pod_uid(pod);
         if let Err((reason, msg)) = self.ensure_image(pod, c).await? {
             self.fail(pod, &c.name, reason, msg).await;
             return Ok(false);
@@ -878,11 +874,13 @@ impl Kubelet {
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
-                self.set_waiting(
-                    uid,
+                self.fail(
+                    pod,
                     &c.name,
-                    Some(("CreateContainerError", e.message().to_string())),
-                );
+                    "CreateContainerError",
+                    e.message().to_string(),
+                )
+                .await;
                 Ok(false)
             }
         }
