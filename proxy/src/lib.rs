@@ -1,8 +1,10 @@
 //! Skiff's kube-proxy: on each node, Services (ClusterIP, NodePort, externalIPs) and the
 //! ready endpoints of their EndpointSlices become packet-filter rules that DNAT service
-//! traffic to a randomly chosen endpoint. nftables is the default (one table of its own,
-//! laid out as kube-proxy's nftables mode lays it out, replaced in one transaction);
-//! iptables (kube-proxy's chain layout, through iptables-restore) is the alternative.
+//! traffic to a randomly chosen endpoint (or the client's previous one, with session
+//! affinity). nftables is the default (one table of its own, laid out as kube-proxy's
+//! nftables mode lays it out, updated in one transaction per sync touching only what
+//! changed); iptables (kube-proxy's chain layout, through iptables-restore) is the
+//! alternative.
 
 pub mod apply;
 pub mod iptables;
