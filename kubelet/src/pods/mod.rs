@@ -84,8 +84,10 @@ struct State {
     waiting: HashMap<String, HashMap<String, (String, String)>>,
     /// Sandbox id → IP (fixed for a sandbox's life).
     ips: HashMap<String, String>,
-    /// Statuses of exited containers (they no longer change).
-    exited: HashMap<String, v1::ContainerStatus>,
+    /// Container statuses by id. A status holds while the runtime's list shows the
+    /// container in the same state (a running one's start time and image do not
+    /// change), so a sync pass asks ContainerStatus only of containers that changed.
+    statuses: HashMap<String, v1::ContainerStatus>,
     /// Container id → its probes' state.
     probes: HashMap<String, probes::RunState>,
     /// uid → when its configMap and secret volumes were last rewritten.
@@ -260,14 +262,21 @@ impl Kubelet {
         }
     }
 
-    /// Full statuses of a pod's containers (exited ones from the cache).
+    /// Full statuses of a pod's containers (unchanged ones from the cache).
     async fn statuses(
         &self,
         containers: &[v1::Container],
     ) -> Result<Vec<v1::ContainerStatus>, SyncError> {
         let mut out = Vec::new();
         for c in containers {
-            let cached = self.state.lock().unwrap().exited.get(&c.id).cloned();
+            let cached = self
+                .state
+                .lock()
+                .unwrap()
+                .statuses
+                .get(&c.id)
+                .filter(|s| s.state == c.state)
+                .cloned();
             if let Some(s) = cached {
                 out.push(s);
                 continue;
@@ -284,10 +293,13 @@ impl Kubelet {
             match r {
                 Ok(r) => {
                     if let Some(s) = r.into_inner().status {
+                        let mut st = self.state.lock().unwrap();
                         if s.state == v1::ContainerState::ContainerExited as i32 {
-                            let mut st = self.state.lock().unwrap();
-                            st.exited.insert(c.id.clone(), s.clone());
                             st.probes.remove(&c.id);
+                        }
+                        // Cached only when it agrees with the list it will be checked against.
+                        if s.state == c.state {
+                            st.statuses.insert(c.id.clone(), s.clone());
                         }
                         out.push(s);
                     }
@@ -672,6 +684,9 @@ impl Kubelet {
                     container_id: old.id.clone(),
                 })
                 .await;
+            let mut st = self.state.lock().unwrap();
+            st.statuses.remove(&old.id);
+            st.probes.remove(&old.id);
         }
         self.create_and_start(pod, c, attempt, sandbox_id, ip).await
     }
@@ -1035,7 +1050,7 @@ impl Kubelet {
         {
             let mut st = self.state.lock().unwrap();
             for c in &containers {
-                st.exited.remove(&c.id);
+                st.statuses.remove(&c.id);
                 st.probes.remove(&c.id);
             }
         }
