@@ -18,4 +18,6 @@ echo "== build"
 cargo build --workspace --bins
 trap 'target/debug/skiff-vm down --all || true' EXIT
 echo "== tests"
-cargo nextest run --workspace --no-fail-fast
+# Tests that need root, a VM or a tool are #[ignore = "needs ..."]: this run (root, all
+# installed) runs them too.
+cargo nextest run --workspace --no-fail-fast --run-ignored all

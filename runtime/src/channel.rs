@@ -36,6 +36,12 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// The fds the channel holds (the child keeps these open through setup).
+    pub fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        use std::os::fd::AsRawFd;
+        [self.reader.get_ref().as_raw_fd(), self.writer.as_raw_fd()]
+    }
+
     pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = UnixStream::pair().step(|| "create sync socketpair")?;
         Ok((Channel::new(a)?, Channel::new(b)?))

@@ -33,6 +33,9 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console: Option<RawFd>,
     pub preserve_fds: i32,
+    /// Exec into a paused container too (runc's --ignore-paused): the new process joins
+    /// the frozen cgroup and runs once the container is resumed.
+    pub ignore_paused: bool,
 }
 
 /// A runtime rooted at a state directory (`--root`).
@@ -94,7 +97,8 @@ impl Runtime {
             cgroup: None,
             armed: true,
         };
-        let st = self.create_locked(id, bundle, opts, &mut cleanup, lock.raw_fd())?;
+        // The lock's fd is closed in the child with every other inherited fd.
+        let st = self.create_locked(id, bundle, opts, &mut cleanup)?;
         cleanup.armed = false;
         drop(lock);
         Ok(st)
@@ -106,7 +110,6 @@ impl Runtime {
         bundle: &Path,
         opts: &CreateOptions,
         cleanup: &mut Cleanup,
-        lock_fd: RawFd,
     ) -> Result<ContainerState> {
         let bundle =
             std::fs::canonicalize(bundle).step(|| format!("bundle {}", bundle.display()))?;
@@ -123,9 +126,6 @@ impl Runtime {
         }
         let linux = spec.linux().as_ref().expect("validated");
         let plan = Plan::new(linux.namespaces().as_deref().unwrap_or(&[]))?;
-        if !plan.has(LinuxNamespaceType::Mount) {
-            return Err(Error::InvalidConfig("a mount namespace is required".into()));
-        }
         if process.terminal() == Some(true) && opts.console.is_none() {
             return Err(Error::InvalidConfig(
                 "process.terminal is set but no console socket was given (--console-socket)".into(),
@@ -195,7 +195,6 @@ impl Runtime {
             no_new_keyring: opts.no_new_keyring,
             state: hook_state(&st, Status::Creating),
             exec: false,
-            close_fds: vec![lock_fd],
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {
@@ -382,6 +381,16 @@ impl Runtime {
             }
         }
         cg.destroy()?;
+        let own_mnt = st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Mount));
+        if !own_mnt {
+            // Its mounts were made in our namespace: do not leave them behind.
+            crate::mounts::unmount_below(&st.rootfs)?;
+        }
         if let Some(h) = st
             .config
             .hooks()
@@ -479,12 +488,24 @@ impl Runtime {
     /// The caller reaps it (it is re-parented to the nearest subreaper).
     pub fn exec(&self, id: &str, process: &Process, opts: &ExecOptions) -> Result<i32> {
         let (st, status) = self.state(id)?;
-        if status != Status::Running {
-            return Err(Error::State {
-                id: id.into(),
-                status: status.to_string(),
-                what: "cannot exec in a container that is not running".into(),
-            });
+        match status {
+            Status::Running => {}
+            Status::Paused if opts.ignore_paused => {}
+            Status::Paused => {
+                return Err(Error::State {
+                    id: id.into(),
+                    status: status.to_string(),
+                    what: "cannot exec in a paused container (use --ignore-paused to override)"
+                        .into(),
+                })
+            }
+            _ => {
+                return Err(Error::State {
+                    id: id.into(),
+                    status: status.to_string(),
+                    what: "cannot exec in a container that is not running".into(),
+                })
+            }
         }
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidConfig(
@@ -530,7 +551,6 @@ impl Runtime {
             no_new_keyring: true,
             state: st.oci_json(status),
             exec: true,
-            close_fds: Vec::new(),
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {

@@ -9,14 +9,31 @@ use std::time::{Duration, Instant};
 
 /// Run `hooks` in order; the first failure stops the list.
 pub fn run(kind: &str, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
+    run_with_env(kind, hooks, state, None)
+}
+
+/// As `run`; a hook without an `env` of its own gets `default_env` (startContainer hooks
+/// get the container process's environment).
+pub fn run_with_env(
+    kind: &str,
+    hooks: &[Hook],
+    state: &serde_json::Value,
+    default_env: Option<&[String]>,
+) -> Result<()> {
     let input = serde_json::to_vec(state).expect("state serializes");
     for (i, h) in hooks.iter().enumerate() {
-        run_one(kind, i, h, &input)?;
+        run_one(kind, i, h, &input, default_env)?;
     }
     Ok(())
 }
 
-fn run_one(kind: &str, i: usize, h: &Hook, input: &[u8]) -> Result<()> {
+fn run_one(
+    kind: &str,
+    i: usize,
+    h: &Hook,
+    input: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<()> {
     let fail = |m: String| Error::Hook(format!("{kind} hook #{i} ({}): {m}", h.path().display()));
     let args = h.args().clone().unwrap_or_default();
     let mut cmd = Command::new(h.path());
@@ -26,7 +43,12 @@ fn run_one(kind: &str, i: usize, h: &Hook, input: &[u8]) -> Result<()> {
     cmd.args(args.iter().skip(1))
         .env_clear()
         .stdin(Stdio::piped());
-    for e in h.env().iter().flatten() {
+    let env = match (h.env(), default_env) {
+        (Some(own), _) => own.as_slice(),
+        (None, Some(d)) => d,
+        (None, None) => &[],
+    };
+    for e in env {
         if let Some((k, v)) = e.split_once('=') {
             cmd.env(k, v);
         }

@@ -13,7 +13,7 @@ use crate::{devices, hooks, mounts, seccomp};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Everything the child needs, prepared by the parent before fork.
@@ -35,17 +35,16 @@ pub struct InitArgs<'a> {
     pub state: serde_json::Value,
     /// Exec into an existing container: skip rootfs setup.
     pub exec: bool,
-    /// Inherited fds the child must close first (the container's state lock).
-    pub close_fds: Vec<RawFd>,
 }
 
 static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Run the child; never returns. Errors go to the parent over the channel.
 pub fn run(args: InitArgs, mut chan: Channel) -> ! {
-    for fd in &args.close_fds {
-        unsafe { libc::close(*fd) };
-    }
+    // Not dumpable until the final execve: no container process may open this one's
+    // /proc entries (exe, fds, memory) while it still holds the runtime's privileges.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    close_inherited_fds(&args, &chan);
     let res = stage_one(&args, &mut chan).and_then(|()| {
         if args.exec {
             exec_process(&args, &mut chan)
@@ -64,6 +63,28 @@ pub fn run(args: InitArgs, mut chan: Channel) -> ! {
         eprintln!("skiff-runtime init: {msg}");
     }
     unsafe { libc::_exit(1) }
+}
+
+/// Close every fd but stdio, the preserved ones and those setup uses, before any path
+/// from the spec is resolved: an inherited directory fd would otherwise let
+/// `cwd: /proc/self/fd/N` (or a mount source) reach the host (CVE-2024-21626).
+fn close_inherited_fds(a: &InitArgs, chan: &Channel) {
+    let first_free = 3 + a.preserve_fds.max(0) as u32;
+    let mut keep: Vec<u32> = chan.fds().iter().map(|f| *f as u32).collect();
+    keep.extend(a.fifo.iter().chain(a.console.iter()).map(|f| *f as u32));
+    // Namespace files the spec names, opened (close-on-exec) for joining.
+    keep.extend(a.plan.join.iter().map(|(_, f)| f.as_raw_fd() as u32));
+    keep.retain(|f| *f >= first_free);
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first_free;
+    for k in keep {
+        if k > from {
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = k + 1;
+    }
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
 /// Give the container a clean signal state: the runtime may have blocked signals (to
@@ -155,7 +176,13 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
     let linux = spec.linux().as_ref().expect("validated");
     let in_userns = a.plan.has(LinuxNamespaceType::User);
 
-    mounts::prepare_rootfs(a.rootfs, linux.rootfs_propagation().as_deref())?;
+    // Without a mount namespace of its own the container inherits the caller's (the
+    // runtime spec's rule): its mounts are made there, as runc makes them, and it is
+    // chroot'ed rather than pivoted (a pivot would move the caller's root).
+    let own_mnt = a.plan.has(LinuxNamespaceType::Mount);
+    if own_mnt {
+        mounts::prepare_rootfs(a.rootfs, linux.rootfs_propagation().as_deref())?;
+    }
     let v1 = a.cgroup.v1_hierarchies();
     let ctx = mounts::MountContext {
         rootfs: a.rootfs,
@@ -195,8 +222,12 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
         hooks::run("createContainer", &h, &state)?;
     }
 
-    mounts::enter_rootfs(a.rootfs, a.no_pivot)?;
-    mounts::set_root_propagation(linux.rootfs_propagation().as_deref())?;
+    if own_mnt {
+        mounts::enter_rootfs(a.rootfs, a.no_pivot)?;
+        mounts::set_root_propagation(linux.rootfs_propagation().as_deref())?;
+    } else {
+        mounts::chroot_into(a.rootfs)?;
+    }
     write_sysctls(spec)?;
     if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).step(|| format!("set hostname {h}"))?;
@@ -220,9 +251,8 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
     let (env, argv0) = prepare_process(a)?;
     chan.send(&Msg::Ready)?;
     READY.store(true, std::sync::atomic::Ordering::Relaxed);
-    // Changing uid cleared the dumpable flag, which makes /proc/self/fd root-owned and
-    // unopenable for a non-root user; execve sets it again anyway.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    // The init stays non-dumpable while it waits for `start` (a created container's
+    // processes must not reach it); its own /proc/self/fd stays open to it regardless.
 
     // Block until `start` opens the fifo for reading. startContainer hooks run before the
     // byte that releases `start`, so they always precede its poststart hooks.
@@ -238,7 +268,8 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
         .as_ref()
         .and_then(|h| h.start_container().clone())
     {
-        hooks::run("startContainer", &h, &state)?;
+        // Without an env of its own the hook gets the container process's, as in runc.
+        hooks::run_with_env("startContainer", &h, &state, Some(&env))?;
     }
     nix::unistd::write(&fd, b"0").step(|| "write exec fifo")?;
     drop(fd);
@@ -302,6 +333,7 @@ fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
         .step(|| "set io priority")?;
     }
     nix::unistd::chdir(p.cwd()).step(|| format!("chdir to cwd {}", p.cwd().display()))?;
+    check_cwd_inside(p.cwd())?;
     let uid = p.user().uid();
     let env = process::environment(p, || process::home_of(uid));
     let args = p.args().clone().unwrap_or_default();
@@ -312,12 +344,38 @@ fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps.
         seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
     }
-    let caps = CapMasks::from_spec(p.capabilities().as_ref());
+    let mut caps = CapMasks::from_spec(p.capabilities().as_ref());
+    let missing = caps.limit_to(process::own_bounding());
+    if missing != 0 {
+        crate::log::warn(&format!(
+            "capabilities the runtime does not hold are left out: {}",
+            process::cap_names(missing)
+        ));
+    }
+    let skipped = caps.drop_unraisable_ambient();
+    if skipped != 0 {
+        crate::log::warn(&format!(
+            "ambient capabilities not also inheritable and permitted are skipped: {}",
+            process::cap_names(skipped)
+        ));
+    }
     process::drop_bounding(caps.bounding)?;
     let gids = p.user().additional_gids().clone().unwrap_or_default();
     process::set_user(uid, p.user().gid(), &gids, a.plan.new_user)?;
     process::set_caps(&caps)?;
     Ok((env, exe))
+}
+
+/// The working directory must resolve inside the container's root: getcwd(2) reports
+/// a directory outside it as "(unreachable)" (glibc as ENOENT).
+fn check_cwd_inside(cwd: &Path) -> Result<()> {
+    match std::env::current_dir() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err(Error::InvalidConfig(format!(
+            "process.cwd {} resolves outside the container's root filesystem",
+            cwd.display()
+        ))),
+    }
 }
 
 fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::convert::Infallible> {
@@ -351,6 +409,11 @@ fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::conv
 }
 
 fn exec_process(a: &InitArgs, _chan: &mut Channel) -> Result<std::convert::Infallible> {
+    if !a.plan.has(LinuxNamespaceType::Mount) {
+        // Joining a mount namespace sets the root; without one, enter the rootfs as the
+        // container's init did.
+        mounts::chroot_into(a.rootfs)?;
+    }
     let (env, exe) = prepare_process(a)?;
     // The channel is close-on-exec: the parent sees EOF on success, an Error message otherwise.
     finish_and_exec(a, &env, &exe)

@@ -10,6 +10,7 @@ pub mod container;
 pub mod cri;
 pub mod devices;
 pub mod error;
+pub mod exeseal;
 pub mod features;
 pub mod hooks;
 pub mod image;

@@ -169,6 +169,19 @@ fn mount_one(m: &Mount, ctx: &MountContext) -> Result<()> {
         .as_deref()
         .unwrap_or(if opts.is_bind() { "bind" } else { "none" });
     let dest = secure_join(ctx.rootfs, m.destination());
+    if typ == "proc" || typ == "sysfs" {
+        // A symlink on the way could put a fresh procfs or sysfs (unmasked) where the
+        // container reads it under another name: refused as runc refuses it.
+        let lexical = ctx
+            .rootfs
+            .join(m.destination().strip_prefix("/").unwrap_or(m.destination()));
+        if dest != lexical || lexical.is_symlink() {
+            return Err(Error::InvalidConfig(format!(
+                "{typ} mount at {} must be mounted on ordinary directory",
+                m.destination().display()
+            )));
+        }
+    }
     let data = opts.data.join(",");
     let data_opt = if data.is_empty() {
         None
@@ -384,6 +397,51 @@ pub fn enter_rootfs(rootfs: &Path, no_pivot: bool) -> Result<()> {
         umount2(".", MntFlags::MNT_DETACH).step(|| "unmount old root")?;
     }
     nix::unistd::chdir("/").step(|| "chdir to /")
+}
+
+/// Enter `rootfs` without a mount namespace of its own: chroot, nothing else changes.
+pub fn chroot_into(rootfs: &Path) -> Result<()> {
+    nix::unistd::chroot(rootfs).step(|| format!("chroot to {}", rootfs.display()))?;
+    nix::unistd::chdir("/").step(|| "chdir to /")
+}
+
+/// Detach every mount at or below `rootfs` in this process's mount namespace, deepest
+/// first: what a container without a mount namespace of its own left in its caller's.
+pub fn unmount_below(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").step(|| "read mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(rootfs))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).step(|| format!("unmount {}", p.display())),
+        }
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 /// Apply rootfsPropagation after entering the new root.

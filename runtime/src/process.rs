@@ -52,6 +52,52 @@ impl CapMasks {
             },
         }
     }
+
+    /// Keep only what `held` (the runtime's own bounding set) allows: a privileged
+    /// container or "all capabilities" gets what the runtime has, not EPERM. Returns the
+    /// capabilities dropped.
+    pub fn limit_to(&mut self, held: u64) -> u64 {
+        let asked =
+            self.bounding | self.effective | self.permitted | self.inheritable | self.ambient;
+        for set in [
+            &mut self.bounding,
+            &mut self.effective,
+            &mut self.permitted,
+            &mut self.inheritable,
+            &mut self.ambient,
+        ] {
+            *set &= held;
+        }
+        asked & !held
+    }
+
+    /// Ambient capabilities must also be permitted and inheritable, or raising them fails
+    /// (EPERM). `runc spec` lists ambient ones without inheritable: like runc, skip them
+    /// with a warning. Returns the capabilities skipped.
+    pub fn drop_unraisable_ambient(&mut self) -> u64 {
+        let bad = self.ambient & !(self.permitted & self.inheritable);
+        self.ambient &= !bad;
+        bad
+    }
+}
+
+/// The calling process's bounding set.
+pub fn own_bounding() -> u64 {
+    caps::read(None, caps::CapSet::Bounding)
+        .map(|set| set.iter().fold(0, |m, c| m | c.bitmask()))
+        .unwrap_or(u64::MAX)
+}
+
+/// Names of the capabilities in `mask`, for messages.
+pub fn cap_names(mask: u64) -> String {
+    caps::all()
+        .into_iter()
+        .filter(|c| mask & c.bitmask() != 0)
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Drop from the bounding set every capability not in `keep`.
@@ -209,9 +255,22 @@ pub fn set_oom_score_adj(v: i32) -> Result<()> {
     })
 }
 
-/// Environment for the process: the config's, plus PATH and HOME when missing.
+/// Environment for the process: the config's (a name given twice keeps its last value,
+/// at its first place, as runc does; so `exec --env` overrides the spec), plus PATH and
+/// HOME when missing.
 pub fn environment(p: &Process, home: impl FnOnce() -> String) -> Vec<String> {
-    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for e in p.env().iter().flatten() {
+        let name = e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string();
+        match at.get(&name) {
+            Some(&i) => env[i] = e.clone(),
+            None => {
+                at.insert(name, env.len());
+                env.push(e.clone());
+            }
+        }
+    }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
@@ -306,6 +365,34 @@ mod tests {
                 "HOME=/root".into()
             ]
         );
+    }
+
+    #[test]
+    fn env_last_value_wins() {
+        let p: Process = serde_json::from_str(
+            r#"{"cwd":"/","user":{"uid":0,"gid":0},"env":["A=1","B=2","A=3","PATH=/x"]}"#,
+        )
+        .unwrap();
+        let env = environment(&p, || "/".into());
+        assert_eq!(env, ["A=3", "B=2", "PATH=/x", "HOME=/"]);
+    }
+
+    #[test]
+    fn caps_limited_and_ambient_checked() {
+        let all = u64::MAX >> 23; // caps 0..=40
+        let mut m = CapMasks {
+            bounding: all,
+            effective: all,
+            permitted: all,
+            inheritable: 0,
+            ambient: 1 << 10,
+        };
+        let dropped = m.limit_to(all & !(1 << 24));
+        assert_eq!(dropped, 1 << 24);
+        assert_eq!(m.permitted & (1 << 24), 0);
+        assert_eq!(cap_names(dropped), "CAP_SYS_RESOURCE");
+        assert_eq!(m.drop_unraisable_ambient(), 1 << 10);
+        assert_eq!(m.ambient, 0);
     }
 
     #[test]

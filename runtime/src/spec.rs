@@ -37,14 +37,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "net_cls/net_prio cgroups are not supported",
     ),
     (
-        "/linux/resources/memory/kernel",
-        "kernel memory limits are obsolete (kernel >= 5.4) and not supported",
-    ),
-    (
-        "/linux/resources/memory/kernelTCP",
-        "kernel TCP memory limits are not supported",
-    ),
-    (
         "/linux/seccomp/listenerPath",
         "seccomp user notification (listenerPath) is not supported",
     ),
@@ -93,6 +85,28 @@ pub fn check_version(v: &str) -> Result<()> {
             &OCI_VERSION_MAX[..3]
         )))
     }
+}
+
+/// Deprecated fields runc accepts and ignores with a warning (kernel memory accounting
+/// cannot be limited separately since Linux 5.4 / cgroup v2).
+const IGNORED: &[(&str, &str)] = &[
+    (
+        "/linux/resources/memory/kernel",
+        "linux.resources.memory.kernel is deprecated and ignored (kernel memory limits are gone since Linux 5.4)",
+    ),
+    (
+        "/linux/resources/memory/kernelTCP",
+        "linux.resources.memory.kernelTCP is deprecated and ignored",
+    ),
+];
+
+/// Warnings for deprecated fields that are set and ignored.
+pub fn ignored_fields(raw: &Value) -> Vec<&'static str> {
+    IGNORED
+        .iter()
+        .filter(|(ptr, _)| raw.pointer(ptr).is_some_and(|v| !v.is_null()))
+        .map(|(_, why)| *why)
+        .collect()
 }
 
 /// Refuse spec fields that are set but not implemented, naming them.
@@ -146,6 +160,9 @@ pub fn parse(text: &str) -> Result<Spec> {
         .ok_or_else(|| Error::InvalidConfig("ociVersion is missing".into()))?;
     check_version(version)?;
     check_unsupported(&raw)?;
+    for w in ignored_fields(&raw) {
+        crate::log::warn(w);
+    }
     let spec: Spec = serde_json::from_value(raw)
         .map_err(|e| Error::InvalidConfig(format!("config.json: {e}")))?;
     validate(&spec)?;
@@ -238,6 +255,25 @@ fn validate(spec: &Spec) -> Result<()> {
         }
         if !new_user && (linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())) {
             return inv("linux.uidMappings given without a new user namespace".into());
+        }
+        if !seen.contains(&LinuxNamespaceType::Mount) {
+            let restricted = linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty())
+                || linux
+                    .readonly_paths()
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty());
+            if restricted {
+                // runc's words.
+                return inv(
+                    "unable to restrict sys entries without a private MNT namespace".into(),
+                );
+            }
+            if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+                return inv(
+                    "root.readonly needs a private mount namespace (it would remount the caller's root)"
+                        .into(),
+                );
+            }
         }
         if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
             && !seen.contains(&LinuxNamespaceType::Uts)

@@ -123,16 +123,22 @@ impl Drop for Bundle {
 /// The CLI with a private state root, so tests never see each other's containers.
 pub struct Cli {
     pub root: PathBuf,
+    /// The runtime binary this CLI runs (the workspace's unless a test made a copy).
+    pub bin: PathBuf,
 }
 
 impl Cli {
     pub fn new() -> Cli {
+        Cli::with_binary(skiff_runtime_bin())
+    }
+
+    pub fn with_binary(bin: PathBuf) -> Cli {
         let root = std::env::temp_dir().join(unique("skiff-root"));
-        Cli { root }
+        Cli { root, bin }
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(skiff_runtime_bin());
+        let mut c = Command::new(&self.bin);
         c.arg("--root").arg(&self.root);
         c
     }

@@ -191,6 +191,9 @@ pub struct ExecArgs {
     pub pid_file: Option<PathBuf>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: i32,
+    /// Allow exec in a paused container (the process starts frozen, until resume).
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
     /// AppArmor profile (refused: AppArmor is not supported).
     #[arg(long)]
     pub apparmor: Option<String>,
@@ -247,4 +250,20 @@ pub struct ServeArgs {
     /// Address of the streaming server for exec, attach and port-forward (port 0: any).
     #[arg(long = "streaming-address", default_value = "127.0.0.1:0")]
     pub streaming_address: std::net::SocketAddr,
+}
+
+impl Command {
+    /// Commands whose processes (or their forks) enter containers: they must run from a
+    /// copy of the binary that a container cannot write (see `skiff_runtime::exeseal`).
+    pub fn enters_containers(&self) -> bool {
+        matches!(
+            self,
+            Command::Create { .. }
+                | Command::Run { .. }
+                | Command::Exec(_)
+                | Command::Serve(_)
+                | Command::Shim { .. }
+                | Command::PodPause
+        )
+    }
 }

@@ -289,6 +289,7 @@ fn exec(rt: &Runtime, e: ExecArgs) -> Result<i32> {
         pid_file: e.pid_file.as_ref().map(|p| absolute(p)).transpose()?,
         console: console_fd,
         preserve_fds: e.preserve_fds,
+        ignore_paused: e.ignore_paused,
     };
     let pid = rt.exec(&e.id, &p, &opts)?;
     let Some(sigs) = sigs else { return Ok(0) };
@@ -534,7 +535,9 @@ fn serve(root: &Path, a: crate::cli::ServeArgs) -> Result<()> {
         listen: a.listen,
         cni_conf_dir: a.cni_conf_dir,
         cni_bin_dir: a.cni_bin_dir,
-        shim_binary: std::env::current_exe().context("locate own binary")?,
+        // This process runs from its protected copy (exeseal): monitors and execs
+        // started through the link run from it too, and need no copy of their own.
+        shim_binary: "/proc/self/exe".into(),
         insecure_registries: a.insecure_registry,
         streaming_addr: a.streaming_address,
     };

@@ -8,6 +8,13 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if cli.command.enters_containers() {
+        // Before anything else (threads, state): a failure here leaves nothing behind.
+        if let Err(e) = skiff_runtime::exeseal::ensure() {
+            eprintln!("skiff-runtime: protect the runtime binary from containers: {e}");
+            std::process::exit(1);
+        }
+    }
     let format = match cli.log_format.as_str() {
         "json" => skiff_runtime::log::Format::Json,
         _ => skiff_runtime::log::Format::Text,
