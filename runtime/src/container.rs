@@ -135,6 +135,7 @@ impl Runtime {
             Some(s) => Some((seccomp::compile(s)?, seccomp::flags(s))),
             None => None,
         };
+        warn_caps(&process);
 
         let cg_path = cgroups::normalize_path(linux.cgroups_path().as_deref(), id)?;
         let cgroup = Manager::open(&cg_path)?;
@@ -534,6 +535,7 @@ impl Runtime {
             Some(s) => Some((seccomp::compile(s)?, seccomp::flags(s))),
             None => None,
         };
+        warn_caps(process);
         let cgroup = Manager::open(&st.cgroup_path)?;
         let spec: &Spec = &st.config;
         let (mut parent, child) = Channel::pair()?;
@@ -585,6 +587,13 @@ impl Runtime {
             write_pid_file(p, pid)?;
         }
         Ok(pid)
+    }
+}
+
+/// Log what the process's capabilities leave out (the child applies the same silently).
+fn warn_caps(p: &Process) {
+    for w in crate::process::resolve_caps(p.capabilities().as_ref()).1 {
+        crate::log::warn(&w);
     }
 }
 

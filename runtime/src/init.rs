@@ -8,7 +8,7 @@ use crate::cgroups::Manager;
 use crate::channel::{Channel, Msg};
 use crate::error::{Context, Error, Result};
 use crate::namespaces::Plan;
-use crate::process::{self, CapMasks};
+use crate::process;
 use crate::{devices, hooks, mounts, seccomp};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
@@ -344,21 +344,8 @@ fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps.
         seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
     }
-    let mut caps = CapMasks::from_spec(p.capabilities().as_ref());
-    let missing = caps.limit_to(process::own_bounding());
-    if missing != 0 {
-        crate::log::warn(&format!(
-            "capabilities the runtime does not hold are left out: {}",
-            process::cap_names(missing)
-        ));
-    }
-    let skipped = caps.drop_unraisable_ambient();
-    if skipped != 0 {
-        crate::log::warn(&format!(
-            "ambient capabilities not also inheritable and permitted are skipped: {}",
-            process::cap_names(skipped)
-        ));
-    }
+    // The runtime logged what this leaves out, before fork (here stderr may be the pty).
+    let (caps, _) = process::resolve_caps(p.capabilities().as_ref());
     process::drop_bounding(caps.bounding)?;
     let gids = p.user().additional_gids().clone().unwrap_or_default();
     process::set_user(uid, p.user().gid(), &gids, a.plan.new_user)?;

@@ -27,6 +27,91 @@ pub struct Options {
     pub flags: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) for mount_setattr(AT_RECURSIVE).
+    pub recursive: RecursiveAttr,
+}
+
+/// MOUNT_ATTR_* bits to set and clear on a mount and every mount below it.
+#[derive(Debug, Default, PartialEq, Clone, Copy)]
+pub struct RecursiveAttr {
+    pub set: u64,
+    pub clr: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME: u64 = 0x70; // the atime mode field
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+impl RecursiveAttr {
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clr == 0
+    }
+
+    /// Apply one `r*` option; false if `opt` is not one.
+    fn add(&mut self, opt: &str) -> bool {
+        let (set, clr) = match opt {
+            "rro" => (MOUNT_ATTR_RDONLY, 0),
+            "rrw" => (0, MOUNT_ATTR_RDONLY),
+            "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+            "rsuid" => (0, MOUNT_ATTR_NOSUID),
+            "rnodev" => (MOUNT_ATTR_NODEV, 0),
+            "rdev" => (0, MOUNT_ATTR_NODEV),
+            "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+            "rexec" => (0, MOUNT_ATTR_NOEXEC),
+            "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+            "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+            "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+            "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+            // The atime mode is one field: the kernel wants it cleared whole to change it.
+            // The "no" forms of atime, strictatime and relatime leave the default, relatime.
+            "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+            "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+            "ratime" | "rrelatime" | "rnorelatime" | "rnostrictatime" => (0, MOUNT_ATTR_ATIME),
+            _ => return false,
+        };
+        if clr & MOUNT_ATTR_ATIME != 0 {
+            self.set &= !MOUNT_ATTR_ATIME;
+        }
+        self.set = (self.set & !clr) | set;
+        self.clr = (self.clr & !set) | clr;
+        true
+    }
+
+    /// mount_setattr(2) on `dest` and every mount below it.
+    pub fn apply(&self, dest: &Path) -> nix::Result<()> {
+        #[repr(C)]
+        struct MountAttr {
+            set: u64,
+            clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            set: self.set,
+            clr: self.clr,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
+            .map_err(|_| nix::errno::Errno::EINVAL)?;
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        nix::errno::Errno::result(r).map(drop)
+    }
 }
 
 impl Options {
@@ -40,8 +125,12 @@ pub fn parse_options(opts: &[String]) -> Options {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
         data: Vec::new(),
+        recursive: RecursiveAttr::default(),
     };
     for opt in opts {
+        if o.recursive.add(opt) {
+            continue;
+        }
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -256,6 +345,11 @@ fn mount_one(m: &Mount, ctx: &MountContext) -> Result<()> {
             }
             r => r.step(|| what("mount"))?,
         }
+    }
+    if !opts.recursive.is_empty() {
+        opts.recursive
+            .apply(&dest)
+            .step(|| what("set recursive attributes (mount_setattr) of"))?;
     }
     for p in &opts.propagation {
         mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>)
@@ -519,6 +613,33 @@ mod tests {
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         let b = parse_options(&["rbind".into(), "ro".into()]);
         assert!(b.is_bind() && b.flags.contains(MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        let r = parse_options(&[
+            "rbind".into(),
+            "rro".into(),
+            "rnosuid".into(),
+            "rnoatime".into(),
+        ]);
+        assert_eq!(
+            r.recursive,
+            RecursiveAttr {
+                set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME,
+                clr: MOUNT_ATTR_ATIME
+            }
+        );
+        assert!(r.data.is_empty(), "recursive options are not fs data");
+        let r = parse_options(&[
+            "rro".into(),
+            "rrw".into(),
+            "rstrictatime".into(),
+            "ratime".into(),
+        ]);
+        assert_eq!(
+            r.recursive,
+            RecursiveAttr {
+                set: 0,
+                clr: MOUNT_ATTR_RDONLY | MOUNT_ATTR_ATIME
+            }
+        );
         let rw = parse_options(&["ro".into(), "rw".into()]);
         assert!(!rw.flags.contains(MsFlags::MS_RDONLY), "later option wins");
     }

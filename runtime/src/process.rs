@@ -81,6 +81,28 @@ impl CapMasks {
     }
 }
 
+/// The masks the process gets, and a warning for what was left out; the same in the
+/// runtime (which logs the warnings before fork) and in the child (which applies them).
+pub fn resolve_caps(c: Option<&LinuxCapabilities>) -> (CapMasks, Vec<String>) {
+    let mut caps = CapMasks::from_spec(c);
+    let mut warnings = Vec::new();
+    let missing = caps.limit_to(own_bounding());
+    if missing != 0 {
+        warnings.push(format!(
+            "capabilities the runtime does not hold are left out: {}",
+            cap_names(missing)
+        ));
+    }
+    let skipped = caps.drop_unraisable_ambient();
+    if skipped != 0 {
+        warnings.push(format!(
+            "ambient capabilities not also inheritable and permitted are skipped: {}",
+            cap_names(skipped)
+        ));
+    }
+    (caps, warnings)
+}
+
 /// The calling process's bounding set.
 pub fn own_bounding() -> u64 {
     caps::read(None, caps::CapSet::Bounding)

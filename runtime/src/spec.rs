@@ -278,7 +278,8 @@ fn validate(spec: &Spec) -> Result<()> {
         if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
             && !seen.contains(&LinuxNamespaceType::Uts)
         {
-            return inv("hostname is set but no uts namespace is configured".into());
+            // runc's words.
+            return inv("unable to set hostname without a private UTS namespace".into());
         }
         if let Some(prop) = linux.rootfs_propagation() {
             if !prop.is_empty() && crate::mounts::propagation_flag(prop).is_none() {
