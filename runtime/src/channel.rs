@@ -25,6 +25,8 @@ pub enum Msg {
     Hooks,
     /// Setup finished; init is waiting on the exec fifo.
     Ready,
+    /// The seccomp notification fd is on the fd socket: hand it to the agent, then ack.
+    Seccomp,
     Error {
         msg: String,
     },
@@ -84,4 +86,39 @@ impl Channel {
             ))),
         }
     }
+}
+
+/// Pass one fd over a unix socket (the seccomp notification fd, child to runtime). Kept
+/// apart from the JSON channel: its buffered reader would drop the ancillary data.
+pub fn send_fd(sock: std::os::fd::RawFd, fd: std::os::fd::RawFd) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(b"f")];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .step(|| "pass the seccomp fd to the runtime")
+}
+
+pub fn recv_fd(sock: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .step(|| "receive the seccomp fd")?;
+    for c in msg.cmsgs().step(|| "read control message")? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Error::Init("the container init sent no seccomp fd".into()))
 }

@@ -136,6 +136,7 @@ impl Runtime {
             None => None,
         };
         warn_caps(&process);
+        let agent = SeccompAgent::new(linux.seccomp().as_ref())?;
 
         let cg_path = cgroups::normalize_path(linux.cgroups_path().as_deref(), id)?;
         let cgroup = Manager::open(&cg_path)?;
@@ -196,6 +197,7 @@ impl Runtime {
             no_new_keyring: opts.no_new_keyring,
             state: hook_state(&st, Status::Creating),
             exec: false,
+            seccomp_agent: agent.as_ref().map(|a| a.child_fd()),
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {
@@ -239,6 +241,13 @@ impl Runtime {
                     parent.send(&Msg::Ack {
                         state: Some(hook_state(&st, Status::Created)),
                     })?;
+                }
+                Some(Msg::Seccomp) => {
+                    let a = agent.as_ref().ok_or_else(|| {
+                        Error::Init("container init sent a seccomp fd nobody asked for".into())
+                    })?;
+                    a.hand_over(st.pid, &hook_state(&st, Status::Creating))?;
+                    parent.send(&Msg::Ack { state: None })?;
                 }
                 Some(Msg::Ready) => break,
                 Some(Msg::Error { msg }) => return Err(Error::Init(msg)),
@@ -536,6 +545,7 @@ impl Runtime {
             None => None,
         };
         warn_caps(process);
+        let agent = SeccompAgent::new(linux.seccomp().as_ref())?;
         let cgroup = Manager::open(&st.cgroup_path)?;
         let spec: &Spec = &st.config;
         let (mut parent, child) = Channel::pair()?;
@@ -553,6 +563,7 @@ impl Runtime {
             no_new_keyring: true,
             state: st.oci_json(status),
             exec: true,
+            seccomp_agent: agent.as_ref().map(|a| a.child_fd()),
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {
@@ -571,6 +582,13 @@ impl Runtime {
                     }
                     pid = Some(p);
                 }
+                Ok(Some(Msg::Seccomp)) => {
+                    let (a, p) = agent.as_ref().zip(pid).ok_or_else(|| {
+                        Error::Init("exec process sent an unexpected seccomp fd".into())
+                    })?;
+                    a.hand_over(p, &st.oci_json(Status::Running))?;
+                    parent.send(&Msg::Ack { state: None })?;
+                }
                 Ok(Some(Msg::Error { msg })) => return Err(Error::Init(msg)),
                 Ok(Some(other)) => {
                     return Err(Error::Init(format!(
@@ -587,6 +605,47 @@ impl Runtime {
             write_pid_file(p, pid)?;
         }
         Ok(pid)
+    }
+}
+
+/// A seccomp agent (linux.seccomp.listenerPath): the socket pair on which the child
+/// passes its notification fd, and where the fd goes with the container process state.
+struct SeccompAgent {
+    path: PathBuf,
+    metadata: Option<String>,
+    ours: std::os::unix::net::UnixStream,
+    theirs: std::os::unix::net::UnixStream,
+}
+
+impl SeccompAgent {
+    fn new(s: Option<&oci_spec::runtime::LinuxSeccomp>) -> Result<Option<SeccompAgent>> {
+        let Some(s) = s else { return Ok(None) };
+        let Some(path) = seccomp::listener(s)? else {
+            return Ok(None);
+        };
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().step(|| "create seccomp fd socketpair")?;
+        Ok(Some(SeccompAgent {
+            path,
+            metadata: s.listener_metadata().clone(),
+            ours,
+            theirs,
+        }))
+    }
+
+    fn child_fd(&self) -> RawFd {
+        self.theirs.as_raw_fd()
+    }
+
+    fn hand_over(&self, pid: i32, state: &serde_json::Value) -> Result<()> {
+        let fd = crate::channel::recv_fd(self.ours.as_raw_fd())?;
+        seccomp::send_to_listener(
+            &self.path,
+            fd.as_raw_fd(),
+            pid,
+            self.metadata.as_deref(),
+            state,
+        )
     }
 }
 

@@ -35,6 +35,9 @@ pub struct InitArgs<'a> {
     pub state: serde_json::Value,
     /// Exec into an existing container: skip rootfs setup.
     pub exec: bool,
+    /// With a seccomp listener: the socket on which the notification fd goes to the
+    /// runtime, which hands it to the agent. The filter is then loaded during setup.
+    pub seccomp_agent: Option<RawFd>,
 }
 
 static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -71,7 +74,13 @@ pub fn run(args: InitArgs, mut chan: Channel) -> ! {
 fn close_inherited_fds(a: &InitArgs, chan: &Channel) {
     let first_free = 3 + a.preserve_fds.max(0) as u32;
     let mut keep: Vec<u32> = chan.fds().iter().map(|f| *f as u32).collect();
-    keep.extend(a.fifo.iter().chain(a.console.iter()).map(|f| *f as u32));
+    keep.extend(
+        a.fifo
+            .iter()
+            .chain(a.console.iter())
+            .chain(a.seccomp_agent.iter())
+            .map(|f| *f as u32),
+    );
     // Namespace files the spec names, opened (close-on-exec) for joining.
     keep.extend(a.plan.join.iter().map(|(_, f)| f.as_raw_fd() as u32));
     keep.retain(|f| *f >= first_free);
@@ -248,7 +257,7 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
         mounts::readonly_root()?;
     }
 
-    let (env, argv0) = prepare_process(a)?;
+    let (env, argv0) = prepare_process(a, chan)?;
     chan.send(&Msg::Ready)?;
     READY.store(true, std::sync::atomic::Ordering::Relaxed);
     // The init stays non-dumpable while it waits for `start` (a created container's
@@ -278,7 +287,7 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
 
 /// Console, limits, identity: the steps shared by container init and exec. Returns the
 /// environment and resolved executable.
-fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
+fn prepare_process(a: &InitArgs, chan: &mut Channel) -> Result<(Vec<String>, PathBuf)> {
     let p = a.process;
     let linux = a.spec.linux().as_ref().expect("validated");
     if p.terminal() == Some(true) {
@@ -332,6 +341,9 @@ fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
         })
         .step(|| "set io priority")?;
     }
+    if let Some(mp) = linux.memory_policy() {
+        crate::mempolicy::apply(&crate::mempolicy::plan(mp)?)?;
+    }
     nix::unistd::chdir(p.cwd()).step(|| format!("chdir to cwd {}", p.cwd().display()))?;
     check_cwd_inside(p.cwd())?;
     let uid = p.user().uid();
@@ -340,9 +352,25 @@ fn prepare_process(a: &InitArgs) -> Result<(Vec<String>, PathBuf)> {
     let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)?;
 
     let nnp = p.no_new_privileges() == Some(true);
-    if let (Some((prog, flags)), false) = (&a.seccomp, nnp) {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps.
-        seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+    match (&a.seccomp, a.seccomp_agent) {
+        // An agent gets the notification fd through the runtime, which waits for it: load
+        // the filter now, while the runtime listens.
+        (Some((prog, flags)), Some(sock)) => {
+            if nnp {
+                set_no_new_privs()?;
+            }
+            let fd = seccomp::install(prog, *flags | seccomp::FLAG_NEW_LISTENER)
+                .step(|| "load seccomp filter")?;
+            crate::channel::send_fd(sock, fd)?;
+            unsafe { libc::close(fd) };
+            chan.send(&Msg::Seccomp)?;
+            chan.expect_ack()?;
+        }
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: before dropping caps.
+        (Some((prog, flags)), None) if !nnp => {
+            seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+        }
+        _ => {}
     }
     // The runtime logged what this leaves out, before fork (here stderr may be the pty).
     let (caps, _) = process::resolve_caps(p.capabilities().as_ref());
@@ -365,13 +393,22 @@ fn check_cwd_inside(cwd: &Path) -> Result<()> {
     }
 }
 
+fn set_no_new_privs() -> Result<()> {
+    nix::errno::Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+        .map(drop)
+        .step(|| "set no_new_privs")
+}
+
 fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::convert::Infallible> {
     let p = a.process;
     if p.no_new_privileges() == Some(true) {
-        nix::errno::Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-            .step(|| "set no_new_privs")?;
-        if let Some((prog, flags)) = &a.seccomp {
-            seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+        set_no_new_privs()?;
+        match &a.seccomp {
+            // As late as possible: the fewest syscalls run under the filter.
+            Some((prog, flags)) if a.seccomp_agent.is_none() => {
+                seccomp::install(prog, *flags).step(|| "load seccomp filter")?;
+            }
+            _ => {}
         }
     }
     let argv = process::cstrings(p.args().as_deref().unwrap_or(&[]))?;
@@ -395,13 +432,13 @@ fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::conv
     })
 }
 
-fn exec_process(a: &InitArgs, _chan: &mut Channel) -> Result<std::convert::Infallible> {
+fn exec_process(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infallible> {
     if !a.plan.has(LinuxNamespaceType::Mount) {
         // Joining a mount namespace sets the root; without one, enter the rootfs as the
         // container's init did.
         mounts::chroot_into(a.rootfs)?;
     }
-    let (env, exe) = prepare_process(a)?;
+    let (env, exe) = prepare_process(a, chan)?;
     // The channel is close-on-exec: the parent sees EOF on success, an Error message otherwise.
     finish_and_exec(a, &env, &exe)
 }

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod image;
 mod init;
 pub mod log;
+pub mod mempolicy;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;

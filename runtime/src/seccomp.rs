@@ -34,6 +34,9 @@ pub const RET_TRAP: u32 = 0x0003_0000;
 pub const RET_ERRNO: u32 = 0x0005_0000;
 pub const RET_TRACE: u32 = 0x7ff0_0000;
 pub const RET_LOG: u32 = 0x7ffc_0000;
+pub const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// seccomp(2) flag: return a notification fd for SCMP_ACT_NOTIFY.
+pub const FLAG_NEW_LISTENER: u32 = 1 << 3;
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 
 #[cfg(target_arch = "x86_64")]
@@ -59,9 +62,7 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32> {
         LinuxSeccompAction::ScmpActTrace => RET_TRACE | data,
         LinuxSeccompAction::ScmpActLog => RET_LOG,
         LinuxSeccompAction::ScmpActAllow => RET_ALLOW,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error::Unsupported("seccomp action SCMP_ACT_NOTIFY".into()))
-        }
+        LinuxSeccompAction::ScmpActNotify => RET_USER_NOTIF,
     })
 }
 
@@ -283,6 +284,65 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<SockFilter>> {
     Ok(out)
 }
 
+/// Whether any rule (or the default) hands syscalls to a user-space agent.
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// The agent's socket when the profile notifies: required then (the notifications would
+/// otherwise wait for ever), as runc requires it.
+pub fn listener(s: &LinuxSeccomp) -> Result<Option<std::path::PathBuf>> {
+    let path = s
+        .listener_path()
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+    match (uses_notify(s), path) {
+        (true, None) => Err(Error::InvalidConfig(
+            "linux.seccomp uses SCMP_ACT_NOTIFY but has no listenerPath".into(),
+        )),
+        (true, Some(p)) => Ok(Some(p)),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Send the notification fd to the agent at `path`, with the container process state
+/// (runtime-spec: containerProcessState) in the same message.
+pub fn send_to_listener(
+    path: &std::path::Path,
+    fd: std::os::fd::RawFd,
+    pid: i32,
+    metadata: Option<&str>,
+    state: &serde_json::Value,
+) -> Result<()> {
+    use crate::error::Context;
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let msg = serde_json::json!({
+        "ociVersion": crate::spec::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": metadata.unwrap_or(""),
+        "state": state,
+    });
+    let body = serde_json::to_vec(&msg).expect("state serializes");
+    let sock = std::os::unix::net::UnixStream::connect(path)
+        .step(|| format!("connect to seccomp listener {}", path.display()))?;
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(&body)];
+    sendmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .step(|| format!("send the seccomp fd to {}", path.display()))?;
+    Ok(())
+}
+
 /// seccomp(2) filter flags from the profile.
 pub fn flags(s: &LinuxSeccomp) -> u32 {
     s.flags().iter().flatten().fold(0, |acc, f| {
@@ -295,7 +355,8 @@ pub fn flags(s: &LinuxSeccomp) -> u32 {
 }
 
 /// Install a compiled filter on the calling thread (no allocation: safe after fork).
-pub fn install(prog: &[SockFilter], flags: u32) -> nix::Result<()> {
+/// With FLAG_NEW_LISTENER the result is the notification fd.
+pub fn install(prog: &[SockFilter], flags: u32) -> nix::Result<i32> {
     #[repr(C)]
     struct SockFprog {
         len: u16,
@@ -314,7 +375,7 @@ pub fn install(prog: &[SockFilter], flags: u32) -> nix::Result<()> {
             &fprog as *const SockFprog,
         )
     };
-    nix::errno::Errno::result(r).map(drop)
+    nix::errno::Errno::result(r).map(|v| v as i32)
 }
 
 /// Syscalls the default profile refuses (EPERM), each unless the container holds the
@@ -536,10 +597,21 @@ mod tests {
     }
 
     #[test]
-    fn notify_refused() {
-        let r = compile(&profile(
-            serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
-        ));
-        assert!(r.unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
+    fn notify_needs_a_listener() {
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}));
+        let prog = compile(&p).unwrap();
+        assert_eq!(
+            run(&prog, NATIVE_ARCH, libc::SYS_mkdir as u32, [0; 6]),
+            RET_USER_NOTIF
+        );
+        let e = listener(&p).unwrap_err().to_string();
+        assert!(e.contains("listenerPath"), "{e}");
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY",
+            "listenerPath": "/run/agent.sock"}));
+        assert_eq!(
+            listener(&p).unwrap().unwrap(),
+            std::path::Path::new("/run/agent.sock")
+        );
     }
 }

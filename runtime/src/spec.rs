@@ -18,7 +18,6 @@ pub const OCI_VERSION: &str = "1.2.0";
 /// Spec fields (JSON pointers) that this runtime refuses when set to a non-empty value.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("/linux/intelRdt", "Intel RDT is not supported"),
-    ("/linux/memoryPolicy", "NUMA memory policy is not supported"),
     (
         "/linux/netDevices",
         "moving network devices is not supported",
@@ -35,10 +34,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "/linux/resources/network",
         "net_cls/net_prio cgroups are not supported",
-    ),
-    (
-        "/linux/seccomp/listenerPath",
-        "seccomp user notification (listenerPath) is not supported",
     ),
     (
         "/process/apparmorProfile",
@@ -287,6 +282,9 @@ fn validate(spec: &Spec) -> Result<()> {
                     "linux.rootfsPropagation {prop:?} is not a propagation mode"
                 ));
             }
+        }
+        if let Some(mp) = linux.memory_policy() {
+            crate::mempolicy::plan(mp)?;
         }
         for d in linux.devices().iter().flatten() {
             if !d.path().is_absolute() {

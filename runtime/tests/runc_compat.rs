@@ -368,3 +368,141 @@ fn recursive_mount_attributes_reach_every_submount() {
     }
     assert_eq!(out, r_out, "runc differs");
 }
+
+/// A seccomp agent: accepts one connection on `path`, takes the state and the fd, then
+/// answers every notification with EROFS until the fd closes. Returns the state.
+fn seccomp_agent(path: std::path::PathBuf) -> std::thread::JoinHandle<(serde_json::Value, usize)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        // Bounded: a runtime that never connects fails the test instead of hanging it.
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, 30_000) },
+            1,
+            "nobody connected"
+        );
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => f.first().copied(),
+                _ => None,
+            })
+            .expect("an fd came with the state");
+        let n = msg.bytes;
+        let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+        // struct seccomp_notif (80 bytes) and seccomp_notif_resp (24 bytes).
+        const RECV: libc::c_ulong = 0xc050_2100;
+        const SEND: libc::c_ulong = 0xc018_2101;
+        let mut answered = 0;
+        loop {
+            // POLLHUP once the filter's last process is gone; bounded in any case.
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ready = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+            if ready <= 0 || pfd.revents & libc::POLLIN == 0 {
+                break;
+            }
+            let mut notif = [0u64; 10];
+            if unsafe { libc::ioctl(fd, RECV, notif.as_mut_ptr()) } != 0 {
+                break;
+            }
+            let resp: [u64; 3] = [notif[0], 0, (-libc::EROFS) as u32 as u64];
+            if unsafe { libc::ioctl(fd, SEND, resp.as_ptr()) } == 0 {
+                answered += 1;
+            }
+        }
+        unsafe { libc::close(fd) };
+        (state, answered)
+    })
+}
+
+#[test]
+#[ignore = "needs root and runc"]
+fn seccomp_notifications_reach_the_listener() {
+    let dir = std::env::temp_dir().join(unique("skiff-agent"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "mkdir /tmp/x && echo made; echo after"]);
+    b.config["root"]["readonly"] = json!(false);
+    for (runtime, id) in [("skiff", unique("notify")), ("runc", unique("notify-runc"))] {
+        let sock = dir.join(format!("{runtime}.sock"));
+        b.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": path_str(&sock),
+            "listenerMetadata": "from-the-test",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+        b.save();
+        let agent = seccomp_agent(sock);
+        let o = if runtime == "skiff" {
+            Cli::new().run(&["run", "--bundle", path_str(&b.dir), &id])
+        } else {
+            Runc::new().run(&["run", "--bundle", path_str(&b.dir), &id])
+        };
+        let (out, err) = text(&o);
+        let (state, answered) = agent.join().unwrap();
+        // The agent's EROFS is what mkdir saw.
+        assert!(
+            out.contains("after") && !out.contains("made"),
+            "{runtime}: {out}"
+        );
+        assert!(err.contains("Read-only file system"), "{runtime}: {err}");
+        assert!(answered >= 1, "{runtime}");
+        assert_eq!(state["fds"], json!(["seccompFd"]), "{runtime}: {state}");
+        assert_eq!(state["metadata"], "from-the-test", "{runtime}: {state}");
+        assert_eq!(state["state"]["id"], json!(id), "{runtime}: {state}");
+        assert!(state["pid"].as_i64().unwrap() > 0, "{runtime}: {state}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn memory_policy_is_applied() {
+    let cli = Cli::new();
+    for (policy, shown) in [
+        (
+            json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}),
+            "interleave:0",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
+            "bind=static:0",
+        ),
+        (json!({"mode": "MPOL_DEFAULT"}), "default"),
+    ] {
+        let mut b = Bundle::new(&["sh", "-c", "grep -m1 heap /proc/self/numa_maps"]);
+        b.config["linux"]["memoryPolicy"] = policy.clone();
+        b.save();
+        let (code, out, err) = cli.run_bundle(&unique("mempolicy"), &b);
+        assert_eq!(code, 0, "{policy}: {err}");
+        assert!(out.contains(&format!(" {shown} ")), "{policy}: {out}");
+    }
+    // Nodes for a mode that takes none: refused before anything starts.
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["memoryPolicy"] = json!({"mode": "MPOL_DEFAULT", "nodes": "0"});
+    b.save();
+    let (code, _, err) = cli.run_bundle(&unique("mempolicy"), &b);
+    assert_ne!(code, 0);
+    assert!(err.contains("takes no nodes"), "{err}");
+}
