@@ -82,7 +82,7 @@ fn setup(c: &NetConf, env: &Env, netns: &Path, r: &ipam::Range, ip: Ipv4Addr) ->
         let cluster = c.cluster_cidr.clone().unwrap_or_else(|| r.net.to_string());
         nft::ensure_masquerade(&c.name, &r.net.to_string(), &cluster)?;
     }
-    nft::add_port_mappings(ip, &c.runtime_config.port_mappings)?;
+    nft::add_port_mappings(ip, &c.bridge, &c.runtime_config.port_mappings)?;
     Ok(json!({
         "cniVersion": c.cni_version,
         "interfaces": [

@@ -65,17 +65,25 @@ const HOSTPORT_BASE: &str = "table ip skiff-cni {
   chain hostports { }
   chain prerouting { type nat hook prerouting priority dstnat; policy accept; }
   chain output { type nat hook output priority -100; policy accept; }
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
 }
 ";
 
-/// Forward each mapping's host port (on every local address but loopback) to `ip`.
+/// Forward each mapping's host port (on every local address, loopback included, as the
+/// CNI portmap plugin does) to `ip` behind `bridge`.
 pub fn add_port_mappings(
     ip: std::net::Ipv4Addr,
+    bridge: &str,
     maps: &[crate::config::PortMapping],
 ) -> Result<()> {
     if maps.is_empty() {
         return Ok(());
     }
+    // 127.0.0.1 → pod: the kernel drops packets with a loopback source on a real link
+    // unless route_localnet allows them; the source is masqueraded below anyway.
+    let knob = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+    std::fs::write(&knob, "1")
+        .map_err(|e| CniError::Nft(format!("enable {knob} for host ports on loopback: {e}")))?;
     let listing = Command::new("nft")
         .args(["list", "table", "ip", "skiff-cni"])
         .output()
@@ -88,8 +96,10 @@ pub fn add_port_mappings(
         script.push_str("add rule ip skiff-cni hostports meta l4proto tcp dnat ip to tcp dport map @hostports-tcp\n");
         script.push_str("add rule ip skiff-cni hostports meta l4proto udp dnat ip to udp dport map @hostports-udp\n");
         script.push_str("add rule ip skiff-cni prerouting fib daddr type local jump hostports\n");
+        script.push_str("add rule ip skiff-cni output fib daddr type local jump hostports\n");
+        // Connections from loopback that were sent to a pod leave with the node's address.
         script.push_str(
-            "add rule ip skiff-cni output ip daddr != 127.0.0.0/8 fib daddr type local jump hostports\n",
+            "add rule ip skiff-cni postrouting ip saddr 127.0.0.0/8 ct status dnat masquerade\n",
         );
     }
     for m in maps {

@@ -18,7 +18,8 @@ for a in $("$root/bin/busybox" --list); do
   [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"
 done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
-printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
+# Members listed in groups: the CRI adds them as supplementary groups, as containerd does.
+printf 'root:x:0:\nwheel:x:10:root\nusers:x:100:nobody\nnobody:x:65534:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
 "$(dirname "$0")/pack-oci.sh" "$root" "$out" "$name"
 

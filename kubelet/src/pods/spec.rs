@@ -445,11 +445,29 @@ pub fn container_config(
                 supplemental_groups: psc.supplemental_groups.unwrap_or_default(),
                 no_new_privs: sc.allow_privilege_escalation != Some(true)
                     && sc.privileged != Some(true),
+                seccomp: Some(seccomp(
+                    sc.seccomp_profile.as_ref().or(psc.seccomp_profile.as_ref()),
+                )),
                 ..Default::default()
             }),
         }),
         ..Default::default()
     })
+}
+
+/// The container's seccomp profile for the CRI. The CRI's default is unconfined; like
+/// the kubelet's --seccomp-default, a container that names none gets RuntimeDefault.
+fn seccomp(p: Option<&k8s_openapi::api::core::v1::SeccompProfile>) -> v1::SecurityProfile {
+    use v1::security_profile::ProfileType;
+    let (typ, localhost) = match p.map(|p| (p.type_.as_str(), p.localhost_profile.clone())) {
+        Some(("Unconfined", _)) => (ProfileType::Unconfined, None),
+        Some(("Localhost", l)) => (ProfileType::Localhost, l),
+        _ => (ProfileType::RuntimeDefault, None),
+    };
+    v1::SecurityProfile {
+        profile_type: typ as i32,
+        localhost_ref: localhost.unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

@@ -269,10 +269,12 @@ impl Inner {
             .arg(&c.id)
             .arg("--bundle")
             .arg(c.bundle())
-            .arg("--log-path")
-            .arg(&c.log_path)
             .arg("--exit-file")
             .arg(c.exit_file());
+        // No log_path: the container runs with no log file (output still reaches attach).
+        if !c.log_path.as_os_str().is_empty() {
+            cmd.arg("--log-path").arg(&c.log_path);
+        }
         if c.config.stdin {
             cmd.arg("--stdin");
         }
@@ -389,6 +391,16 @@ impl Inner {
         }
         remove_dir(&c.dir);
         self.records().remove_container(&c.id).map_err(status)?;
+        // Its image may have been removed while it was exited: collect what it held.
+        let image_kept = self
+            .images
+            .list()
+            .map_err(status)?
+            .iter()
+            .any(|i| i.id == c.image_id);
+        if !image_kept {
+            self.images.gc().map_err(status)?;
+        }
         self.emit(&c.id, &c.pod_id, Kind::ContainerDeletedEvent);
         Ok(())
     }
@@ -552,8 +564,23 @@ impl Inner {
         }
         let pid = monitor_pid(&c)
             .ok_or_else(|| Status::failed_precondition("the container's monitor is gone"))?;
+        // Synchronous, as containerd's: when this returns the new file exists.
+        let count = c.dir.join(super::shim::REOPENED_FILE);
+        let before = std::fs::read_to_string(&count).unwrap_or_default();
         nix::sys::signal::kill(pid, Signal::SIGUSR1)
-            .map_err(|e| Status::failed_precondition(format!("signal the monitor: {e}")))
+            .map_err(|e| Status::failed_precondition(format!("signal the monitor: {e}")))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&count).unwrap_or_default() == before {
+            if std::time::Instant::now() > deadline || !monitor_alive(&c) {
+                return Err(Status::internal(format!(
+                    "container {}: the monitor did not reopen {}",
+                    c.id,
+                    c.log_path.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
     }
 
     /// A running container's full id and directory (for exec and attach sessions).

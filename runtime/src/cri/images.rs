@@ -204,10 +204,22 @@ impl Inner {
             return Ok(());
         };
         let id = self.image_id(&digest);
-        let in_use = self.records().containers.values().any(|c| c.image_id == id);
-        if in_use {
+        let users: Vec<_> = self
+            .records()
+            .containers
+            .values()
+            .filter(|c| c.image_id == id)
+            .cloned()
+            .collect();
+        // As containerd: exited containers do not hold their image's name. Live ones do
+        // (their root filesystem is made of its layers).
+        if let Some(c) = users
+            .iter()
+            .find(|c| self.container_state(c).0 != v1::ContainerState::ContainerExited)
+        {
             return Err(Status::failed_precondition(format!(
-                "image {name} is used by a container"
+                "image {name} is used by running container {}",
+                c.id
             )));
         }
         // A tag only: remove that name; an id: every name of it.
@@ -225,7 +237,11 @@ impl Inner {
         for n in names {
             self.images.remove(&n).map_err(status)?;
         }
-        self.images.gc().map_err(status)?;
+        // Layers under an exited container's root stay until it is removed (which
+        // collects them then).
+        if users.is_empty() {
+            self.images.gc().map_err(status)?;
+        }
         Ok(())
     }
 

@@ -29,9 +29,9 @@ impl Inner {
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?;
-        let meta = config
+        config
             .metadata
-            .clone()
+            .as_ref()
             .filter(|m| !m.name.is_empty())
             .ok_or_else(|| Status::invalid_argument("config.metadata.name is required"))?;
         if !req.runtime_handler.is_empty() && req.runtime_handler != "skiff" {
@@ -66,8 +66,12 @@ impl Inner {
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty());
         let sb_cfg = SandboxConfig {
+            // As containerd: no hostname asked for, the node's (a pod name may be
+            // longer than a hostname can be).
             hostname: if config.hostname.is_empty() {
-                meta.name.clone()
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .map_err(|e| Status::internal(format!("node hostname: {e}")))?
             } else {
                 config.hostname.clone()
             },
@@ -80,39 +84,48 @@ impl Inner {
             holder_binary: Some(self.cfg.shim_binary.clone()),
         };
         let root = &self.cfg.root;
+        // A pod network needs a CNI network: without one the pod is refused with the
+        // reason Status gives for NetworkReady=false (containerd refuses it too), before
+        // anything is made.
+        let network = if rec.host_network {
+            None
+        } else {
+            Some(self.cni_network().map_err(|why| {
+                Status::failed_precondition(format!(
+                    "failed to set up the pod network: the network is not ready: {why}"
+                ))
+            })?)
+        };
         sandbox::create(root, &rec.id, &sb_cfg).map_err(status)?;
-        if !rec.host_network {
-            // Without a CNI config the pod still runs, with only loopback (Status says why).
-            if let Ok((plugin, mut conf)) = self.cni_network() {
-                // hostPorts, as the CNI portMappings capability passes them.
-                let maps: Vec<serde_json::Value> = config
-                    .port_mappings
-                    .iter()
-                    .filter(|m| m.host_port > 0)
-                    .map(|m| {
-                        let proto = match v1::Protocol::try_from(m.protocol) {
-                            Ok(v1::Protocol::Udp) => "udp",
-                            Ok(v1::Protocol::Sctp) => "sctp",
-                            _ => "tcp",
-                        };
-                        serde_json::json!({"hostPort": m.host_port, "containerPort": m.container_port,
+        if let Some((plugin, mut conf)) = network {
+            // hostPorts, as the CNI portMappings capability passes them.
+            let maps: Vec<serde_json::Value> = config
+                .port_mappings
+                .iter()
+                .filter(|m| m.host_port > 0)
+                .map(|m| {
+                    let proto = match v1::Protocol::try_from(m.protocol) {
+                        Ok(v1::Protocol::Udp) => "udp",
+                        Ok(v1::Protocol::Sctp) => "sctp",
+                        _ => "tcp",
+                    };
+                    serde_json::json!({"hostPort": m.host_port, "containerPort": m.container_port,
                             "protocol": proto, "hostIP": m.host_ip})
-                    })
-                    .collect();
-                if !maps.is_empty() {
-                    conf["runtimeConfig"] = serde_json::json!({"portMappings": maps});
+                })
+                .collect();
+            if !maps.is_empty() {
+                conf["runtimeConfig"] = serde_json::json!({"portMappings": maps});
+            }
+            match sandbox::network_add(root, &rec.id, &plugin, &conf, "eth0") {
+                Ok(_) => {
+                    rec.ip = sandbox::load(root, &rec.id)
+                        .ok()
+                        .and_then(|s| s.ip)
+                        .unwrap_or_default();
                 }
-                match sandbox::network_add(root, &rec.id, &plugin, &conf, "eth0") {
-                    Ok(_) => {
-                        rec.ip = sandbox::load(root, &rec.id)
-                            .ok()
-                            .and_then(|s| s.ip)
-                            .unwrap_or_default();
-                    }
-                    Err(e) => {
-                        let _ = sandbox::remove(root, &rec.id);
-                        return Err(status(e));
-                    }
+                Err(e) => {
+                    let _ = sandbox::remove(root, &rec.id);
+                    return Err(status(e));
                 }
             }
         }

@@ -13,6 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Beside the exit file: how many log reopens the monitor has done.
+pub const REOPENED_FILE: &str = "log-reopened";
+
 #[derive(Debug, Clone)]
 pub struct ShimArgs {
     pub id: String,
@@ -164,18 +167,26 @@ fn monitor(args: &ShimArgs, ready: &mut dyn FnMut(i32)) -> Result<()> {
         .step(|| format!("listen on {}", attach_path.display()))?;
     let clients: Arc<Mutex<Vec<std::os::unix::net::UnixStream>>> = Arc::default();
     let stdin = Arc::new(Mutex::new(stdin_keep.map(std::fs::File::from)));
+    // The log file exists before the container is reported created (and so started).
+    let log = Arc::new(Mutex::new(logs::Writer::new(&args.log_path)));
     ready(st.pid);
 
-    let log = Arc::new(Mutex::new(logs::Writer::new(&args.log_path)));
     // SIGUSR1 asks for a log reopen (ReopenContainerLog); only the signal thread takes it.
     let mut mask = nix::sys::signal::SigSet::empty();
     mask.add(nix::sys::signal::Signal::SIGUSR1);
     let _ = mask.thread_block();
     {
         let log = log.clone();
-        std::thread::spawn(move || loop {
-            if mask.wait().is_ok() {
-                log.lock().unwrap_or_else(|e| e.into_inner()).reopen();
+        let done = args.exit_file.with_file_name(REOPENED_FILE);
+        std::thread::spawn(move || {
+            let mut n: u64 = 0;
+            loop {
+                if mask.wait().is_ok() {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).reopen();
+                    // ReopenContainerLog waits for this count to move.
+                    n += 1;
+                    let _ = std::fs::write(&done, n.to_string());
+                }
             }
         });
     }

@@ -40,6 +40,27 @@ fn lookup(rootfs: &Path, file: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The groups of the image's /etc/group that list `uid`'s user name as a member (what
+/// containerd adds as supplementary groups).
+pub fn member_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let read = |f: &str| std::fs::read_to_string(rootfs.join(f)).unwrap_or_default();
+    let passwd = read("etc/passwd");
+    let Some(name) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+    }) else {
+        return Vec::new();
+    };
+    read("etc/group")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name))
+                .then(|| f[2].parse().ok())?
+        })
+        .collect()
+}
+
 /// Resolve a user spec ("uid", "name", "uid:gid", "name:group") inside the image.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32)> {
     let (u, g) = match spec.split_once(':') {
@@ -241,6 +262,15 @@ pub fn build(i: &Input) -> Result<Value> {
         None => (0, 0),
     };
     if let Some(sc) = sc {
+        if let Some(g) = &sc.run_as_group {
+            if sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+                // containerd's check and words.
+                return Err(invalid(format!(
+                    "user group {:?} is specified without user",
+                    g.value
+                )));
+            }
+        }
         if !sc.run_as_username.is_empty() {
             (uid, gid) = resolve_user(i.rootfs, &sc.run_as_username)?;
         }
@@ -251,9 +281,13 @@ pub fn build(i: &Input) -> Result<Value> {
             gid = g.value as u32;
         }
     }
-    let extra: Vec<u32> = sc
-        .map(|s| s.supplemental_groups.iter().map(|g| *g as u32).collect())
-        .unwrap_or_default();
+    // The user's groups from the image's /etc/group, then the requested ones.
+    let mut extra: Vec<u32> = member_groups(i.rootfs, uid);
+    for g in sc.iter().flat_map(|s| s.supplemental_groups.iter()) {
+        if !extra.contains(&(*g as u32)) {
+            extra.push(*g as u32);
+        }
+    }
     let caps = capabilities(sc);
     let proc = &mut spec["process"];
     proc["terminal"] = json!(c.tty);
@@ -391,20 +425,9 @@ pub fn build(i: &Input) -> Result<Value> {
             spec["linux"]["readonlyPaths"] = json!(sc.readonly_paths);
         }
     }
-    let profile = sc.and_then(|s| s.seccomp.clone());
-    let typ = profile.as_ref().map(|p| p.profile_type);
     if !privileged {
-        match typ {
-            Some(t) if t == v1::security_profile::ProfileType::Unconfined as i32 => {}
-            Some(t) if t == v1::security_profile::ProfileType::Localhost as i32 => {
-                let p = &profile.as_ref().expect("some").localhost_ref;
-                let text =
-                    std::fs::read(p).map_err(|e| invalid(format!("seccomp profile {p}: {e}")))?;
-                let v: Value = serde_json::from_slice(&text)
-                    .map_err(|e| invalid(format!("seccomp profile {p}: {e}")))?;
-                spec["linux"]["seccomp"] = v;
-            }
-            _ => spec["linux"]["seccomp"] = crate::seccomp::default_profile(&caps),
+        if let Some(v) = seccomp_profile(sc, &caps)? {
+            spec["linux"]["seccomp"] = v;
         }
     }
     let mut ann = json!({
@@ -417,4 +440,48 @@ pub fn build(i: &Input) -> Result<Value> {
     }
     spec["annotations"] = ann;
     Ok(spec)
+}
+
+/// The seccomp profile a container asked for, as containerd reads it: the `seccomp`
+/// field, else the older `seccomp_profile_path` ("runtime/default", "docker/default",
+/// "unconfined", "localhost/PATH"); nothing named means unconfined (the CRI default; the
+/// kubelet asks for RuntimeDefault explicitly).
+fn seccomp_profile(
+    sc: Option<&v1::LinuxContainerSecurityContext>,
+    caps: &[String],
+) -> Result<Option<Value>> {
+    use v1::security_profile::ProfileType;
+    let localhost = |p: &str| -> Result<Option<Value>> {
+        if !Path::new(p).is_absolute() {
+            return Err(invalid(format!(
+                "seccomp profile {p:?} must be an absolute path"
+            )));
+        }
+        let text = std::fs::read(p).map_err(|e| invalid(format!("seccomp profile {p}: {e}")))?;
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| invalid(format!("seccomp profile {p}: {e}")))
+    };
+    let Some(sc) = sc else { return Ok(None) };
+    if let Some(p) = &sc.seccomp {
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(Some(crate::seccomp::default_profile(caps))),
+            Ok(ProfileType::Unconfined) => Ok(None),
+            Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
+            Err(_) => Err(invalid(format!(
+                "unknown seccomp profile type {}",
+                p.profile_type
+            ))),
+        };
+    }
+    #[allow(deprecated)]
+    let path = sc.seccomp_profile_path.as_str();
+    match path {
+        "" | "unconfined" => Ok(None),
+        "runtime/default" | "docker/default" => Ok(Some(crate::seccomp::default_profile(caps))),
+        p => match p.strip_prefix("localhost/") {
+            Some(file) => localhost(file),
+            None => Err(invalid(format!("seccomp profile path {p:?} is not one of runtime/default, docker/default, unconfined, localhost/PATH"))),
+        },
+    }
 }

@@ -56,6 +56,11 @@ impl Node {
             std::fs::write(root.join("cni/10-skiff.conf"), conf.to_string()).unwrap();
             name
         });
+        if !network {
+            // No pod network: pods get loopback only (tests/fixtures/cni/loopback-only).
+            let conf = json!({"cniVersion": "1.0.0", "name": "lo-only", "type": "loopback-only"});
+            std::fs::write(root.join("cni/10-lo.conf"), conf.to_string()).unwrap();
+        }
         let mut node = Node {
             root,
             netns,
@@ -99,6 +104,8 @@ impl Node {
             .arg(self.root.join("cni"))
             .arg("--cni-bin-dir")
             .arg(cni_bin)
+            .arg("--cni-bin-dir")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures/cni"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -146,8 +146,9 @@ pub enum Command {
         id: String,
         #[arg(long)]
         bundle: PathBuf,
-        #[arg(long = "log-path", default_value = "")]
-        log_path: PathBuf,
+        /// The CRI log file; none: output is not logged (attach still sees it).
+        #[arg(long = "log-path")]
+        log_path: Option<PathBuf>,
         #[arg(long = "exit-file")]
         exit_file: PathBuf,
         #[arg(long)]

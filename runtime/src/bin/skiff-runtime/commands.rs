@@ -87,7 +87,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 id,
                 bundle,
                 root: cli.root.clone(),
-                log_path,
+                log_path: log_path.unwrap_or_default(),
                 exit_file,
                 stdin,
                 tty,
