@@ -265,14 +265,89 @@ fn compaction_expires_old_resource_versions() {
         );
         assert!(o.status.success(), "{o:?}");
     }
-    // ...and after two intervals it is gone.
+    // ...and after two intervals it is gone: as kube-apiserver answers, 200 and one
+    // ERROR event carrying a 410 Expired Status (clients relist on it).
     std::thread::sleep(std::time::Duration::from_millis(2600));
     let o = watch(&old);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["type"], "ERROR", "{out}");
+    let st = &events[0]["object"];
+    assert_eq!(
+        (
+            st["kind"].as_str(),
+            st["code"].as_i64(),
+            st["reason"].as_str()
+        ),
+        (Some("Status"), Some(410), Some("Expired")),
+        "{out}"
+    );
     assert!(
-        err.contains("Expired") || err.contains("410") || err.contains("compacted"),
-        "{err}"
+        st["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("too old resource version: {old} (")),
+        "{out}"
+    );
+
+    // An idle watch's bookmark carries the store's revision, not the last one of its own
+    // kind: resuming from it is safe from compaction while other kinds change.
+    let now = String::from_utf8_lossy(
+        &kubectl(
+            &[
+                "--kubeconfig",
+                kcs,
+                "get",
+                "configmap",
+                "c",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ],
+            None,
+        )
+        .stdout,
+    )
+    .to_string();
+    let url = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={now}&allowWatchBookmarks=true&timeoutSeconds=7");
+    let kcs2 = kcs.to_string();
+    let w =
+        std::thread::spawn(move || kubectl(&["--kubeconfig", &kcs2, "get", "--raw", &url], None));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let o = kubectl(
+        &[
+            "--kubeconfig",
+            kcs,
+            "create",
+            "secret",
+            "generic",
+            "other",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let other: i64 = String::from_utf8_lossy(&o.stdout).parse().unwrap();
+    let o = w.join().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let bookmark = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark: {out}"));
+    let rv: i64 = bookmark["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        rv >= other,
+        "bookmark at {rv}, the store is at {other} or later: {out}"
     );
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);

@@ -853,10 +853,17 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
     } else {
         (Vec::new(), from)
     };
-    let w = c
-        .store
-        .watch(&prefix, start.max(1))
-        .map_err(|e| store_err(c.r, "", e))?;
+    let w = match c.store.watch(&prefix, start.max(1)) {
+        Ok(w) => w,
+        // kube-apiserver's answer: 200 and one ERROR event with a 410 Expired Status,
+        // which clients (client-go reflectors, kube-rs watchers) take as "relist".
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => return Ok(expired_watch(requested, compacted)),
+        Err(e) => return Err(store_err(c.r, "", e)),
+    };
+    let store = c.store.clone();
     let (kind, table_mode, q2) = (c.r.kind, c.table, q.clone());
     let timeout = q
         .get("timeoutSeconds")
@@ -881,28 +888,43 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
         let mut last_rv = start;
+        // Send one store event; false once the client has gone.
+        let send = |ev: &crate::store::Event| -> bool {
+            let (typ, obj) = match ev.kind {
+                EventKind::Put if ev.prev.is_none() => ("ADDED", decode(&ev.kv)),
+                EventKind::Put => ("MODIFIED", decode(&ev.kv)),
+                EventKind::Delete => {
+                    let mut o = ev.prev.as_ref().map(decode).unwrap_or(Value::Null);
+                    o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
+                    ("DELETED", o)
+                }
+            };
+            !selected(&q2, &obj)
+                || tx
+                    .blocking_send(Ok(frame(typ, &obj, ev.revision())))
+                    .is_ok()
+        };
         while std::time::Instant::now() < deadline {
             match w.recv_timeout(std::time::Duration::from_secs(5)) {
                 Ok(ev) => {
                     last_rv = ev.revision();
-                    let (typ, obj) = match ev.kind {
-                        EventKind::Put if ev.prev.is_none() => ("ADDED", decode(&ev.kv)),
-                        EventKind::Put => ("MODIFIED", decode(&ev.kv)),
-                        EventKind::Delete => {
-                            let mut o = ev.prev.as_ref().map(decode).unwrap_or(Value::Null);
-                            o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
-                            ("DELETED", o)
-                        }
-                    };
-                    if selected(&q2, &obj)
-                        && tx
-                            .blocking_send(Ok(frame(typ, &obj, ev.revision())))
-                            .is_err()
-                    {
+                    if !send(&ev) {
                         return;
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // A bookmark carries the store's revision where it is settled (every
+                    // event up to it is queued here: send those first), so an idle watch
+                    // resumes from a revision compaction has not passed.
+                    if let Some(settled) = store.settled_revision() {
+                        for ev in w.try_iter() {
+                            last_rv = ev.revision();
+                            if !send(&ev) {
+                                return;
+                            }
+                        }
+                        last_rv = last_rv.max(settled);
+                    }
                     let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": last_rv.to_string()}}});
                     if bookmarks
                         && tx
@@ -930,6 +952,20 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         body_stream(rx),
     )
         .into_response())
+}
+
+/// A watch from a compacted resourceVersion: what kube-apiserver streams.
+fn expired_watch(requested: i64, compacted: i64) -> Response {
+    let status = json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {requested} ({compacted})"),
+        "reason": "Expired", "code": 410}});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        format!("{status}\n"),
+    )
+        .into_response()
 }
 
 /// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.

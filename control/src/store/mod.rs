@@ -146,6 +146,16 @@ impl Store {
         }
     }
 
+    /// A revision every watch has already been handed all events up to, if the backend
+    /// can tell: the embedded store queues events to watchers under the lock that orders
+    /// revisions, so its current revision is one. etcd's watch streams lag: no answer.
+    pub fn settled_revision(&self) -> Option<i64> {
+        match self {
+            Store::Embedded(s) => Some(s.revision()),
+            Store::Etcd(_) => None,
+        }
+    }
+
     /// The oldest revision watches can start after (0 where the backend does not say).
     pub fn compacted_revision(&self) -> i64 {
         match self {
