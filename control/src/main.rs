@@ -94,6 +94,25 @@ fn fail(msg: impl std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
+/// etcd may come up after the API server (a cluster booting, a member restarting): say
+/// why it cannot be reached and try again, with back-off up to 10 s, as long as it takes.
+async fn connect_etcd(servers: &[String]) -> skiff_control::store::Store {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        let eps = servers.to_vec();
+        // The client blocks while it connects: off the async workers.
+        match tokio::task::spawn_blocking(move || skiff_control::store::Store::etcd(&eps)).await {
+            Ok(Ok(store)) => return store,
+            Ok(Err(e)) => {
+                eprintln!("skiff-control: etcd is not reachable yet ({e}); retrying in {delay:?}")
+            }
+            Err(e) => fail(format!("connect to etcd: {e}")),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -141,11 +160,10 @@ async fn main() {
         fail("--insecure-port serves without authentication: only with a loopback --bind-address");
     }
     let store = if cli.etcd_servers.is_empty() {
-        skiff_control::store::Store::open(&cli.data_dir)
+        skiff_control::store::Store::open(&cli.data_dir).unwrap_or_else(|e| fail(e))
     } else {
-        skiff_control::store::Store::etcd(&cli.etcd_servers)
-    }
-    .unwrap_or_else(|e| fail(e));
+        connect_etcd(&cli.etcd_servers).await
+    };
     let mut cfg = skiff_control::controllers::Config::default();
     if let Some(g) = cli.node_monitor_grace_period {
         cfg.node_grace = g;

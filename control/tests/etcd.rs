@@ -230,3 +230,48 @@ fn two_api_servers_on_one_etcd_serve_one_cluster() {
     assert_eq!(v, "v");
     drop(c);
 }
+
+#[test]
+#[ignore = "needs etcd"]
+fn start_with_etcd_unreachable_waits_and_retries() {
+    use std::io::BufRead;
+    let etcd = EtcdCluster::start("late", 1).expect("etcd (apt-get install etcd-server)");
+    etcd.freeze(0, true);
+    let dir = etcd.dir.join("control");
+    let mut child = Command::new(common::process::binary())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+        .args(["--etcd-servers", &etcd.endpoints.join(",")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let wait_line = |what: &str, secs| -> String {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while let Ok(l) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            if l.contains(what) {
+                return l;
+            }
+        }
+        panic!("no line with {what:?} in {secs}s");
+    };
+    let why = wait_line("etcd is not reachable yet", 20);
+    assert!(why.contains("retrying"), "{why}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "skiff-control gave up");
+    // etcd comes back: the same process serves, no restart.
+    etcd.freeze(0, false);
+    wait_line("serving the Kubernetes API", 40);
+    assert!(child.try_wait().unwrap().is_none());
+    let _ = child.kill();
+    let _ = child.wait();
+}

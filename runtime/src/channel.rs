@@ -27,6 +27,10 @@ pub enum Msg {
     Ready,
     /// The seccomp notification fd is on the fd socket: hand it to the agent, then ack.
     Seccomp,
+    /// From the exec stub: the final execve failed.
+    ExecFailed {
+        errno: i32,
+    },
     Error {
         msg: String,
     },

@@ -137,6 +137,7 @@ impl Runtime {
         };
         warn_caps(&process);
         let agent = SeccompAgent::new(linux.seccomp().as_ref())?;
+        let stub = crate::exeseal::exec_stub()?;
 
         let cg_path = cgroups::normalize_path(linux.cgroups_path().as_deref(), id)?;
         let cgroup = Manager::open(&cg_path)?;
@@ -198,6 +199,7 @@ impl Runtime {
             state: hook_state(&st, Status::Creating),
             exec: false,
             seccomp_agent: agent.as_ref().map(|a| a.child_fd()),
+            stub: stub.as_ref().map(|f| f.as_raw_fd()),
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {
@@ -251,8 +253,10 @@ impl Runtime {
                 }
                 Some(Msg::Ready) => break,
                 Some(Msg::Error { msg }) => return Err(Error::Init(msg)),
-                Some(Msg::Ack { .. }) => {
-                    return Err(Error::Init("unexpected ack from container init".into()))
+                Some(Msg::Ack { .. }) | Some(Msg::ExecFailed { .. }) => {
+                    return Err(Error::Init(
+                        "unexpected message from container init during setup".into(),
+                    ))
                 }
                 None => return Err(Error::Init("container init exited during setup".into())),
             }
@@ -546,6 +550,7 @@ impl Runtime {
         };
         warn_caps(process);
         let agent = SeccompAgent::new(linux.seccomp().as_ref())?;
+        let stub = crate::exeseal::exec_stub()?;
         let cgroup = Manager::open(&st.cgroup_path)?;
         let spec: &Spec = &st.config;
         let (mut parent, child) = Channel::pair()?;
@@ -564,6 +569,7 @@ impl Runtime {
             state: st.oci_json(status),
             exec: true,
             seccomp_agent: agent.as_ref().map(|a| a.child_fd()),
+            stub: stub.as_ref().map(|f| f.as_raw_fd()),
         };
         let first = match unsafe { fork() }.step(|| "fork")? {
             ForkResult::Child => {
@@ -590,6 +596,13 @@ impl Runtime {
                     parent.send(&Msg::Ack { state: None })?;
                 }
                 Ok(Some(Msg::Error { msg })) => return Err(Error::Init(msg)),
+                Ok(Some(Msg::ExecFailed { errno })) => {
+                    let arg0 = process.args().as_ref().and_then(|a| a.first());
+                    return Err(Error::Sys {
+                        step: format!("exec {}", arg0.map_or("", |s| s.as_str())),
+                        errno: nix::errno::Errno::from_raw(errno),
+                    });
+                }
                 Ok(Some(other)) => {
                     return Err(Error::Init(format!(
                         "unexpected message from exec process: {other:?}"

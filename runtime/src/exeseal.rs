@@ -137,24 +137,49 @@ fn sys_fd(r: i64, step: &str) -> Result<OwnedFd> {
 
 /// A copy of the running binary in a memfd, sealed against every change.
 fn sealed_copy() -> Result<OwnedFd> {
+    let mut src = File::open("/proc/self/exe").step(|| "open /proc/self/exe")?;
+    sealed_memfd(c"skiff-runtime", &mut src)
+}
+
+/// `content` in a memfd sealed against every change (close-on-exec; execveat runs it).
+fn sealed_memfd(name: &std::ffi::CStr, content: &mut impl std::io::Read) -> Result<OwnedFd> {
     let fd = sys_fd(
         unsafe {
-            libc::memfd_create(
-                c"skiff-runtime".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            ) as i64
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as i64
         },
         "memfd_create",
     )?;
-    let mut src = File::open("/proc/self/exe").step(|| "open /proc/self/exe")?;
     let mut dst = File::from(fd);
-    std::io::copy(&mut src, &mut dst).step(|| "copy the runtime binary into a memfd")?;
+    std::io::copy(content, &mut dst).step(|| "fill a sealed memfd")?;
     let fd = OwnedFd::from(dst);
     nix::errno::Errno::result(unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, FULL_SEALS)
     })
-    .step(|| "seal the memfd copy")?;
+    .step(|| "seal the memfd")?;
     Ok(fd)
+}
+
+#[cfg(skiff_exec_stub)]
+const EXEC_STUB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/skiff-exec"));
+
+/// Whether this build has the exec stub (x86_64 Linux): then a process entering a
+/// container needs no protected copy of the runtime (see `exec_stub`).
+pub const HAS_EXEC_STUB: bool = cfg!(skiff_exec_stub);
+
+/// skiff-exec (runtime/stub/exec_stub.rs, ~2 KB, static) in a sealed memfd. A container's
+/// process is started through it, so at its final execve `/proc/self/exe` is this sealed
+/// copy, not the runtime binary: an image whose program is `#!/proc/self/exe` runs the
+/// stub, which refuses it. Until then the runtime's child is not dumpable, so nothing
+/// in a container can open its /proc entries. None where the stub is not built.
+pub fn exec_stub() -> Result<Option<OwnedFd>> {
+    #[cfg(skiff_exec_stub)]
+    {
+        sealed_memfd(c"skiff-exec", &mut &EXEC_STUB[..]).map(Some)
+    }
+    #[cfg(not(skiff_exec_stub))]
+    {
+        Ok(None)
+    }
 }
 
 fn reexec(fd: &OwnedFd) -> Result<Protection> {

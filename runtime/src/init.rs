@@ -38,6 +38,8 @@ pub struct InitArgs<'a> {
     /// With a seccomp listener: the socket on which the notification fd goes to the
     /// runtime, which hands it to the agent. The filter is then loaded during setup.
     pub seccomp_agent: Option<RawFd>,
+    /// The sealed exec stub (exeseal::exec_stub) the final execve goes through.
+    pub stub: Option<RawFd>,
 }
 
 static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -79,6 +81,7 @@ fn close_inherited_fds(a: &InitArgs, chan: &Channel) {
             .iter()
             .chain(a.console.iter())
             .chain(a.seccomp_agent.iter())
+            .chain(a.stub.iter())
             .map(|f| *f as u32),
     );
     // Namespace files the spec names, opened (close-on-exec) for joining.
@@ -282,7 +285,8 @@ fn container_init(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infa
     }
     nix::unistd::write(&fd, b"0").step(|| "write exec fifo")?;
     drop(fd);
-    finish_and_exec(a, &env, &argv0)
+    // Nobody listens on the channel any more: a failing execve is told on stderr.
+    finish_and_exec(a, &env, &argv0, None)
 }
 
 /// Console, limits, identity: the steps shared by container init and exec. Returns the
@@ -399,7 +403,14 @@ fn set_no_new_privs() -> Result<()> {
         .step(|| "set no_new_privs")
 }
 
-fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::convert::Infallible> {
+/// The final execve, through the exec stub where there is one. `report` is the channel
+/// fd the stub tells a failed execve on (it closes with a successful one).
+fn finish_and_exec(
+    a: &InitArgs,
+    env: &[String],
+    exe: &Path,
+    report: Option<RawFd>,
+) -> Result<std::convert::Infallible> {
     let p = a.process;
     if p.no_new_privileges() == Some(true) {
         set_no_new_privs()?;
@@ -425,6 +436,33 @@ fn finish_and_exec(a: &InitArgs, env: &[String], exe: &Path) -> Result<std::conv
         )
     };
     unsafe { libc::umask(p.user().umask().unwrap_or(0o022) as libc::mode_t) };
+    if let Some(stub) = a.stub {
+        if let Some(fd) = report {
+            // Open across the stub's execve, closed by the container program's.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        }
+        let report = CString::new(report.map_or(-1, |f| f as i64).to_string()).expect("digits");
+        let mut sargv: Vec<*const libc::c_char> =
+            vec![c"skiff-exec".as_ptr(), report.as_ptr(), path.as_ptr()];
+        sargv.extend(argv.iter().map(|a| a.as_ptr()));
+        sargv.push(std::ptr::null());
+        let mut senv: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+        senv.push(std::ptr::null());
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                stub,
+                c"".as_ptr(),
+                sargv.as_ptr(),
+                senv.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        return Err(Error::Sys {
+            step: "exec the container entry stub".into(),
+            errno: nix::errno::Errno::last(),
+        });
+    }
     let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     Err(Error::Sys {
         step: format!("exec {}", exe.display()),
@@ -439,6 +477,7 @@ fn exec_process(a: &InitArgs, chan: &mut Channel) -> Result<std::convert::Infall
         mounts::chroot_into(a.rootfs)?;
     }
     let (env, exe) = prepare_process(a, chan)?;
+    let report = Some(chan.fds()[1]);
     // The channel is close-on-exec: the parent sees EOF on success, an Error message otherwise.
-    finish_and_exec(a, &env, &exe)
+    finish_and_exec(a, &env, &exe, report)
 }

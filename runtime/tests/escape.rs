@@ -77,12 +77,21 @@ fn exec_of_proc_self_exe_cannot_overwrite_the_runtime() {
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
     let id = unique("escape-exec");
     cli.ok(&["run", "-d", "--bundle", path_str(&b.dir), &id]);
-    for _ in 0..TRIES {
-        // It fails (the runtime does not know the command "/bin/evil"): the attack is in
-        // the seconds around it.
+    for i in 0..TRIES {
         // Once an attack has succeeded the copy may not even start (ETXTBSY): the digest
         // below tells.
-        let _ = cli.cmd().args(["exec", &id, "/bin/evil"]).output();
+        let o = cli.cmd().args(["exec", &id, "/bin/evil"]).output();
+        if i == 0 {
+            // The runtime never runs inside: it would have said it knows no command
+            // "/bin/evil".
+            let o = o.unwrap();
+            let text = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{text}");
+            assert!(
+                !text.contains("unrecognized subcommand"),
+                "the runtime ran inside: {text}"
+            );
+        }
     }
     let r = attack_report(&cli, &id, &b);
     cli.ok(&["delete", "--force", &id]);
@@ -121,20 +130,6 @@ fn a_created_init_cannot_be_reached_from_a_shared_pid_namespace() {
         let v = format!("{id}-v{i}");
         cli.ok(&["create", "--bundle", path_str(&victim.dir), &v]);
         std::thread::sleep(std::time::Duration::from_millis(2));
-        if i == 0 {
-            // From the host, where nothing stops the open: the init's executable is the
-            // protected copy, which refuses writes even once the init has gone.
-            let init = cli.state(&v)["pid"].as_i64().unwrap();
-            let exe = std::fs::File::open(format!("/proc/{init}/exe")).unwrap();
-            cli.ok(&["delete", "--force", &v]);
-            let again = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe));
-            let err = std::fs::OpenOptions::new()
-                .write(true)
-                .open(again)
-                .unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-            continue;
-        }
         cli.ok(&["delete", "--force", &v]);
     }
     let r = attack_report(&cli, &id, &b);
@@ -145,7 +140,8 @@ fn a_created_init_cannot_be_reached_from_a_shared_pid_namespace() {
         "the runtime binary was changed: {r:?}"
     );
     assert_eq!(r["written"], 0, "{r:?}");
-    // The waiting init is not dumpable: its /proc entries are closed to the container.
+    // The waiting init is not dumpable: its /proc entries are closed to the container
+    // (what it can open is the sealed exec stub of the final `touch`, counted apart).
     assert_eq!(r["opened"], 0, "the created init's exe was opened: {r:?}");
     assert!(
         r["eacces"] > 0,

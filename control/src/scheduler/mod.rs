@@ -136,12 +136,17 @@ impl Scheduler {
             };
             (least + balanced + 2.0 * spread) as i64
         };
-        // Highest score; ties go to the first by name, which keeps placement reproducible.
-        let best = feasible
+        // Highest score; among equals one at random, as kube-scheduler's selectHost does
+        // (the first by name would stack equal pods of different owners on one node).
+        let scores: Vec<i64> = feasible.iter().map(|n| score(n)).collect();
+        let top = *scores.iter().max().expect("non-empty");
+        let best: Vec<&NodeInfo> = feasible
             .iter()
-            .max_by(|a, b| score(a).cmp(&score(b)).then_with(|| b.name.cmp(&a.name)))
-            .expect("non-empty");
-        Ok(best.name.clone())
+            .zip(&scores)
+            .filter(|(_, s)| **s == top)
+            .map(|(n, _)| *n)
+            .collect();
+        Ok(best[fastrand::usize(..best.len())].name.clone())
     }
 }
 

@@ -196,3 +196,21 @@ fn replicas_of_one_owner_spread() {
         "{placed:?}"
     );
 }
+
+#[test]
+fn ties_are_broken_at_random() {
+    let mut s = Scheduler::new();
+    for n in ["a", "b", "c"] {
+        s.upsert_node(node(n, "4", "8Gi", json!({})));
+    }
+    // Pods of no owner and no requests: every node scores the same.
+    let mut count = std::collections::HashMap::new();
+    for i in 0..300 {
+        let p = pod(&format!("p{i}"), "0", "0", json!({}));
+        *count.entry(s.schedule(&p).unwrap()).or_insert(0) += 1;
+    }
+    for n in ["a", "b", "c"] {
+        // Expected 100 each; below 50 has odds far under one in a million.
+        assert!(count.get(n).copied().unwrap_or(0) > 50, "{count:?}");
+    }
+}

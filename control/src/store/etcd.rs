@@ -50,18 +50,33 @@ impl Etcd {
                     .with_connect_timeout(std::time::Duration::from_secs(5))
                     .with_timeout(std::time::Duration::from_secs(30));
                 let mut c = Client::connect(eps, Some(opts)).await?;
-                // Fail now, with a clear error, if no member answers.
-                c.get("/", Some(GetOptions::new().with_count_only()))
-                    .await?;
+                // Fail now, with a clear error, if no member answers (a stopped member
+                // still accepts connections: bound the first request too).
+                let probe = c.get("/", Some(GetOptions::new().with_count_only()));
+                match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+                    Ok(r) => r.map(drop)?,
+                    Err(_) => {
+                        return Err(etcd_client::Error::InvalidArgs(
+                            "no answer within 5s".into(),
+                        ))
+                    }
+                }
                 Ok::<_, etcd_client::Error>(c)
             }
             .await;
             let _ = tx.send(r);
         });
-        let client = rx
-            .recv()
-            .expect("etcd connect finished")
-            .map_err(|e| StoreError::Io(format!("connect to etcd {endpoints:?}: {e}")))?;
+        let client = match rx.recv().expect("etcd connect finished") {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a runtime blocks, which panics inside an async context: let
+                // its threads go in the background instead.
+                rt.shutdown_background();
+                return Err(StoreError::Io(format!(
+                    "connect to etcd {endpoints:?}: {e}"
+                )));
+            }
+        };
         Ok(Etcd {
             rt: Arc::new(rt),
             client,

@@ -22,6 +22,17 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) member `i`: frozen, it accepts no request.
+    #[allow(dead_code)]
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &self.members[i].id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// A cluster of `size` members on loopback ports, or None without etcd installed.
     pub fn start(name: &str, size: usize) -> Option<EtcdCluster> {
         if Command::new("etcd").arg("--version").output().is_err() {

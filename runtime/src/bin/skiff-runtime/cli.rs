@@ -254,17 +254,29 @@ pub struct ServeArgs {
 }
 
 impl Command {
-    /// Commands whose processes (or their forks) enter containers: they must run from a
-    /// copy of the binary that a container cannot write (see `skiff_runtime::exeseal`).
-    pub fn enters_containers(&self) -> bool {
-        matches!(
-            self,
-            Command::Create { .. }
-                | Command::Run { .. }
-                | Command::Exec(_)
-                | Command::Serve(_)
-                | Command::Shim { .. }
-                | Command::PodPause
-        )
+    /// Whether this command must run from a copy of the binary that a container cannot
+    /// write (see `skiff_runtime::exeseal`). Container processes start through the sealed
+    /// exec stub where there is one, so create, run and exec need no copy, unless the
+    /// spec has startContainer hooks (the init starts those itself, inside the
+    /// container). The daemons re-execute once: what they start runs from their copy.
+    pub fn needs_protected_binary(&self) -> bool {
+        let stub = skiff_runtime::exeseal::HAS_EXEC_STUB;
+        match self {
+            Command::Serve(_) | Command::Shim { .. } | Command::PodPause => true,
+            Command::Create { args, .. } | Command::Run { args, .. } => {
+                !stub || has_start_container_hooks(&args.bundle)
+            }
+            Command::Exec(_) => !stub,
+            _ => false,
+        }
     }
+}
+
+/// A quick look at the bundle's config (a broken one is refused later, with its error).
+fn has_start_container_hooks(bundle: &std::path::Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.pointer("/hooks/startContainer").cloned())
+        .is_some_and(|h| h.as_array().is_some_and(|a| !a.is_empty()))
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    if cli.command.enters_containers() {
+    if cli.command.needs_protected_binary() {
         // Before anything else (threads, state): a failure here leaves nothing behind.
         if let Err(e) = skiff_runtime::exeseal::ensure() {
             eprintln!("skiff-runtime: protect the runtime binary from containers: {e}");
