@@ -57,19 +57,19 @@ for r in skiff runc crun; do
   printf '%-14s %10s %10s %15.2fx\n' "$r" "$m" "$p" "$(awk -v a="$m" -v b="$sm" 'BEGIN{print a/b}')"
 done
 
-# What protecting the binary costs (runtime/src/exeseal.rs): `exec` of a missing
-# container re-executes from the read-only bind mount first, `state` does not; both stop
-# at the same lookup, so the difference of their medians is the re-exec.
-mkdir -p "$work/none"
+# What protecting the binary costs (runtime/src/exeseal.rs): every container process
+# starts through skiff-exec (a 2 KB static program from a sealed memfd) instead of being
+# exec'd directly. Timed here as that extra exec in front of /bin/true.
+stub=$(ls -t target/release/build/skiff-runtime-*/out/skiff-exec | head -1)
 : > "$work/seal.raw"; : > "$work/plain.raw"
 for i in $(seq 1 $((N * 4))); do
-  t0=$(date +%s%N); "$skiff" --root "$work/none" exec missing true >/dev/null 2>&1 || true
-  t1=$(date +%s%N); "$skiff" --root "$work/none" state missing >/dev/null 2>&1 || true
+  t0=$(date +%s%N); "$stub" -1 /bin/true true
+  t1=$(date +%s%N); /bin/true
   t2=$(date +%s%N)
   echo $(( (t1 - t0) / 1000 )) >> "$work/seal.raw"; echo $(( (t2 - t1) / 1000 )) >> "$work/plain.raw"
 done
 sort -n "$work/seal.raw" > "$work/seal.times"; sort -n "$work/plain.raw" > "$work/plain.times"
 read -r with _ < <(stat_of "$work/seal.times")
 read -r without _ < <(stat_of "$work/plain.times")
-printf '\nbinary protection (re-exec from a read-only detached bind mount), N=%s: %.2f ms with, %.2f ms without: %.2f ms per container entry\n' \
+printf '\nbinary protection (the exec stub in front of each container process), N=%s: %.2f ms with, %.2f ms without: %.2f ms per container process\n' \
   "$((N * 4))" "$with" "$without" "$(awk -v a="$with" -v b="$without" 'BEGIN{print a-b}')"
