@@ -290,7 +290,11 @@ fn spawn_pid_holder(sb: &Sandbox, binary: Option<&Path>) -> Result<(i32, u64)> {
                         }
                         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
                         if let Some(bin) = &exec {
-                            let argv = [bin.as_ptr(), c"pod-pause".as_ptr(), std::ptr::null()];
+                            let argv = [
+                                c"skiff-runtime".as_ptr(),
+                                c"pod-pause".as_ptr(),
+                                std::ptr::null(),
+                            ];
                             libc::execv(bin.as_ptr(), argv.as_ptr());
                         }
                         pause_forever()

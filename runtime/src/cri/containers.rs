@@ -263,6 +263,8 @@ impl Inner {
         let shim_log = std::fs::File::create(c.dir.join("shim.log"))
             .map_err(|e| Status::internal(format!("create shim log: {e}")))?;
         let mut cmd = Command::new(&self.cfg.shim_binary);
+        // The binary is /proc/self/exe: ps and pgrep should still see skiff-runtime.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "skiff-runtime");
         cmd.arg("--root")
             .arg(&self.cfg.root)
             .arg("shim")
@@ -615,6 +617,7 @@ impl Inner {
             )));
         }
         let mut command = std::process::Command::new(&self.cfg.shim_binary);
+        std::os::unix::process::CommandExt::arg0(&mut command, "skiff-runtime");
         command
             .arg("--root")
             .arg(&self.cfg.root)
