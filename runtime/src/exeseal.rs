@@ -103,30 +103,12 @@ fn readonly_bind() -> Result<OwnedFd> {
         },
         "open_tree (clone) of the runtime binary",
     )?;
-    #[repr(C)]
-    struct MountAttr {
-        set: u64,
-        clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
+    let ro = crate::mounts::RecursiveAttr {
         set: 0x1 | 0x2 | 0x4, // MOUNT_ATTR_RDONLY | NOSUID | NODEV
         clr: 0,
-        propagation: 0,
-        userns_fd: 0,
     };
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    nix::errno::Errno::result(r).step(|| "make the binary's bind mount read-only")?;
+    crate::mounts::mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, ro)
+        .step(|| "make the binary's bind mount read-only")?;
     Ok(tree)
 }
 

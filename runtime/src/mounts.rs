@@ -85,33 +85,49 @@ impl RecursiveAttr {
 
     /// mount_setattr(2) on `dest` and every mount below it.
     pub fn apply(&self, dest: &Path) -> nix::Result<()> {
-        #[repr(C)]
-        struct MountAttr {
-            set: u64,
-            clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let attr = MountAttr {
-            set: self.set,
-            clr: self.clr,
-            propagation: 0,
-            userns_fd: 0,
-        };
         let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
             .map_err(|_| nix::errno::Errno::EINVAL)?;
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        nix::errno::Errno::result(r).map(drop)
+        mount_setattr(
+            libc::AT_FDCWD,
+            &c,
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            *self,
+        )
     }
+}
+
+/// mount_setattr(2): set and clear `attr`'s MOUNT_ATTR_* bits on the mount at
+/// `dirfd`/`path` (with AT_RECURSIVE, on every mount below it too).
+pub fn mount_setattr(
+    dirfd: std::os::fd::RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attr: RecursiveAttr,
+) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        set: u64,
+        clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let a = MountAttr {
+        set: attr.set,
+        clr: attr.clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &a as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
 }
 
 impl Options {

@@ -20,28 +20,13 @@ impl Runc {
         }
     }
 
-    /// Output through files: a detached container inherits them, and would hold pipes
-    /// open until it exits.
     fn run(&self, args: &[&str]) -> Output {
-        let base = std::env::temp_dir().join(unique("runc-out"));
-        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
-        let status = Command::new("runc")
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .expect("runc (apt-get install runc)");
-        let o = Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        };
-        let _ = std::fs::remove_file(out);
-        let _ = std::fs::remove_file(err);
-        o
+        output_via_files(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&self.root)
+                .args(args),
+        )
     }
 }
 

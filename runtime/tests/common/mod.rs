@@ -146,24 +146,7 @@ impl Cli {
     /// Run with stdout/stderr in files, not pipes: a container started by `create` or
     /// `run -d` inherits them and would keep a pipe open forever.
     pub fn run(&self, args: &[&str]) -> Output {
-        let base = std::env::temp_dir().join(unique("skiff-out"));
-        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
-        let status = self
-            .cmd()
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .expect("run skiff-runtime");
-        let o = Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        };
-        let _ = std::fs::remove_file(out);
-        let _ = std::fs::remove_file(err);
-        o
+        output_via_files(self.cmd().args(args))
     }
 
     /// Run and require success; returns stdout.
@@ -208,6 +191,27 @@ impl Drop for Cli {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Run `cmd` (stdin empty) with stdout/stderr in files, not pipes: a container it
+/// detaches inherits them and would keep a pipe open until it exits.
+pub fn output_via_files(cmd: &mut Command) -> Output {
+    let base = std::env::temp_dir().join(unique("skiff-out"));
+    let (out, err) = (base.with_extension("out"), base.with_extension("err"));
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let o = Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    };
+    let _ = std::fs::remove_file(out);
+    let _ = std::fs::remove_file(err);
+    o
 }
 
 pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
