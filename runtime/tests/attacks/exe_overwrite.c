@@ -45,8 +45,10 @@ static void catch_exe(int pid) {
     }
     seen[pid] = 1; /* one catch per process is enough */
     /* A sealed memfd (the runtime's exec stub) is tried too, but counted apart. */
-    char target[256];
-    ssize_t n = readlink(path, target, sizeof target - 1);
+    /* Classify what the fd holds (the process may have exec'd on since). */
+    char target[256], self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(self, target, sizeof target - 1);
     target[n > 0 ? n : 0] = 0;
     if (strncmp(target, "/memfd:", 7) == 0) sealed++;
     else opened++;
