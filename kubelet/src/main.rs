@@ -161,9 +161,19 @@ async fn main() -> Result<()> {
         }
     };
     let nodes: Api<Node> = Api::all(client.clone());
-    let node_uid = node::register(&nodes, &cfg, &machine, port)
-        .await
-        .context("register the node")?;
+    // The API server may come up after the kubelet (a node booting with its control
+    // plane): say why and try again, as long as it takes.
+    let mut delay = Duration::from_millis(500);
+    let node_uid = loop {
+        match node::register(&nodes, &cfg, &machine, port).await {
+            Ok(uid) => break uid,
+            Err(e) => {
+                eprintln!("skiff-kubelet: register the node: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
     eprintln!(
         "skiff-kubelet: node {} registered ({} {})",
         cfg.node_name, version.runtime_name, version.runtime_version
@@ -190,7 +200,14 @@ async fn main() -> Result<()> {
                     .status(v1::StatusRequest::default())
                     .await
                     .is_ok();
-                if since_status >= cfg.status_period || ready != was_ready {
+                // As the kubelet does: the Node's Ready as the API has it (the node
+                // lifecycle controller sets Unknown while the lease is stale) is
+                // corrected at the next heartbeat, not at the next status period.
+                let api_ready = node::api_ready(&nodes, &cfg.node_name).await;
+                if since_status >= cfg.status_period
+                    || ready != was_ready
+                    || api_ready.is_some_and(|r| r != ready)
+                {
                     since_status = Duration::ZERO;
                     was_ready = ready;
                     if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, port).await {

@@ -191,6 +191,17 @@ pub async fn register(
     Ok(n.metadata.uid.unwrap_or_default())
 }
 
+/// The Node's Ready condition as the API server has it (None if it cannot be read).
+pub async fn api_ready(api: &Api<Node>, name: &str) -> Option<bool> {
+    let n = api.get_status(name).await.ok()?;
+    let conds = n.status?.conditions?;
+    Some(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+    )
+}
+
 pub async fn post_status(
     api: &Api<Node>,
     cfg: &Config,

@@ -1256,6 +1256,68 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
         .find(|x| x["type"] == "Ready")
         .map(|x| x["status"].clone());
     assert_ne!(nb_ready, Some(Value::from("True")));
+    // Its kubelet comes back: the node is Ready again within a few heartbeats (the
+    // controller's Unknown is corrected at once, not at the next minute's status post).
+    drop(kb);
+    let back_at = std::time::Instant::now();
+    let kb2 = Kubelet::start(
+        &kc,
+        &b,
+        dir.join("kubelet-b2.log"),
+        &flags_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    c.wait(
+        20,
+        "node b Ready again",
+        |c| {
+            let n = c.json(&["get", "node", "nb"]);
+            let conds = n["status"]["conditions"].as_array()?.clone();
+            let ready = conds.iter().find(|x| x["type"] == "Ready")?;
+            let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            (ready["status"] == "True" && taints.is_empty()).then_some(())
+        },
+        &kb2,
+    );
+    eprintln!(
+        "node b Ready {:?} after its kubelet restarted",
+        back_at.elapsed()
+    );
+    // A kubelet cut off for a while (frozen here) and back: the controller marked the
+    // node Unknown meanwhile; the kubelet puts Ready back at its next heartbeat, not at
+    // its next once-a-minute status post.
+    let node_ready = |c: &Cluster| -> Option<String> {
+        let n = c.json(&["get", "node", "nb"]);
+        let conds = n["status"]["conditions"].as_array()?.clone();
+        let r = conds.iter().find(|x| x["type"] == "Ready")?;
+        r["status"].as_str().map(str::to_string)
+    };
+    let signal = |sig: &str| {
+        let pid = kb2.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    c.wait(
+        30,
+        "node b Unknown while its kubelet is frozen",
+        |c| (node_ready(c)? == "Unknown").then_some(()),
+        &kb2,
+    );
+    signal("-CONT");
+    let thawed = std::time::Instant::now();
+    c.wait(
+        15,
+        "node b Ready after its kubelet is back",
+        |c| (node_ready(c)? == "True").then_some(()),
+        &kb2,
+    );
+    eprintln!(
+        "node b Ready {:?} after its kubelet was thawed",
+        thawed.elapsed()
+    );
     for p in &mut proxies {
         let _ = p.kill();
         let _ = p.wait();
@@ -1264,4 +1326,90 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
     if std::env::var_os("SKIFF_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// A kubelet started before its API server: it says why it cannot register, keeps
+/// trying, and registers (Ready) once the server is there, without a restart.
+#[test]
+#[ignore = "needs root"]
+fn a_kubelet_started_before_the_api_server_waits_for_it() {
+    let node = Node::start(false);
+    let dir = std::env::temp_dir().join(unique("skiff-kubelet-early"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cp_dir = dir.join("control");
+    let o = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(&cp_dir)
+        .args([
+            "kubeconfig",
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let kc = dir.join("admin.kubeconfig");
+    std::fs::write(&kc, &o.stdout).unwrap();
+    let kubelet = Kubelet::start(
+        &kc,
+        &node,
+        dir.join("kubelet.log"),
+        &["--hostname-override", "early"],
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    while !kubelet.log().contains("retrying") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        kubelet.log().contains("register the node"),
+        "{}",
+        kubelet.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut k = kubelet;
+    assert!(
+        k.child.try_wait().unwrap().is_none(),
+        "the kubelet gave up: {}",
+        k.log()
+    );
+    // The API server comes up on the address the kubeconfig names.
+    let mut cp = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(&cp_dir)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kcs = kc.to_str().unwrap().to_string();
+    let end = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    while Instant::now() < end {
+        let o = kubectl_in(None, &["--kubeconfig", &kcs, "get", "node", "early"], None);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if o.status.success() && last.contains(" Ready ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    k.kill9();
+    let _ = cp.kill();
+    let _ = cp.wait();
+    assert!(last.contains(" Ready "), "{last}\n{}", k.log());
+    let _ = std::fs::remove_dir_all(&dir);
 }
