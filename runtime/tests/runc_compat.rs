@@ -8,38 +8,10 @@ use common::*;
 use serde_json::json;
 use std::process::{Command, Output, Stdio};
 
-/// runc with a private state root, run on the same bundles.
-struct Runc {
-    root: std::path::PathBuf,
-}
-
-impl Runc {
-    fn new() -> Runc {
-        Runc {
-            root: std::env::temp_dir().join(unique("runc-root")),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        output_via_files(
-            Command::new("runc")
-                .arg("--root")
-                .arg(&self.root)
-                .args(args),
-        )
-    }
-}
-
-impl Drop for Runc {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir(&self.root) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let _ = self.run(&["delete", "--force", &id]);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+/// runc with a private state root, run on the same bundles: the same CLI wrapper as
+/// skiff's (runc takes the same --root and commands).
+fn runc() -> Cli {
+    Cli::with_binary("runc".into())
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -53,7 +25,7 @@ fn text(o: &Output) -> (String, String) {
 fn both(b: &Bundle) -> (Output, Output) {
     let cli = Cli::new();
     let skiff = cli.run(&["run", "--bundle", path_str(&b.dir), &unique("skiff")]);
-    let runc = Runc::new().run(&["run", "--bundle", path_str(&b.dir), &unique("runc")]);
+    let runc = runc().run(&["run", "--bundle", path_str(&b.dir), &unique("runc")]);
     (skiff, runc)
 }
 
@@ -237,7 +209,7 @@ fn sleeper(env: &[&str]) -> Bundle {
 fn exec_env_overrides_the_spec_and_ignore_paused() {
     let b = sleeper(&["PATH=/bin", "FOO=spec", "KEEP=1"]);
     let cli = Cli::new();
-    let runc = Runc::new();
+    let runc = runc();
     let (s, r) = (unique("skiff-exec"), unique("runc-exec"));
     cli.ok(&["run", "-d", "--bundle", path_str(&b.dir), &s]);
     let o = runc.run(&["run", "-d", "--bundle", path_str(&b.dir), &r]);
@@ -293,7 +265,7 @@ fn start_container_hook_gets_the_process_environment() {
     let (code, _, err) = cli.run_bundle(&unique("hookenv"), &b);
     assert_eq!(code, 0, "{err}");
     let (ours, ours_own) = (read("hook-env"), read("hook-own-env"));
-    let o = Runc::new().run(&["run", "--bundle", path_str(&b.dir), &unique("runc-hook")]);
+    let o = runc().run(&["run", "--bundle", path_str(&b.dir), &unique("runc-hook")]);
     assert!(o.status.success(), "{o:?}");
     let (theirs, theirs_own) = (read("hook-env"), read("hook-own-env"));
     assert!(ours.contains("GREETING=hello"), "{ours}");
@@ -442,7 +414,7 @@ fn seccomp_notifications_reach_the_listener() {
         let o = if runtime == "skiff" {
             Cli::new().run(&["run", "--bundle", path_str(&b.dir), &id])
         } else {
-            Runc::new().run(&["run", "--bundle", path_str(&b.dir), &id])
+            runc().run(&["run", "--bundle", path_str(&b.dir), &id])
         };
         let (out, err) = text(&o);
         let (state, answered) = agent.join().unwrap();
