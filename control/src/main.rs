@@ -16,6 +16,22 @@ struct Cli {
     /// embedded store; several API servers can then serve one cluster.
     #[arg(long = "etcd-servers", value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    /// CA that signs the etcd members' serving certificates (https:// servers).
+    #[arg(long = "etcd-cafile")]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate to present to etcd.
+    #[arg(long = "etcd-certfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// Key of --etcd-certfile.
+    #[arg(long = "etcd-keyfile")]
+    etcd_keyfile: Option<PathBuf>,
+    /// Log verbosity as kube components count it: 0-1 info, 2-3 debug (controller and
+    /// scheduler decisions), 4+ trace. RUST_LOG, when set, takes precedence.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+    /// Log lines as text or JSON.
+    #[arg(long = "log-format", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Where the store and the cluster PKI live.
     #[arg(
         long = "data-dir",
@@ -96,15 +112,23 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 
 /// etcd may come up after the API server (a cluster booting, a member restarting): say
 /// why it cannot be reached and try again, with back-off up to 10 s, as long as it takes.
-async fn connect_etcd(servers: &[String]) -> skiff_control::store::Store {
+async fn connect_etcd(
+    servers: &[String],
+    tls: Option<skiff_control::store::EtcdTls>,
+) -> skiff_control::store::Store {
     let mut delay = std::time::Duration::from_millis(500);
     loop {
         let eps = servers.to_vec();
+        let tls = tls.clone();
         // The client blocks while it connects: off the async workers.
-        match tokio::task::spawn_blocking(move || skiff_control::store::Store::etcd(&eps)).await {
+        match tokio::task::spawn_blocking(move || {
+            skiff_control::store::Store::etcd(&eps, tls.as_ref())
+        })
+        .await
+        {
             Ok(Ok(store)) => return store,
             Ok(Err(e)) => {
-                eprintln!("skiff-control: etcd is not reachable yet ({e}); retrying in {delay:?}")
+                tracing::warn!(error = %e, retry_in = ?delay, "etcd is not reachable yet; retrying")
             }
             Err(e) => fail(format!("connect to etcd: {e}")),
         }
@@ -113,9 +137,32 @@ async fn connect_etcd(servers: &[String]) -> skiff_control::store::Store {
     }
 }
 
+/// tracing to stderr at the level -v asks for (RUST_LOG overrides), as text or JSON.
+fn init_logs(cli: &Cli) {
+    let level = match cli.verbosity {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Libraries speak at their own debug level; ours follows -v.
+        tracing_subscriber::EnvFilter::new(format!("warn,skiff_control={level}"))
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if cli.log_format == "json" {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    init_logs(&cli);
     let mut sans = cli.tls_san.clone();
     if !cli.bind_address.is_unspecified() {
         sans.push(cli.bind_address.to_string());
@@ -162,7 +209,14 @@ async fn main() {
     let store = if cli.etcd_servers.is_empty() {
         skiff_control::store::Store::open(&cli.data_dir).unwrap_or_else(|e| fail(e))
     } else {
-        connect_etcd(&cli.etcd_servers).await
+        let tls = (cli.etcd_cafile.is_some() || cli.etcd_certfile.is_some()).then(|| {
+            skiff_control::store::EtcdTls {
+                ca: cli.etcd_cafile.clone(),
+                cert: cli.etcd_certfile.clone(),
+                key: cli.etcd_keyfile.clone(),
+            }
+        });
+        connect_etcd(&cli.etcd_servers, tls).await
     };
     let mut cfg = skiff_control::controllers::Config::default();
     if let Some(g) = cli.node_monitor_grace_period {

@@ -101,7 +101,7 @@ fn fake_kubelet(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            for kv in store.list("/registry/core/pods/").0 {
+            for kv in store.list("/registry/core/pods/").unwrap().0 {
                 let mut p: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
                 if p["metadata"]["deletionTimestamp"].is_string()
                     && p["spec"]["nodeName"].is_string()
@@ -433,6 +433,7 @@ fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
     loop {
         let pods: Vec<serde_json::Value> = store
             .list("/registry/core/pods/")
+            .unwrap()
             .0
             .iter()
             .map(|kv| serde_json::from_slice(&kv.value).unwrap())
@@ -445,6 +446,7 @@ fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
         let d: serde_json::Value = serde_json::from_slice(
             &store
                 .get("/registry/apps/deployments/default/web")
+                .unwrap()
                 .unwrap()
                 .value,
         )
@@ -551,7 +553,7 @@ fn deletion_finalizers_cascades_and_namespaces_on(backend: Backend) {
         return;
     };
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
-    let count = |prefix: &str| store.list(prefix).0.len();
+    let count = |prefix: &str| store.list(prefix).unwrap().0.len();
 
     // A finalizer holds the object (with a deletionTimestamp) until it is removed.
     cp.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n");
@@ -749,7 +751,7 @@ fn endpoints_slices_events_and_node_cidrs_on(backend: Backend) {
     for (i, p) in pods.lines().enumerate() {
         let name = p.trim_start_matches("pod/");
         let key = format!("/registry/core/pods/default/{name}");
-        let kv = store.get(&key).unwrap();
+        let kv = store.get(&key).unwrap().unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
         v["status"]["podIP"] = serde_json::json!(format!("10.244.0.{}", 10 + i));
         v["status"]["conditions"] =

@@ -26,14 +26,15 @@ fn acknowledged_writes_survive_kill_9() {
     for i in 0..=last {
         let kv = s
             .get(&format!("/k/{i:08}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("acknowledged write {i} lost"));
         assert_eq!(kv.value, i.to_le_bytes());
         assert_eq!(kv.mod_revision, i as i64 + 1);
     }
+    let rev = s.revision().unwrap();
     assert!(
-        s.revision() as u64 > last,
-        "revision {} covers the acknowledged writes",
-        s.revision()
+        rev as u64 > last,
+        "revision {rev} covers the acknowledged writes"
     );
     // The reopened store keeps going from where it stopped.
     let next = s
@@ -43,7 +44,7 @@ fn acknowledged_writes_survive_kill_9() {
             skiff_control::store::Precondition::Absent,
         )
         .unwrap();
-    assert_eq!(next.mod_revision, s.revision());
+    assert_eq!(next.mod_revision, s.revision().unwrap());
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }

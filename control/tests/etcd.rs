@@ -16,7 +16,7 @@ fn store_semantics_on_etcd() {
         eprintln!("SKIP: etcd is not installed (apt-get install etcd-server)");
         return;
     };
-    let s = Store::etcd(&etcd.endpoints).unwrap();
+    let s = Store::etcd(&etcd.endpoints, None).unwrap();
     let a = s
         .put("/registry/t/a", b"1".to_vec(), Precondition::Absent)
         .unwrap();
@@ -53,12 +53,12 @@ fn store_semantics_on_etcd() {
         .unwrap();
     s.put("/registry/u/c", b"c".to_vec(), Precondition::None)
         .unwrap();
-    let (items, rev) = s.list("/registry/t/");
+    let (items, rev) = s.list("/registry/t/").unwrap();
     assert_eq!(
         items.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
         ["/registry/t/a", "/registry/t/b"]
     );
-    assert_eq!(rev, s.revision());
+    assert_eq!(rev, s.revision().unwrap());
     // Watch from a revision replays what came after it, then goes live.
     let w = s.watch("/registry/t/", a.mod_revision).unwrap();
     let del = s.delete("/registry/t/b", Precondition::None).unwrap();
@@ -68,7 +68,7 @@ fn store_semantics_on_etcd() {
         Err(StoreError::NotFound("/registry/t/b".into()))
     );
     let got: Vec<(EventKind, String, i64)> = (0..3)
-        .map(|_| w.recv_timeout(Duration::from_secs(5)).unwrap())
+        .map(|_| w.recv_timeout(Duration::from_secs(5)).unwrap().unwrap())
         .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision))
         .collect();
     assert_eq!(
@@ -78,9 +78,10 @@ fn store_semantics_on_etcd() {
     assert_eq!(got[1].1, "/registry/t/b");
     assert_eq!(got[2].0, EventKind::Delete);
     // Compaction: older revisions are gone for watches (the API answers 410).
-    s.compact(s.revision()).unwrap();
+    s.compact(s.revision().unwrap()).unwrap();
+    let old = s.watch("/registry/t/", a.mod_revision).unwrap();
     assert!(matches!(
-        s.watch("/registry/t/", a.mod_revision),
+        old.recv_timeout(Duration::from_secs(10)),
         Err(StoreError::Compacted { .. })
     ));
     // A dropped watch is cancelled in etcd at once, not at its next event.

@@ -87,11 +87,7 @@ fn target(
     name: &str,
     q: &HashMap<String, String>,
 ) -> Result<(String, String), ApiError> {
-    let pod = c
-        .store
-        .get(&c.r.key(c.ns, name))
-        .map(|kv| decode(&kv))
-        .ok_or_else(|| ApiError::not_found("pods", name))?;
+    let pod = decode(&super::objects::fetch(c, name)?);
     let containers: Vec<String> = pod["spec"]["containers"]
         .as_array()
         .into_iter()
@@ -122,6 +118,7 @@ fn target(
     let node = c
         .store
         .get(&format!("/registry/core/nodes/{node_name}"))
+        .map_err(|e| super::objects::store_err(c.r, name, e))?
         .map(|kv| decode(&kv))
         .ok_or_else(|| ApiError::not_found("nodes", node_name))?;
     let base = endpoint(&node).ok_or_else(|| {
@@ -279,15 +276,9 @@ pub async fn pod_stream(
         let mut q2 = q.clone();
         q2.remove("container");
         // Port forwarding is per pod: any container will do for finding the node.
-        let first = c
-            .store
-            .get(&c.r.key(c.ns, name))
-            .map(|kv| decode(&kv))
-            .and_then(|p| {
-                p["spec"]["containers"][0]["name"]
-                    .as_str()
-                    .map(str::to_string)
-            })
+        let first = decode(&super::objects::fetch(c, name)?)["spec"]["containers"][0]["name"]
+            .as_str()
+            .map(str::to_string)
             .unwrap_or_default();
         q2.insert("container".into(), first);
         target(c, name, &q2)?

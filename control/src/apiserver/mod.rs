@@ -44,11 +44,30 @@ pub fn router(store: Store) -> axum::Router {
 
 /// The router, with a client for the kubelets (pods/log is proxied to them).
 pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axum::Router {
-    objects::ensure_default_namespaces(&store);
+    // The system namespaces, as kube-apiserver's bootstrap controller keeps them: now,
+    // or in the background until the store takes them.
+    if let Err(e) = objects::ensure_default_namespaces(&store) {
+        tracing::warn!(error = %e, "system namespaces not created yet; retrying");
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut pause = std::time::Duration::from_millis(500);
+            while let Err(e) = objects::ensure_default_namespaces(&store) {
+                tracing::warn!(error = %e, "system namespaces not created yet; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+        });
+    }
     let state = Arc::new(ApiServer { store, kubelet });
     axum::Router::new().fallback(move |req: axum::extract::Request| {
         let state = state.clone();
         async move {
+            let path = req.uri().path().trim_end_matches('/');
+            if req.method() == Method::GET {
+                if let Some(r) = health(&state.store, path).await {
+                    return r;
+                }
+            }
             // exec/attach/portforward need the connection upgrade, kept aside here.
             let (mut parts, body) = req.into_parts();
             let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -58,9 +77,59 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
                     return ApiError::bad_request(format!("request body: {e}")).into_response()
                 }
             };
-            handle(state, parts.method, parts.uri, parts.headers, body, upgrade)
+            // Store calls block (up to the store's deadline when it cannot answer): on
+            // the blocking pool, so the async workers keep serving (/livez, watches).
+            let rt = tokio::runtime::Handle::current();
+            let run = move || {
+                rt.block_on(handle(
+                    state,
+                    parts.method,
+                    parts.uri,
+                    parts.headers,
+                    body,
+                    upgrade,
+                ))
+            };
+            match tokio::task::spawn_blocking(run).await {
+                Ok(r) => r.unwrap_or_else(|e| e.into_response()),
+                Err(e) => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    format!("request handler failed: {e}"),
+                )
+                .into_response(),
+            }
+        }
+    })
+}
+
+/// /livez: the process serves. /readyz and /healthz: and its store answers (as
+/// kube-apiserver's etcd check): 500 with the reason otherwise, so a load balancer
+/// stops sending requests this server cannot answer.
+async fn health(store: &Store, path: &str) -> Option<Response> {
+    let (kind, check) = match path {
+        "/livez" | "/livez/ping" => ("livez", None),
+        "/readyz" | "/healthz" | "/readyz/etcd" | "/healthz/etcd" => {
+            let store = store.clone();
+            let r = tokio::task::spawn_blocking(move || store.check())
                 .await
-                .unwrap_or_else(|e| e.into_response())
+                .unwrap_or_else(|e| Err(crate::store::StoreError::Io(e.to_string())));
+            (
+                path.trim_start_matches('/').split('/').next().unwrap_or(""),
+                Some(r),
+            )
+        }
+        _ => return None,
+    };
+    Some(match check {
+        None | Some(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Some(Err(e)) => {
+            tracing::warn!(check = kind, error = %e, "health check failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("[+]ping ok\n[-]etcd failed: {e}\n{kind} check failed\n"),
+            )
+                .into_response()
         }
     })
 }
@@ -114,9 +183,6 @@ async fn handle(
     let get = method == Method::GET;
     match segs.as_slice() {
         ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
-        ["healthz"] | ["readyz"] | ["livez"] if get => {
-            return Ok((StatusCode::OK, "ok").into_response())
-        }
         ["api"] | ["apis"] if get => {
             let core = segs[0] == "api";
             let accept = headers

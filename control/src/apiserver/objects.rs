@@ -70,7 +70,7 @@ pub(crate) fn uid() -> String {
     )
 }
 
-fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
+pub(crate) fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(_) => ApiError::not_found(&r.qualified(), name),
         StoreError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified())),
@@ -80,8 +80,20 @@ fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
             format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", r.qualified()),
         ),
         StoreError::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+        // kube-apiserver's answers when etcd cannot: the client may retry later.
+        StoreError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string()),
+        StoreError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", e.to_string()),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", other.to_string()),
     }
+}
+
+/// The stored object `name` of the context's resource: 404 only when the store says it
+/// is absent.
+pub(crate) fn fetch(c: &Ctx, name: &str) -> Result<KeyValue, ApiError> {
+    c.store
+        .get(&c.r.key(c.ns, name))
+        .map_err(|e| store_err(c.r, name, e))?
+        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))
 }
 
 /// A stored value as the API object: resourceVersion from the store.
@@ -162,7 +174,11 @@ fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
 fn check_namespace(c: &Ctx) -> Result<(), ApiError> {
     if let Some(ns) = c.ns {
         let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
-        let Some(kv) = c.store.get(&nsr.key(None, ns)) else {
+        let Some(kv) = c
+            .store
+            .get(&nsr.key(None, ns))
+            .map_err(|e| store_err(nsr, ns, e))?
+        else {
             return Err(ApiError::not_found("namespaces", ns));
         };
         if decode(&kv)["metadata"]["deletionTimestamp"].is_string() {
@@ -172,12 +188,16 @@ fn check_namespace(c: &Ctx) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn ensure_default_namespaces(store: &Store) {
+pub fn ensure_default_namespaces(store: &Store) -> Result<(), StoreError> {
     let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uid(), "creationTimestamp": now_rfc3339()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        let _ = store.put(&nsr.key(None, ns), encode(&obj), Precondition::Absent);
+        match store.put(&nsr.key(None, ns), encode(&obj), Precondition::Absent) {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 fn respond(c: &Ctx, code: StatusCode, obj: &Value, rv: i64) -> Response {
@@ -236,7 +256,11 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         super::apply::record_update(None, &mut v, c.manager, &now_rfc3339(), "");
     }
     let key = c.r.key(c.ns, &name);
-    if c.store.get(&key).is_some() {
+    if c.store
+        .get(&key)
+        .map_err(|e| store_err(c.r, &name, e))?
+        .is_some()
+    {
         return Err(store_err(
             c.r,
             &name,
@@ -264,10 +288,7 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
 }
 
 pub fn get(c: &Ctx, name: &str) -> Result<Response, ApiError> {
-    let kv = c
-        .store
-        .get(&c.r.key(c.ns, name))
-        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    let kv = fetch(c, name)?;
     Ok(respond(c, StatusCode::OK, &decode(&kv), kv.mod_revision))
 }
 
@@ -334,7 +355,10 @@ fn parse_continue(token: &str) -> Result<String, ApiError> {
 /// List with selectors and paging (`limit`, `continue`): pages follow key order; a page
 /// continues after the last key of the one before.
 pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let (kvs, rev) = c.store.list(&c.r.prefix(c.ns));
+    let (kvs, rev) = c
+        .store
+        .list(&c.r.prefix(c.ns))
+        .map_err(|e| store_err(c.r, "", e))?;
     let after = q
         .get("continue")
         .filter(|t| !t.is_empty())
@@ -414,10 +438,7 @@ fn modify_tracked(
 ) -> Result<(Value, i64), ApiError> {
     let key = c.r.key(c.ns, name);
     for _ in 0..16 {
-        let cur_kv = c
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+        let cur_kv = fetch(c, name)?;
         let cur = decode(&cur_kv);
         let mut next = f(&cur)?;
         // Identity and bookkeeping are the server's.
@@ -476,6 +497,7 @@ fn modify_tracked(
         if finalized {
             if let Some(gone) =
                 remove_now(c.store, &key, Some(want_rv.unwrap_or(cur_kv.mod_revision)))
+                    .map_err(|e| store_err(c.r, name, e))?
             {
                 return Ok((gone, cur_kv.mod_revision));
             }
@@ -551,7 +573,11 @@ pub fn patch(
                 return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
             }
             let now = now_rfc3339();
-            if c.store.get(&c.r.key(c.ns, name)).is_none() {
+            let exists = c
+                .store
+                .get(&c.r.key(c.ns, name))
+                .map_err(|e| store_err(c.r, name, e))?;
+            if exists.is_none() {
                 let mut obj = super::apply::initial(&applied, &manager, &now);
                 obj["metadata"]["name"] = json!(name);
                 return create(c, &serde_json::to_vec(&obj).expect("serializes"));
@@ -627,14 +653,23 @@ pub fn bind(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> {
 }
 
 /// Remove an object from the store now, releasing what it held.
-pub(crate) fn remove_now(store: &Store, key: &str, rev: Option<i64>) -> Option<Value> {
+pub(crate) fn remove_now(
+    store: &Store,
+    key: &str,
+    rev: Option<i64>,
+) -> Result<Option<Value>, StoreError> {
     let pre = rev.map_or(Precondition::None, Precondition::Revision);
-    let prev = store.delete(key, pre).ok()?;
+    let prev = match store.delete(key, pre) {
+        Ok(p) => p,
+        // Gone or changed meanwhile: the caller looks again.
+        Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let obj = decode(&prev);
     if obj["kind"] == "Service" {
         super::allocator::release(store, &super::allocator::held(&obj));
     }
-    Some(obj)
+    Ok(Some(obj))
 }
 
 /// The grace period a pod's deletion gets: the one asked for, else its spec's
@@ -681,9 +716,13 @@ fn mark_deleted(obj: &mut Value, grace: i64) -> bool {
 /// A deletion as the API performs it, for controllers: a pod on a node gets its grace
 /// period (`grace`, else its own) and waits for the kubelet; an object with finalizers
 /// is marked and waits for them; anything else goes now. False if it lost a race.
-pub(crate) fn delete_object(store: &Store, key: &str, grace: Option<i64>) -> bool {
-    let Some(kv) = store.get(key) else {
-        return true;
+pub(crate) fn delete_object(
+    store: &Store,
+    key: &str,
+    grace: Option<i64>,
+) -> Result<bool, StoreError> {
+    let Some(kv) = store.get(key)? else {
+        return Ok(true);
     };
     let mut obj = decode(&kv);
     let grace = match obj["kind"].as_str() {
@@ -694,14 +733,16 @@ pub(crate) fn delete_object(store: &Store, key: &str, grace: Option<i64>) -> boo
         .as_array()
         .is_some_and(|f| !f.is_empty());
     if grace == 0 && !has_finalizers {
-        return remove_now(store, key, Some(kv.mod_revision)).is_some();
+        return Ok(remove_now(store, key, Some(kv.mod_revision))?.is_some());
     }
     if !mark_deleted(&mut obj, grace) {
-        return true;
+        return Ok(true);
     }
-    store
-        .put(key, encode(&obj), Precondition::Revision(kv.mod_revision))
-        .is_ok()
+    match store.put(key, encode(&obj), Precondition::Revision(kv.mod_revision)) {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// DELETE: a pod on a node is deleted gracefully (deletionTimestamp and
@@ -738,10 +779,7 @@ pub fn delete(
         )));
     }
     let key = c.r.key(c.ns, name);
-    let kv = c
-        .store
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    let kv = fetch(c, name)?;
     let mut obj = decode(&kv);
     if let Some(want) = opts["preconditions"]["uid"].as_str() {
         if obj["metadata"]["uid"].as_str() != Some(want) {
@@ -757,7 +795,7 @@ pub fn delete(
     }
     let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
     if policy == "Orphan" {
-        orphan_dependents(c.store, &uid);
+        orphan_dependents(c.store, &uid).map_err(|e| store_err(c.r, name, e))?;
     }
     let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"]
         .as_array()
@@ -790,6 +828,7 @@ pub fn delete(
     };
     if finalizers.is_empty() && grace == 0 {
         let mut gone = remove_now(c.store, &key, Some(kv.mod_revision))
+            .map_err(|e| store_err(c.r, name, e))?
             .ok_or_else(|| ApiError::conflict_retry(c.r, name))?;
         gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         return Ok(json_response(StatusCode::OK, &gone));
@@ -817,25 +856,34 @@ pub fn delete(
 }
 
 /// Drop ownerReferences to `uid` from every object (kubectl delete --cascade=orphan).
-fn orphan_dependents(store: &Store, uid: &str) {
-    for kv in store.list("/registry/").0 {
-        let mut o = decode(&kv);
-        let Some(refs) = o["metadata"]["ownerReferences"].as_array() else {
-            continue;
-        };
-        if !refs.iter().any(|r| r["uid"] == uid) {
-            continue;
+fn orphan_dependents(store: &Store, uid: &str) -> Result<(), StoreError> {
+    for kv in store.list("/registry/")?.0 {
+        let mut cur = Some(kv);
+        // A dependent that changes meanwhile is read again: it must not keep the link.
+        while let Some(kv) = cur.take() {
+            let mut o = decode(&kv);
+            let Some(refs) = o["metadata"]["ownerReferences"].as_array() else {
+                break;
+            };
+            if !refs.iter().any(|r| r["uid"] == uid) {
+                break;
+            }
+            let kept: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
+            if kept.is_empty() {
+                o["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("ownerReferences"));
+            } else {
+                o["metadata"]["ownerReferences"] = json!(kept);
+            }
+            match store.put(&kv.key, encode(&o), Precondition::Revision(kv.mod_revision)) {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::Conflict { .. }) => cur = store.get(&kv.key)?,
+                Err(e) => return Err(e),
+            }
         }
-        let kept: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
-        if kept.is_empty() {
-            o["metadata"]
-                .as_object_mut()
-                .map(|m| m.remove("ownerReferences"));
-        } else {
-            o["metadata"]["ownerReferences"] = json!(kept);
-        }
-        let _ = store.put(&kv.key, encode(&o), Precondition::Revision(kv.mod_revision));
     }
+    Ok(())
 }
 
 /// Newline-delimited watch events; from `resourceVersion` (history replay) or, without
@@ -848,7 +896,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
     let prefix = c.r.prefix(c.ns);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let (initial, start) = if from == 0 {
-        let (kvs, rev) = c.store.list(&prefix);
+        let (kvs, rev) = c.store.list(&prefix).map_err(|e| store_err(c.r, "", e))?;
         (kvs.iter().map(decode).collect::<Vec<_>>(), rev)
     } else {
         (Vec::new(), from)
@@ -864,7 +912,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         Err(e) => return Err(store_err(c.r, "", e)),
     };
     let store = c.store.clone();
-    let (kind, table_mode, q2) = (c.r.kind, c.table, q.clone());
+    let (kind, table_mode, q2, r) = (c.r.kind, c.table, q.clone(), c.r);
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -888,36 +936,46 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
         let mut last_rv = start;
-        // Send one store event; false once the client has gone.
+        // Send one store event as the client sees it through its selectors; false once
+        // the client has gone.
         let send = |ev: &crate::store::Event| -> bool {
-            let (typ, obj) = match ev.kind {
-                EventKind::Put if ev.prev.is_none() => ("ADDED", decode(&ev.kv)),
-                EventKind::Put => ("MODIFIED", decode(&ev.kv)),
-                EventKind::Delete => {
-                    let mut o = ev.prev.as_ref().map(decode).unwrap_or(Value::Null);
-                    o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
-                    ("DELETED", o)
-                }
+            let Some((typ, obj)) = watch_event(&q2, ev) else {
+                return true;
             };
-            !selected(&q2, &obj)
-                || tx
-                    .blocking_send(Ok(frame(typ, &obj, ev.revision())))
-                    .is_ok()
+            tx.blocking_send(Ok(frame(typ, &obj, ev.revision())))
+                .is_ok()
+        };
+        // The store lost the watch: say so, as kube-apiserver does, rather than end
+        // the stream as if the watch had timed out.
+        let fail = |e: StoreError| {
+            let status = match e {
+                StoreError::Compacted {
+                    requested,
+                    compacted,
+                } => return drop(tx.blocking_send(Ok(expired_frame(requested, compacted)))),
+                e => store_err(r, "", e),
+            };
+            let ev = json!({"type": "ERROR", "object": status.status()});
+            let _ = tx.blocking_send(Ok(Bytes::from(format!("{ev}\n"))));
         };
         while std::time::Instant::now() < deadline {
             match w.recv_timeout(std::time::Duration::from_secs(5)) {
-                Ok(ev) => {
+                Ok(Some(ev)) => {
                     last_rv = ev.revision();
                     if !send(&ev) {
                         return;
                     }
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Ok(None) => {
                     // A bookmark carries the store's revision where it is settled (every
                     // event up to it is queued here: send those first), so an idle watch
                     // resumes from a revision compaction has not passed.
                     if let Some(settled) = store.settled_revision() {
-                        for ev in w.try_iter() {
+                        let queued = match w.drain() {
+                            Ok(q) => q,
+                            Err(e) => return fail(e),
+                        };
+                        for ev in queued {
                             last_rv = ev.revision();
                             if !send(&ev) {
                                 return;
@@ -937,7 +995,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
                         return;
                     }
                 }
-                Err(_) => return,
+                Err(e) => return fail(e),
             }
         }
     });
@@ -954,16 +1012,48 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         .into_response())
 }
 
-/// A watch from a compacted resourceVersion: what kube-apiserver streams.
-fn expired_watch(requested: i64, compacted: i64) -> Response {
+/// A store event as a watch event for a client with selectors `q` (kube-apiserver's
+/// rules): an object that starts matching is ADDED, one that stops matching is DELETED
+/// (its last matching state, at the event's revision), and one that never matched is
+/// not sent.
+fn watch_event(
+    q: &HashMap<String, String>,
+    ev: &crate::store::Event,
+) -> Option<(&'static str, Value)> {
+    let old = ev.prev.as_ref().map(decode).filter(|o| selected(q, o));
+    let gone = |mut o: Value| {
+        o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
+        ("DELETED", o)
+    };
+    match ev.kind {
+        EventKind::Delete => old.map(gone),
+        EventKind::Put => {
+            let new = decode(&ev.kv);
+            match (old, selected(q, &new)) {
+                (Some(_), true) => Some(("MODIFIED", new)),
+                (None, true) => Some(("ADDED", new)),
+                (Some(o), false) => Some(gone(o)),
+                (None, false) => None,
+            }
+        }
+    }
+}
+
+/// The ERROR event of a watch whose start (or resume point) is compacted.
+fn expired_frame(requested: i64, compacted: i64) -> Bytes {
     let status = json!({"type": "ERROR", "object": {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": format!("too old resource version: {requested} ({compacted})"),
         "reason": "Expired", "code": 410}});
+    Bytes::from(format!("{status}\n"))
+}
+
+/// A watch from a compacted resourceVersion: what kube-apiserver streams.
+fn expired_watch(requested: i64, compacted: i64) -> Response {
     (
         StatusCode::OK,
         [("content-type", "application/json")],
-        format!("{status}\n"),
+        expired_frame(requested, compacted),
     )
         .into_response()
 }
@@ -994,11 +1084,7 @@ pub fn scale(
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let cur = c
-        .store
-        .get(&c.r.key(c.ns, name))
-        .map(|kv| decode(&kv))
-        .ok_or_else(|| ApiError::not_found(&c.r.qualified(), name))?;
+    let cur = decode(&fetch(c, name)?);
     let wanted: Value = match *method {
         axum::http::Method::GET => return Ok(json_response(StatusCode::OK, &scale_of(&cur))),
         axum::http::Method::PUT => serde_json::from_slice(body)

@@ -49,9 +49,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The metav1.Status body.
+    pub fn status(&self) -> serde_json::Value {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code.as_u16()})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code.as_u16()});
+        let body = self.status();
         (
             self.code,
             [("content-type", "application/json")],

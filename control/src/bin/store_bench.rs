@@ -25,7 +25,7 @@ impl Target<'_> {
                 (Store::open(&path).unwrap(), "/registry/".into())
             }
             Target::Etcd(eps) => (
-                Store::etcd(eps).unwrap(),
+                Store::etcd(eps, None).unwrap(),
                 format!("/bench-{}-{round}/", std::process::id()),
             ),
         }

@@ -62,14 +62,15 @@ fn template_hash(tpl: &Value) -> String {
     format!("{:x}", h)[..10].to_string()
 }
 
-fn delete_pod(store: &Store, p: &Value) {
-    delete_object(store, &key_of(p, "core", "pods"), None);
+fn delete_pod(store: &Store, p: &Value) -> Result<(), StoreError> {
+    delete_object(store, &key_of(p, "core", "pods"), None)?;
+    Ok(())
 }
 
-pub fn reconcile(store: &Store) {
-    let nodes = list(store, "/registry/core/nodes/");
-    let pods = list(store, "/registry/core/pods/");
-    for ds in list(store, "/registry/apps/daemonsets/") {
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let nodes = list(store, "/registry/core/nodes/")?;
+    let pods = list(store, "/registry/core/pods/")?;
+    for ds in list(store, "/registry/apps/daemonsets/")? {
         if ds["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
@@ -101,7 +102,7 @@ pub fn reconcile(store: &Store) {
         for p in &owned {
             if !wanted_names.contains(&p["spec"]["nodeName"].as_str().unwrap_or("")) {
                 misscheduled += 1;
-                delete_pod(store, p);
+                delete_pod(store, p)?;
             }
         }
         for n in &wanted {
@@ -117,7 +118,7 @@ pub fn reconcile(store: &Store) {
                     .to_string()
             });
             for extra in here.iter().skip(1) {
-                delete_pod(store, extra);
+                delete_pod(store, extra)?;
             }
             match here.first() {
                 None => {
@@ -126,7 +127,7 @@ pub fn reconcile(store: &Store) {
                     pod["metadata"]["labels"][HASH] = json!(hash);
                     pod["spec"]["nodeName"] = json!(name);
                     pod["spec"]["tolerations"] = json!(tolerations);
-                    create(store, "core", "pods", pod);
+                    create(store, "core", "pods", pod)?;
                 }
                 Some(p) => {
                     current += 1;
@@ -161,9 +162,9 @@ pub fn reconcile(store: &Store) {
             let mut budget = max_unavail - unavailable;
             for p in old_on_nodes {
                 if !pod_ready(p) {
-                    delete_pod(store, p);
+                    delete_pod(store, p)?;
                 } else if budget > 0 {
-                    delete_pod(store, p);
+                    delete_pod(store, p)?;
                     budget -= 1;
                 }
             }
@@ -178,9 +179,10 @@ pub fn reconcile(store: &Store) {
         if ds["status"] != status {
             let mut next = ds.clone();
             next["status"] = status;
-            update(store, &key_of(&ds, "apps", "daemonsets"), &next);
+            update(store, &key_of(&ds, "apps", "daemonsets"), &next)?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -72,17 +72,18 @@ fn available(rs: &Value) -> i64 {
     rs["status"]["availableReplicas"].as_i64().unwrap_or(0)
 }
 
-fn set_replicas(store: &Store, rs: &Value, n: i64) {
+fn set_replicas(store: &Store, rs: &Value, n: i64) -> Result<(), StoreError> {
     if spec_replicas(rs) != n {
         let mut next = rs.clone();
         next["spec"]["replicas"] = json!(n);
-        update(store, &key_of(rs, "apps", "replicasets"), &next);
+        update(store, &key_of(rs, "apps", "replicasets"), &next)?;
     }
+    Ok(())
 }
 
-pub fn reconcile(store: &Store) {
-    let all_rs = list(store, "/registry/apps/replicasets/");
-    for d in list(store, "/registry/apps/deployments/") {
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let all_rs = list(store, "/registry/apps/replicasets/")?;
+    for d in list(store, "/registry/apps/deployments/")? {
         if d["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
@@ -91,11 +92,12 @@ pub fn reconcile(store: &Store) {
             .iter()
             .filter(|rs| controller_uid(rs) == Some(uid))
             .collect();
-        reconcile_one(store, &d, &owned);
+        reconcile_one(store, &d, &owned)?;
     }
+    Ok(())
 }
 
-fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
+fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), StoreError> {
     let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = d["metadata"]["name"].as_str().unwrap_or("");
     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
@@ -110,10 +112,10 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
     if paused {
         // Only scaling of the current set while paused; no rollout.
         if let Some(rs) = &new_rs {
-            set_replicas(store, rs, replicas);
+            set_replicas(store, rs, replicas)?;
         }
-        write_status(store, d, new_rs.as_ref(), owned, replicas, &hash);
-        return;
+        write_status(store, d, new_rs.as_ref(), owned, replicas, &hash)?;
+        return Ok(());
     }
 
     // The ReplicaSet of the current template: made, or an old one taken back (undo).
@@ -142,23 +144,23 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
                              "ownerReferences": [owner_ref(d, "apps/v1", "Deployment")]},
                 "spec": {"replicas": start, "selector": selector, "template": tpl}
             });
-            new_rs = create(store, "apps", "replicasets", rs);
+            new_rs = create(store, "apps", "replicasets", rs)?;
         }
         Some(rs) => {
             // Back to an older template: it becomes the newest revision.
             if revision(rs) < max_rev {
                 let mut next = rs.clone();
                 next["metadata"]["annotations"][REVISION] = json!((max_rev + 1).to_string());
-                update(store, &key_of(rs, "apps", "replicasets"), &next);
-                return; // the next round works on the updated set
+                update(store, &key_of(rs, "apps", "replicasets"), &next)?;
+                return Ok(()); // the next round works on the updated set
             }
         }
     }
-    let Some(new_rs) = new_rs else { return };
+    let Some(new_rs) = new_rs else { return Ok(()) };
 
     if recreate {
         for old in &olds {
-            set_replicas(store, old, 0);
+            set_replicas(store, old, 0)?;
         }
         // Up only once every old pod is gone.
         let old_pods: i64 = olds
@@ -166,7 +168,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
             .map(|rs| rs["status"]["replicas"].as_i64().unwrap_or(0))
             .sum();
         if old_pods == 0 {
-            set_replicas(store, &new_rs, replicas);
+            set_replicas(store, &new_rs, replicas)?;
         }
     } else {
         let (surge, unavail) = surge_and_unavailable(d, replicas);
@@ -183,7 +185,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
         } else {
             (replicas + surge - old_total).clamp(new_spec, replicas)
         };
-        set_replicas(store, &new_rs, target);
+        set_replicas(store, &new_rs, target)?;
         // Scale down old sets, as kube reasons: from the pods the specs ask for (not from
         // statuses, which lag), keep replicas - maxUnavailable, counting new pods that are
         // not available yet as missing.
@@ -197,7 +199,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
             let spec = spec_replicas(old);
             let cut = spec.min(can_remove);
             if cut > 0 {
-                set_replicas(store, old, spec - cut);
+                set_replicas(store, old, spec - cut)?;
                 can_remove -= cut;
             }
         }
@@ -215,10 +217,11 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) {
     if empty.len() > limit {
         empty.sort_by_key(|rs| revision(rs));
         for rs in &empty[..empty.len() - limit] {
-            delete_object(store, &key_of(rs, "apps", "replicasets"), None);
+            delete_object(store, &key_of(rs, "apps", "replicasets"), None)?;
         }
     }
-    write_status(store, d, Some(&new_rs), owned, replicas, &hash);
+    write_status(store, d, Some(&new_rs), owned, replicas, &hash)?;
+    Ok(())
 }
 
 fn write_status(
@@ -228,7 +231,7 @@ fn write_status(
     owned: &[&Value],
     replicas: i64,
     hash: &str,
-) {
+) -> Result<(), StoreError> {
     let sum = |f: &str| {
         owned
             .iter()
@@ -319,7 +322,7 @@ fn write_status(
     let same_status = strip(&d["status"]) == strip(&status);
     let same_rev = revision(d) == rev || rev == 0;
     if same_status && same_rev {
-        return;
+        return Ok(());
     }
     if same_status {
         status = d["status"].clone();
@@ -328,7 +331,8 @@ fn write_status(
     if rev > 0 {
         next["metadata"]["annotations"][REVISION] = json!(rev.to_string());
     }
-    update(store, &key_of(d, "apps", "deployments"), &next);
+    update(store, &key_of(d, "apps", "deployments"), &next)?;
+    Ok(())
 }
 
 #[cfg(test)]

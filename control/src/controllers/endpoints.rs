@@ -35,11 +35,11 @@ fn target_port(svc_port: &Value, pod: &Value) -> Option<i64> {
     }
 }
 
-pub fn reconcile(store: &Store) {
-    let services = list(store, "/registry/core/services/");
-    let pods = list(store, "/registry/core/pods/");
-    let endpoints = list(store, "/registry/core/endpoints/");
-    let slices = list(store, "/registry/discovery.k8s.io/endpointslices/");
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let services = list(store, "/registry/core/services/")?;
+    let pods = list(store, "/registry/core/pods/")?;
+    let endpoints = list(store, "/registry/core/endpoints/")?;
+    let slices = list(store, "/registry/discovery.k8s.io/endpointslices/")?;
     for svc in &services {
         let sel = &svc["spec"]["selector"];
         if sel.as_object().is_none_or(|m| m.is_empty()) {
@@ -111,13 +111,13 @@ pub fn reconcile(store: &Store) {
                 let mut next = e.clone();
                 next["subsets"] = json!(subsets);
                 next["metadata"]["annotations"][TRIGGER] = json!(now_rfc3339());
-                update(store, &key_of(e, "core", "endpoints"), &next);
+                update(store, &key_of(e, "core", "endpoints"), &next)?;
             }
             None => {
                 let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
                     "metadata": {"namespace": ns, "name": name, "labels": labels, "annotations": {TRIGGER: now_rfc3339()}},
                     "subsets": subsets});
-                create(store, "core", "endpoints", ep);
+                create(store, "core", "endpoints", ep)?;
             }
         }
 
@@ -158,7 +158,7 @@ pub fn reconcile(store: &Store) {
                     store,
                     &key_of(s, "discovery.k8s.io", "endpointslices"),
                     &next,
-                );
+                )?;
             }
             None => {
                 let mut l = labels.clone();
@@ -168,7 +168,7 @@ pub fn reconcile(store: &Store) {
                     "metadata": {"namespace": ns, "generateName": format!("{name}-"), "labels": l,
                                  "ownerReferences": [owner_ref(svc, "v1", "Service")]},
                     "addressType": "IPv4", "endpoints": eps, "ports": slice_ports});
-                create(store, "discovery.k8s.io", "endpointslices", slice);
+                create(store, "discovery.k8s.io", "endpointslices", slice)?;
             }
         }
     }
@@ -183,9 +183,10 @@ pub fn reconcile(store: &Store) {
             let rev = e["metadata"]["resourceVersion"]
                 .as_str()
                 .and_then(|s| s.parse().ok());
-            remove_now(store, &key_of(e, "core", "endpoints"), rev);
+            remove_now(store, &key_of(e, "core", "endpoints"), rev)?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

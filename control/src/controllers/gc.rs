@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 const FOREGROUND: &str = "foregroundDeletion";
 
-pub fn reconcile(store: &Store) {
-    let (all, _) = store.list("/registry/");
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let (all, _) = store.list("/registry/")?;
     let objs: Vec<Value> = all.iter().map(decode).collect();
     let uids: HashSet<&str> = objs
         .iter()
@@ -19,7 +19,7 @@ pub fn reconcile(store: &Store) {
     for (kv, o) in all.iter().zip(&objs) {
         if let Some(owner) = controller_uid(o) {
             if !uids.contains(owner) && o["metadata"]["deletionTimestamp"].is_null() {
-                delete_object(store, &kv.key, None);
+                delete_object(store, &kv.key, None)?;
             }
         }
     }
@@ -49,15 +49,16 @@ pub fn reconcile(store: &Store) {
                 .cloned()
                 .collect();
             if left.is_empty() {
-                remove_now(store, &kv.key, Some(kv.mod_revision));
+                remove_now(store, &kv.key, Some(kv.mod_revision))?;
             } else {
                 next["metadata"]["finalizers"] = json!(left);
-                update(store, &kv.key, &next);
+                update(store, &kv.key, &next)?;
             }
         } else {
             for (dkv, _) in dependents {
-                delete_object(store, &dkv.key, None);
+                delete_object(store, &dkv.key, None)?;
             }
         }
     }
+    Ok(())
 }

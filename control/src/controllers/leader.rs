@@ -16,6 +16,8 @@ pub struct Elector {
     pub identity: String,
     duration: Duration,
     leader: Arc<AtomicBool>,
+    /// When we last renewed (or took) the lease.
+    renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// RFC 3339 with microseconds (a MicroTime, as Lease times are).
@@ -32,6 +34,7 @@ impl Elector {
             identity: identity.into(),
             duration,
             leader: Arc::new(AtomicBool::new(false)),
+            renewed: std::sync::Mutex::new(None),
         }
     }
 
@@ -44,11 +47,43 @@ impl Elector {
         self.leader.load(Ordering::SeqCst)
     }
 
-    /// One attempt to acquire or renew the lease; returns whether we now lead.
+    /// One attempt to acquire or renew the lease; returns whether we now lead. A store
+    /// that cannot answer does not end a lead at once: the leader keeps it until its
+    /// renew deadline (two thirds of the lease, client-go's default ratio), well before
+    /// another candidate may take the lease over.
     pub fn tick(&self) -> bool {
+        let won = match self.try_acquire() {
+            Ok(won) => {
+                if won {
+                    *self.renewed.lock().unwrap() = Some(std::time::Instant::now());
+                }
+                won
+            }
+            Err(e) => {
+                let keep = self.is_leader()
+                    && self
+                        .renewed
+                        .lock()
+                        .unwrap()
+                        .is_some_and(|t| t.elapsed() < self.duration * 2 / 3);
+                tracing::warn!(lease = %self.name, identity = %self.identity, leading = keep, error = %e, "lease not renewed");
+                keep
+            }
+        };
+        self.leader.store(won, Ordering::SeqCst);
+        won
+    }
+
+    fn try_acquire(&self) -> Result<bool, StoreError> {
         let now = micro_now();
         let secs = self.duration.as_secs().max(1);
-        let won = match self.store.get(&self.key) {
+        let lost_race = |r: Result<_, StoreError>| match r {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict { .. } | StoreError::AlreadyExists(_)) => Ok(false),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match self.store.get(&self.key)? {
             None => {
                 let lease = json!({
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -56,9 +91,10 @@ impl Elector {
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": secs,
                              "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
                 });
-                self.store
-                    .put(&self.key, encode(&lease), Precondition::Absent)
-                    .is_ok()
+                lost_race(
+                    self.store
+                        .put(&self.key, encode(&lease), Precondition::Absent),
+                )
             }
             Some(kv) => {
                 let mut lease = decode(&kv);
@@ -83,20 +119,15 @@ impl Elector {
                     lease["spec"] = json!({"holderIdentity": self.identity, "leaseDurationSeconds": secs,
                         "acquireTime": now, "renewTime": now, "leaseTransitions": transitions + 1});
                 } else {
-                    self.leader.store(false, Ordering::SeqCst);
-                    return false;
+                    return Ok(false);
                 }
-                self.store
-                    .put(
-                        &self.key,
-                        encode(&lease),
-                        Precondition::Revision(kv.mod_revision),
-                    )
-                    .is_ok()
+                lost_race(self.store.put(
+                    &self.key,
+                    encode(&lease),
+                    Precondition::Revision(kv.mod_revision),
+                ))
             }
-        };
-        self.leader.store(won, Ordering::SeqCst);
-        won
+        }
     }
 
     /// Keep trying and renewing in the background (every third of the lease duration).
@@ -107,11 +138,11 @@ impl Elector {
                 let was = self.is_leader();
                 let now = self.tick();
                 if now != was {
-                    eprintln!(
-                        "skiff-control: {} {} the {} lease",
-                        self.identity,
-                        if now { "acquired" } else { "lost" },
-                        self.name
+                    tracing::info!(
+                        lease = %self.name,
+                        identity = %self.identity,
+                        "{} the lease",
+                        if now { "acquired" } else { "lost" }
                     );
                 }
                 std::thread::sleep((self.duration / 3).max(Duration::from_millis(200)));
@@ -143,6 +174,7 @@ mod tests {
         let lease = decode(
             &store
                 .get("/registry/coordination.k8s.io/leases/kube-system/skiff-scheduler")
+                .unwrap()
                 .unwrap(),
         );
         assert_eq!(lease["spec"]["holderIdentity"], "b");

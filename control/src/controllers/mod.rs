@@ -17,13 +17,15 @@ mod replicaset;
 mod scheduling;
 
 use crate::apiserver::objects::{decode, delete_object, encode, now_rfc3339, random_hex, uid};
-use crate::store::{Precondition, Store};
+use crate::store::{Precondition, Store, StoreError};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Objects of one kind under a prefix, decoded.
-pub(crate) fn list(store: &Store, prefix: &str) -> Vec<Value> {
-    store.list(prefix).0.iter().map(decode).collect()
+/// Objects of one kind under a prefix, decoded. A store that cannot answer is an error,
+/// never an empty list: a controller acting on "nothing exists" would create or delete
+/// everything.
+pub(crate) fn list(store: &Store, prefix: &str) -> Result<Vec<Value>, StoreError> {
+    Ok(store.list(prefix)?.0.iter().map(decode).collect())
 }
 
 pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
@@ -37,17 +39,26 @@ pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
     }
 }
 
-/// Write `o` back if it changed, guarded by its resourceVersion (a conflict just means
-/// the next round sees the newer object).
-pub(crate) fn update(store: &Store, key: &str, o: &Value) {
+/// Write `o` back, guarded by its resourceVersion. A conflict or a deletion meanwhile
+/// just means the next round sees the newer state; any other failure is the caller's.
+pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<(), StoreError> {
     let rv = o["metadata"]["resourceVersion"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let _ = store.put(key, encode(o), Precondition::Revision(rv));
+    match store.put(key, encode(o), Precondition::Revision(rv)) {
+        Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
-pub(crate) fn create(store: &Store, group: &str, plural: &str, mut o: Value) -> Option<Value> {
+/// Create `o` (named, or from its generateName); None if the name was taken meanwhile.
+pub(crate) fn create(
+    store: &Store,
+    group: &str,
+    plural: &str,
+    mut o: Value,
+) -> Result<Option<Value>, StoreError> {
     let name = match o["metadata"]["name"].as_str() {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => format!(
@@ -60,10 +71,11 @@ pub(crate) fn create(store: &Store, group: &str, plural: &str, mut o: Value) -> 
     o["metadata"]["uid"] = json!(uid());
     o["metadata"]["creationTimestamp"] = json!(now_rfc3339());
     let key = key_of(&o, group, plural);
-    store
-        .put(&key, encode(&o), Precondition::Absent)
-        .ok()
-        .map(|kv| decode(&kv))
+    match store.put(&key, encode(&o), Precondition::Absent) {
+        Ok(kv) => Ok(Some(decode(&kv))),
+        Err(StoreError::AlreadyExists(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Record an Event about `o` (what `kubectl describe` and `kubectl get events` show).
@@ -87,7 +99,11 @@ pub(crate) fn record_event(
         "source": {"component": component}, "reportingComponent": component,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     });
-    create(store, "core", "events", ev);
+    // Events are best effort (as client-go's recorder): a lost one is logged, and the
+    // action it reports goes on.
+    if let Err(e) = create(store, "core", "events", ev) {
+        tracing::warn!(kind = %o["kind"], namespace = ns, name, reason, error = %e, "event not recorded");
+    }
 }
 
 /// Whether a pod reports Ready=True.
@@ -177,7 +193,7 @@ impl Default for Config {
     }
 }
 
-type Reconcile = fn(&Store);
+type Reconcile = fn(&Store) -> Result<(), StoreError>;
 
 /// Start every controller on its own thread, with default timings.
 pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
@@ -209,13 +225,15 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
                 .name("node-lifecycle".into())
                 .spawn(move || {
                     let mut orphans = podgc::Orphans::new();
+                    let mut retry = Retry::default();
                     loop {
                         if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                            nodelifecycle::reconcile(&store, &cfg);
-                            nodeipam::reconcile(&store, &cfg);
-                            podgc::reconcile(&store, &cfg, &mut orphans);
+                            let r = nodelifecycle::reconcile(&store, &cfg)
+                                .and_then(|()| nodeipam::reconcile(&store, &cfg))
+                                .and_then(|()| podgc::reconcile(&store, &cfg, &mut orphans));
+                            retry.after("node-lifecycle", r);
                         }
-                        std::thread::sleep(Duration::from_millis(500));
+                        std::thread::sleep(retry.pause().max(Duration::from_millis(500)));
                     }
                 })
                 .expect("spawn node lifecycle"),
@@ -273,6 +291,66 @@ const CONTROLLER_LOOPS: [Loop; 6] = [
     ),
 ];
 
+/// Back-off after a failed pass: the store could not answer, or a write failed. The
+/// pass is repeated (level-triggered: it reads everything again), 100 ms doubling to 5 s.
+#[derive(Default)]
+struct Retry {
+    pause: Duration,
+}
+
+impl Retry {
+    fn after(&mut self, name: &str, r: Result<(), StoreError>) {
+        match r {
+            Ok(()) => self.pause = Duration::ZERO,
+            Err(e) => {
+                self.pause =
+                    (self.pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                tracing::warn!(controller = name, error = %e, retry_in = ?self.pause, "reconcile failed");
+            }
+        }
+    }
+
+    fn pause(&self) -> Duration {
+        self.pause
+    }
+}
+
+/// A channel that says "something under these prefixes changed" (coalesced: one
+/// pending wake at most). A watch the store loses is opened again from now, after a
+/// wake: the loop reads everything anyway.
+fn wake_on(store: &Store, name: &str, prefixes: &[&'static str]) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    for &p in prefixes {
+        let (store, tx) = (store.clone(), tx.clone());
+        let name = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("{name}-watch"))
+            .spawn(move || loop {
+                match store.watch(p, 0) {
+                    Ok(w) => loop {
+                        match w.recv_timeout(Duration::from_secs(60)) {
+                            Ok(Some(_)) => {
+                                if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = tx.try_send(()) {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(controller = %name, prefix = p, error = %e, "watch ended; opening it again");
+                                let _ = tx.try_send(());
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(controller = %name, prefix = p, error = %e, "cannot watch"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            })
+            .expect("spawn controller watch");
+    }
+    rx
+}
+
 fn start_loops(
     store: Store,
     loops: &[Loop],
@@ -286,25 +364,19 @@ fn start_loops(
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
-                    let watches: Vec<_> = prefixes
-                        .iter()
-                        .filter_map(|p| store.watch(p, 0).ok())
-                        .collect();
+                    let wake = wake_on(&store, name, prefixes);
+                    let mut retry = Retry::default();
                     loop {
                         if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                            f(&store);
+                            retry.after(name, f(&store));
                         }
-                        // Wake on any event (drained in bulk) or after a second.
-                        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-                        'wait: while std::time::Instant::now() < deadline {
-                            for w in &watches {
-                                if w.try_recv().is_ok() {
-                                    while w.try_recv().is_ok() {}
-                                    break 'wait;
-                                }
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
+                        if !retry.pause().is_zero() {
+                            std::thread::sleep(retry.pause());
+                            continue;
                         }
+                        // Wake on any event or after a second (a resync: time-based
+                        // work such as grace periods).
+                        let _ = wake.recv_timeout(Duration::from_secs(1));
                     }
                 })
                 .expect("spawn controller")

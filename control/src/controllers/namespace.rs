@@ -6,17 +6,17 @@ use super::*;
 use crate::apiserver::objects::remove_now;
 use crate::apiserver::resources::RESOURCES;
 
-pub fn reconcile(store: &Store) {
-    for ns in list(store, "/registry/core/namespaces/") {
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    for ns in list(store, "/registry/core/namespaces/")? {
         if ns["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
         let name = ns["metadata"]["name"].as_str().unwrap_or("");
         let mut left = 0;
         for r in RESOURCES.iter().filter(|r| r.namespaced) {
-            for kv in store.list(&r.prefix(Some(name))).0 {
+            for kv in store.list(&r.prefix(Some(name)))?.0 {
                 left += 1;
-                delete_object(store, &kv.key, None);
+                delete_object(store, &kv.key, None)?;
             }
         }
         if left == 0 {
@@ -24,7 +24,8 @@ pub fn reconcile(store: &Store) {
             let rev = ns["metadata"]["resourceVersion"]
                 .as_str()
                 .and_then(|s| s.parse().ok());
-            remove_now(store, &key, rev);
+            remove_now(store, &key, rev)?;
         }
     }
+    Ok(())
 }

@@ -18,15 +18,15 @@ pub fn parse_cidr(s: &str) -> Option<(u32, u8)> {
     Some((u32::from(addr) & mask, prefix))
 }
 
-pub fn reconcile(store: &Store, cfg: &Config) {
+pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
     let Some((net, prefix)) = cfg.cluster_cidr.as_deref().and_then(parse_cidr) else {
-        return;
+        return Ok(());
     };
     let size = cfg.node_cidr_mask;
     if size < prefix || size > 30 {
-        return;
+        return Ok(());
     }
-    let nodes = list(store, "/registry/core/nodes/");
+    let nodes = list(store, "/registry/core/nodes/")?;
     let mut used: Vec<u32> = nodes
         .iter()
         .filter_map(|n| n["spec"]["podCIDR"].as_str().and_then(parse_cidr))
@@ -55,7 +55,8 @@ pub fn reconcile(store: &Store, cfg: &Config) {
         let mut next = n.clone();
         next["spec"]["podCIDR"] = json!(cidr);
         next["spec"]["podCIDRs"] = json!([cidr]);
-        update(store, &key_of(n, "core", "nodes"), &next);
+        update(store, &key_of(n, "core", "nodes"), &next)?;
         used.push(block);
     }
+    Ok(())
 }

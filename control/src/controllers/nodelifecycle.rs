@@ -26,14 +26,14 @@ fn toleration_secs(pod: &Value, default: Duration) -> Option<Duration> {
     Some(default)
 }
 
-pub fn reconcile(store: &Store, cfg: &Config) {
+pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
     let now = SystemTime::now();
-    for node in list(store, "/registry/core/nodes/") {
+    for node in list(store, "/registry/core/nodes/")? {
         let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
         let lease = store
             .get(&format!(
                 "/registry/coordination.k8s.io/leases/kube-node-lease/{name}"
-            ))
+            ))?
             .map(|kv| decode(&kv));
         let last = lease
             .as_ref()
@@ -60,26 +60,27 @@ pub fn reconcile(store: &Store, cfg: &Config) {
             conds.retain(|c| c["type"] != "Ready");
             conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastTransitionTime": now_rfc3339()}));
             next["status"]["conditions"] = json!(conds);
-            update(store, &key_of(&node, "core", "nodes"), &next);
+            update(store, &key_of(&node, "core", "nodes"), &next)?;
         } else if !stale && tainted.is_some() {
             let t: Vec<Value> = taints
                 .into_iter()
                 .filter(|t| t["key"] != UNREACHABLE)
                 .collect();
             next["spec"]["taints"] = json!(t);
-            update(store, &key_of(&node, "core", "nodes"), &next);
+            update(store, &key_of(&node, "core", "nodes"), &next)?;
         }
         // Evict pods whose toleration of the taint has run out.
         let Some(taint) = tainted else { continue };
         let since = time_of(&taint["timeAdded"]).unwrap_or(now);
         let elapsed = now.duration_since(since).unwrap_or_default();
-        for pod in list(store, "/registry/core/pods/")
+        for pod in list(store, "/registry/core/pods/")?
             .into_iter()
             .filter(|p| p["spec"]["nodeName"] == name.as_str())
         {
             if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
-                delete_object(store, &key_of(&pod, "core", "pods"), None);
+                delete_object(store, &key_of(&pod, "core", "pods"), None)?;
             }
         }
     }
+    Ok(())
 }

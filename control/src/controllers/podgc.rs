@@ -14,13 +14,13 @@ const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 /// Pods (by uid) first seen on a missing node, and when; kept by the caller's loop.
 pub type Orphans = HashMap<String, Instant>;
 
-pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) {
+pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) -> Result<(), StoreError> {
     let mut still_orphaned = Vec::new();
-    let nodes: HashMap<String, Value> = list(store, "/registry/core/nodes/")
+    let nodes: HashMap<String, Value> = list(store, "/registry/core/nodes/")?
         .into_iter()
         .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), n)))
         .collect();
-    for pod in list(store, "/registry/core/pods/") {
+    for pod in list(store, "/registry/core/pods/")? {
         let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
             continue;
         };
@@ -40,8 +40,9 @@ pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) {
             }
         };
         if force {
-            delete_object(store, &key_of(&pod, "core", "pods"), Some(0));
+            delete_object(store, &key_of(&pod, "core", "pods"), Some(0))?;
         }
     }
     orphans.retain(|uid, _| still_orphaned.contains(uid));
+    Ok(())
 }

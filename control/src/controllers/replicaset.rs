@@ -11,15 +11,15 @@ fn active(p: &Value) -> bool {
         )
 }
 
-pub fn reconcile(store: &Store) {
-    for rs in list(store, "/registry/apps/replicasets/") {
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    for rs in list(store, "/registry/apps/replicasets/")? {
         let ns = rs["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
             .to_string();
         let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-        let mut pods: Vec<Value> = list(store, &format!("/registry/core/pods/{ns}/"))
+        let mut pods: Vec<Value> = list(store, &format!("/registry/core/pods/{ns}/"))?
             .into_iter()
             .filter(|p| {
                 controller_uid(p) == Some(uid.as_str())
@@ -31,7 +31,7 @@ pub fn reconcile(store: &Store) {
             let tpl = &rs["spec"]["template"];
             for _ in pods.len()..want {
                 let pod = pod_from_template(&rs, "ReplicaSet", tpl);
-                if let Some(p) = create(store, "core", "pods", pod) {
+                if let Some(p) = create(store, "core", "pods", pod)? {
                     pods.push(p);
                 }
             }
@@ -50,7 +50,7 @@ pub fn reconcile(store: &Store) {
                 )
             });
             for p in pods.drain(..pods.len() - want) {
-                delete_object(store, &key_of(&p, "core", "pods"), None);
+                delete_object(store, &key_of(&p, "core", "pods"), None)?;
             }
         }
         let ready = pods.iter().filter(|p| pod_ready(p)).count();
@@ -58,7 +58,8 @@ pub fn reconcile(store: &Store) {
         if rs["status"] != status {
             let mut next = rs.clone();
             next["status"] = status;
-            update(store, &key_of(&rs, "apps", "replicasets"), &next);
+            update(store, &key_of(&rs, "apps", "replicasets"), &next)?;
         }
     }
+    Ok(())
 }

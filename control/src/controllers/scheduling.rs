@@ -5,9 +5,9 @@
 use super::*;
 use crate::scheduler::Scheduler;
 
-pub fn reconcile(store: &Store) {
-    let nodes = list(store, "/registry/core/nodes/");
-    let pods = list(store, "/registry/core/pods/");
+pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let nodes = list(store, "/registry/core/nodes/")?;
+    let pods = list(store, "/registry/core/pods/")?;
     let mut s = Scheduler::new();
     for n in &nodes {
         if let Ok(node) = serde_json::from_value(n.clone()) {
@@ -59,6 +59,7 @@ pub fn reconcile(store: &Store) {
                 next["status"]["conditions"] = cond;
             }
         }
-        update(store, &key_of(p, "core", "pods"), &next);
+        update(store, &key_of(p, "core", "pods"), &next)?;
     }
+    Ok(())
 }

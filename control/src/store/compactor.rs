@@ -3,20 +3,32 @@
 //! one interval of history to resume from (older resourceVersions get 410 Gone), and the
 //! embedded store's WAL stays bounded (compaction writes a snapshot).
 
-use super::Store;
+use super::{Store, StoreError};
 use std::time::Duration;
 
 pub fn start(store: Store, interval: Duration) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || {
-            let mut last = store.revision();
+            // The revision seen at the previous tick (0: none yet, or the store could
+            // not say).
+            let mut last = store.revision().unwrap_or(0);
             loop {
                 std::thread::sleep(interval);
-                let now = store.revision();
+                let now = match store.revision() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "compaction skipped: the store cannot say its revision");
+                        0
+                    }
+                };
                 if last > 0 {
-                    // Another API server on the same etcd may have compacted already.
-                    let _ = store.compact(last);
+                    match store.compact(last) {
+                        Ok(()) => tracing::debug!(revision = last, "compacted"),
+                        // Another API server on the same etcd may have compacted already.
+                        Err(StoreError::Compacted { .. }) => {}
+                        Err(e) => tracing::warn!(revision = last, error = %e, "compaction failed"),
+                    }
                 }
                 last = now;
             }

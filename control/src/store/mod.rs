@@ -2,12 +2,19 @@
 //! concurrency (compare on mod_revision), watches from a revision, and compaction —
 //! what the Kubernetes API server needs from etcd.
 //!
-//! Durability: every write is in the WAL and fsync'd before it is acknowledged.
+//! Durability: every write is in the WAL and fsync'd before it is acknowledged, and
+//! nothing is visible before it is durable: reads wait for the revision they read to be
+//! flushed, and watchers get events only once flushed. So a crash can lose only writes
+//! nobody saw, and a revision handed out again after recovery was never observed.
 //! Concurrent writers share fsyncs (group commit: whoever finds no flush in progress
 //! flushes everything pending). Compaction writes a snapshot and starts a new WAL.
+//!
+//! Lock order: watchers, then state, then commit.
 
 pub mod compactor;
 mod etcd;
+
+pub use etcd::EtcdTls;
 mod wal;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +72,13 @@ pub enum StoreError {
     Compacted { requested: i64, compacted: i64 },
     #[error("store I/O: {0}")]
     Io(String),
+    /// No member of the store could answer (etcd down, no quorum, no leader).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within the request's deadline; a write's outcome is
+    /// unknown.
+    #[error("store timeout: {0}")]
+    Timeout(String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
 }
@@ -92,7 +106,7 @@ struct State {
 
 struct Watcher {
     prefix: String,
-    tx: Sender<Event>,
+    tx: Sender<Result<Event, StoreError>>,
 }
 
 struct Inner {
@@ -107,6 +121,8 @@ struct Inner {
 struct Commit {
     wal: Wal,
     pending: Vec<u8>,
+    /// Events of the pending records, for the watchers once they are durable.
+    pending_events: Vec<Event>,
     pending_rev: i64,
     durable_rev: i64,
     flushing: bool,
@@ -133,16 +149,27 @@ impl Store {
         Embedded::open(dir).map(Store::Embedded)
     }
 
-    /// Use an etcd v3 cluster (endpoints like "http://127.0.0.1:2379").
-    pub fn etcd(endpoints: &[String]) -> Result<Store, StoreError> {
-        etcd::Etcd::connect(endpoints).map(|e| Store::Etcd(Box::new(e)))
+    /// Use an etcd v3 cluster (endpoints like "http://127.0.0.1:2379", one per member;
+    /// "https://" with `tls`).
+    pub fn etcd(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Store, StoreError> {
+        etcd::Etcd::connect(endpoints, tls).map(|e| Store::Etcd(Box::new(e)))
     }
 
     /// The current revision.
-    pub fn revision(&self) -> i64 {
+    pub fn revision(&self) -> Result<i64, StoreError> {
         match self {
             Store::Embedded(s) => s.revision(),
             Store::Etcd(s) => s.revision(),
+        }
+    }
+
+    /// Whether the store can answer now (what /readyz asks): the embedded store unless its
+    /// WAL has failed; etcd when a member answers a linearizable read, which needs a
+    /// leader and quorum.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.check(),
+            Store::Etcd(s) => s.check(),
         }
     }
 
@@ -151,7 +178,7 @@ impl Store {
     /// revisions, so its current revision is one. etcd's watch streams lag: no answer.
     pub fn settled_revision(&self) -> Option<i64> {
         match self {
-            Store::Embedded(s) => Some(s.revision()),
+            Store::Embedded(s) => Some(s.durable_revision()),
             Store::Etcd(_) => None,
         }
     }
@@ -164,7 +191,8 @@ impl Store {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<KeyValue> {
+    /// The key's current value; Ok(None) only when the store says it is absent.
+    pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         match self {
             Store::Embedded(s) => s.get(key),
             Store::Etcd(s) => s.get(key),
@@ -172,7 +200,7 @@ impl Store {
     }
 
     /// Keys under `prefix` in key order, and the revision they were read at.
-    pub fn list(&self, prefix: &str) -> (Vec<KeyValue>, i64) {
+    pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
         match self {
             Store::Embedded(s) => s.list(prefix),
             Store::Etcd(s) => s.list(prefix),
@@ -213,9 +241,11 @@ impl Store {
     }
 }
 
-/// A stream of events under a prefix, in revision order.
+/// A stream of events under a prefix, in revision order. It ends only with an error
+/// (the backend lost it and could not resume it, or its start was compacted), so a
+/// consumer can tell "nothing happened" from "the stream is gone".
 pub struct Watch {
-    rx: Receiver<Event>,
+    rx: Receiver<Result<Event, StoreError>>,
     /// Dropped with the watch: tells a backend's watch task to end (etcd cancels its
     /// watch at once rather than at the next event). Hence the receiver is reached
     /// through methods: a closure that captured only it would drop this early.
@@ -224,27 +254,42 @@ pub struct Watch {
 
 impl Watch {
     pub(crate) fn new(
-        rx: Receiver<Event>,
+        rx: Receiver<Result<Event, StoreError>>,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Watch {
         Watch { rx, _stop: stop }
     }
 
-    pub fn recv_timeout(
-        &self,
-        t: std::time::Duration,
-    ) -> Result<Event, std::sync::mpsc::RecvTimeoutError> {
-        self.rx.recv_timeout(t)
+    /// The next event, None if none came within `t`, or why the watch ended.
+    pub fn recv_timeout(&self, t: std::time::Duration) -> Result<Option<Event>, StoreError> {
+        match self.rx.recv_timeout(t) {
+            Ok(r) => r.map(Some),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ended()),
+        }
     }
 
-    pub fn try_recv(&self) -> Result<Event, std::sync::mpsc::TryRecvError> {
-        self.rx.try_recv()
+    /// The next event if one has arrived.
+    pub fn try_recv(&self) -> Result<Option<Event>, StoreError> {
+        match self.rx.try_recv() {
+            Ok(r) => r.map(Some),
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(ended()),
+        }
     }
 
-    /// What has arrived so far, without waiting.
-    pub fn try_iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.rx.try_iter()
+    /// Everything that has arrived so far, without waiting.
+    pub fn drain(&self) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        while let Some(e) = self.try_recv()? {
+            out.push(e);
+        }
+        Ok(out)
     }
+}
+
+fn ended() -> StoreError {
+    StoreError::Unavailable("the store ended the watch".into())
 }
 
 fn check(pre: Precondition, key: &str, cur: Option<&KeyValue>) -> Result<(), StoreError> {
@@ -331,7 +376,7 @@ impl Embedded {
                 .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?,
             Err(_) => State::default(),
         };
-        let (wal, records) = Wal::open(&dir.join("wal"))?;
+        let (wal, records, torn) = Wal::open(&dir.join("wal"))?;
         for r in &records {
             let rev = match r {
                 Record::Put { rev, .. } | Record::Delete { rev, .. } => *rev,
@@ -345,6 +390,18 @@ impl Embedded {
             }
         }
         let rev = state.rev;
+        if let Some(t) = torn {
+            // Never acknowledged nor seen (nothing is visible before its fsync), so the
+            // revisions it held may be handed out again.
+            tracing::warn!(
+                dir = %dir.display(),
+                offset = t.offset,
+                cut_bytes = t.cut,
+                reason = t.why,
+                recovered_revision = rev,
+                "WAL tail torn (a write in progress when the process died): cut off; recovered up to the last intact record"
+            );
+        }
         Ok(Embedded {
             inner: Arc::new(Inner {
                 dir,
@@ -353,6 +410,7 @@ impl Embedded {
                 commit: Mutex::new(Commit {
                     wal,
                     pending: Vec::new(),
+                    pending_events: Vec::new(),
                     pending_rev: rev,
                     durable_rev: rev,
                     flushing: false,
@@ -363,29 +421,54 @@ impl Embedded {
         })
     }
 
-    /// The current revision.
-    pub fn revision(&self) -> i64 {
-        self.inner.state.lock().unwrap().rev
+    /// The current revision (durable: everything up to it is flushed).
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        let rev = self.inner.state.lock().unwrap().rev;
+        self.wait_durable(rev)?;
+        Ok(rev)
+    }
+
+    /// The revision every watcher has been handed all events up to.
+    fn durable_revision(&self) -> i64 {
+        self.inner.commit.lock().unwrap().durable_rev
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match &self.inner.commit.lock().unwrap().failed {
+            Some(f) => Err(StoreError::Io(f.clone())),
+            None => Ok(()),
+        }
     }
 
     pub fn compacted_revision(&self) -> i64 {
         self.inner.state.lock().unwrap().compacted
     }
 
-    pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.inner.state.lock().unwrap().keys.get(key).cloned()
+    /// The key's value, once the state it was read from is durable.
+    pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let (kv, rev) = {
+            let s = self.inner.state.lock().unwrap();
+            (s.keys.get(key).cloned(), s.rev)
+        };
+        self.wait_durable(rev)?;
+        Ok(kv)
     }
 
-    /// Every key under `prefix`, in key order, with the revision they were read at.
-    pub fn list(&self, prefix: &str) -> (Vec<KeyValue>, i64) {
-        let s = self.inner.state.lock().unwrap();
-        let items = s
-            .keys
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect();
-        (items, s.rev)
+    /// Every key under `prefix`, in key order, with the revision they were read at
+    /// (durable).
+    pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        let (items, rev) = {
+            let s = self.inner.state.lock().unwrap();
+            let items: Vec<KeyValue> = s
+                .keys
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v.clone())
+                .collect();
+            (items, s.rev)
+        };
+        self.wait_durable(rev)?;
+        Ok((items, rev))
     }
 
     /// Put `value` at `key` if `pre` holds; returns the new KeyValue once durable.
@@ -434,13 +517,10 @@ impl Embedded {
         let ev = s.apply(&rec).expect("writes produce events");
         s.history.push_back(ev.clone());
         let rev = s.rev;
-        {
-            let mut c = self.inner.commit.lock().unwrap();
-            rec.encode(&mut c.pending);
-            c.pending_rev = rev;
-        }
-        let mut ws = self.inner.watchers.lock().unwrap();
-        ws.retain(|w| !ev.kv.key.starts_with(&w.prefix) || w.tx.send(ev.clone()).is_ok());
+        let mut c = self.inner.commit.lock().unwrap();
+        rec.encode(&mut c.pending);
+        c.pending_events.push(ev.clone());
+        c.pending_rev = rev;
         Ok((ev, rev))
     }
 
@@ -460,19 +540,40 @@ impl Embedded {
             }
             // Become the flusher for everything pending so far.
             let batch = std::mem::take(&mut c.pending);
+            let events = std::mem::take(&mut c.pending_events);
             let upto = c.pending_rev;
             c.flushing = true;
             // Write without holding the lock so other writers can queue behind us.
             let mut wal = std::mem::replace(&mut c.wal, Wal::placeholder());
             drop(c);
             let res = wal.append_sync(&batch);
+            // Durable: publish to watchers, in revision order (one flusher at a time),
+            // and move the durable mark in the same critical section, so a watch that
+            // starts meanwhile replays up to the mark and gets the rest from here.
+            let mut ws = self.inner.watchers.lock().unwrap();
             c = self.inner.commit.lock().unwrap();
             c.wal = wal;
             c.flushing = false;
             match res {
-                Ok(()) => c.durable_rev = c.durable_rev.max(upto),
-                Err(e) => c.failed = Some(e.to_string()),
+                Ok(()) => {
+                    for ev in &events {
+                        ws.retain(|w| {
+                            !ev.kv.key.starts_with(&w.prefix) || w.tx.send(Ok(ev.clone())).is_ok()
+                        });
+                    }
+                    c.durable_rev = c.durable_rev.max(upto);
+                }
+                Err(e) => {
+                    // The writes are lost to everyone: watchers learn their stream is
+                    // broken rather than wait for events that will never come.
+                    let err = e.to_string();
+                    for w in ws.drain(..) {
+                        let _ = w.tx.send(Err(StoreError::Io(err.clone())));
+                    }
+                    c.failed = Some(err);
+                }
             }
+            drop(ws);
             self.inner.flushed.notify_all();
         }
     }
@@ -480,7 +581,9 @@ impl Embedded {
     /// Watch keys under `prefix` for events after revision `from` (0: from now on).
     /// Events still in history are replayed first; older ones are gone (410 Gone).
     pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+        let mut ws = self.inner.watchers.lock().unwrap();
         let s = self.inner.state.lock().unwrap();
+        let durable = self.durable_revision();
         if from > 0 && from < s.compacted {
             return Err(StoreError::Compacted {
                 requested: from,
@@ -492,12 +595,13 @@ impl Embedded {
             for e in s
                 .history
                 .iter()
-                .filter(|e| e.revision() > from && e.kv.key.starts_with(prefix))
+                .filter(|e| e.revision() > from && e.revision() <= durable)
+                .filter(|e| e.kv.key.starts_with(prefix))
             {
-                let _ = tx.send(e.clone());
+                let _ = tx.send(Ok(e.clone()));
             }
         }
-        self.inner.watchers.lock().unwrap().push(Watcher {
+        ws.push(Watcher {
             prefix: prefix.into(),
             tx,
         });
@@ -585,7 +689,7 @@ mod tests {
         );
         s.put("/pods/b", b"b".to_vec(), Precondition::None).unwrap();
         s.put("/svc/x", b"x".to_vec(), Precondition::None).unwrap();
-        let (pods, rev) = s.list("/pods/");
+        let (pods, rev) = s.list("/pods/").unwrap();
         assert_eq!(
             pods.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
             ["/pods/a", "/pods/b"]
@@ -604,7 +708,7 @@ mod tests {
             s.delete("/pods/a", Precondition::None),
             Err(StoreError::NotFound("/pods/a".into()))
         );
-        assert!(s.get("/pods/a").is_none());
+        assert!(s.get("/pods/a").unwrap().is_none());
         // Re-created keys start a new life.
         let again = s
             .put("/pods/a", b"n".to_vec(), Precondition::Absent)
@@ -612,8 +716,8 @@ mod tests {
         assert_eq!((again.create_revision, again.version), (6, 1));
         drop(s);
         let s = Store::open(&d).unwrap();
-        assert_eq!(s.revision(), 6, "replayed from the WAL");
-        assert_eq!(s.get("/pods/a").unwrap().create_revision, 6);
+        assert_eq!(s.revision().unwrap(), 6, "replayed from the WAL");
+        assert_eq!(s.get("/pods/a").unwrap().unwrap().create_revision, 6);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -627,7 +731,12 @@ mod tests {
         s.put("/pods/a", b"2".to_vec(), Precondition::None).unwrap();
         let w = s.watch("/pods/", 1).unwrap();
         s.delete("/pods/a", Precondition::None).unwrap();
-        let got: Vec<(EventKind, i64)> = w.try_iter().map(|e| (e.kind, e.revision())).collect();
+        let got: Vec<(EventKind, i64)> = w
+            .drain()
+            .unwrap()
+            .iter()
+            .map(|e| (e.kind, e.revision()))
+            .collect();
         assert_eq!(
             got,
             [(EventKind::Put, 3), (EventKind::Delete, 4)],
@@ -642,14 +751,21 @@ mod tests {
             })
         );
         let w = s.watch("/pods/", 3).unwrap();
-        assert_eq!(w.try_iter().map(|e| e.revision()).collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            w.drain()
+                .unwrap()
+                .iter()
+                .map(|e| e.revision())
+                .collect::<Vec<_>>(),
+            [4]
+        );
         s.put("/pods/c", b"c".to_vec(), Precondition::None).unwrap();
         drop(s);
         // After compaction the state comes from the snapshot plus the new WAL.
         let s = Store::open(&d).unwrap();
-        assert_eq!(s.revision(), 5);
+        assert_eq!(s.revision().unwrap(), 5);
         assert_eq!(s.compacted_revision(), 3);
-        assert_eq!(s.list("/").0.len(), 2);
+        assert_eq!(s.list("/").unwrap().0.len(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -671,9 +787,9 @@ mod tests {
         for h in hs {
             h.join().unwrap();
         }
-        assert_eq!(s.revision(), 400);
+        assert_eq!(s.revision().unwrap(), 400);
         drop(s);
-        assert_eq!(Store::open(&d).unwrap().list("/k/").0.len(), 400);
+        assert_eq!(Store::open(&d).unwrap().list("/k/").unwrap().0.len(), 400);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -64,13 +64,26 @@ pub struct Wal {
     file: File,
 }
 
+/// What recovery cut off the end of the log: a write that was in progress when the
+/// process died (never acknowledged: acknowledgement waits for the fsync).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Torn {
+    /// Where the intact records end.
+    pub offset: u64,
+    /// Bytes removed after it.
+    pub cut: u64,
+    /// Why the record there was not intact.
+    pub why: &'static str,
+}
+
 impl Wal {
     pub(super) fn from_file(file: File) -> Wal {
         Wal { file }
     }
 
-    /// Open (creating) the log, returning the intact records; a torn tail is cut off.
-    pub fn open(path: &Path) -> Result<(Wal, Vec<Record>), StoreError> {
+    /// Open (creating) the log, returning the intact records; a torn tail is cut off and
+    /// reported.
+    pub fn open(path: &Path) -> Result<(Wal, Vec<Record>, Option<Torn>), StoreError> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -82,28 +95,37 @@ impl Wal {
             .map_err(|e| StoreError::Io(format!("read {}: {e}", path.display())))?;
         let mut records = Vec::new();
         let mut off = 0usize;
+        let mut why = "a partial record header";
         while off + 8 <= data.len() {
             let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
             let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
             let Some(payload) = data.get(off + 8..off + 8 + len) else {
+                why = "a record longer than the file";
                 break;
             };
             if crc32fast::hash(payload) != crc {
+                why = "a record whose checksum does not match";
                 break;
             }
             let Some(r) = Record::decode(payload) else {
+                why = "a record that does not decode";
                 break;
             };
             records.push(r);
             off += 8 + len;
         }
+        let torn = (off < data.len()).then(|| Torn {
+            offset: off as u64,
+            cut: (data.len() - off) as u64,
+            why,
+        });
         if off < data.len() {
             file.set_len(off as u64).map_err(|e| {
                 StoreError::Io(format!("truncate torn tail of {}: {e}", path.display()))
             })?;
             file.sync_all().map_err(|e| StoreError::Io(e.to_string()))?;
         }
-        Ok((Wal { file }, records))
+        Ok((Wal { file }, records, torn))
     }
 
     /// Append encoded records and make them durable.
@@ -152,8 +174,9 @@ mod tests {
         for r in &recs {
             r.encode(&mut buf);
         }
-        let (mut w, none) = Wal::open(&path).unwrap();
+        let (mut w, none, torn) = Wal::open(&path).unwrap();
         assert!(none.is_empty());
+        assert_eq!(torn, None);
         w.append_sync(&buf).unwrap();
         // A crash in the middle of the next append leaves half a record.
         let mut torn = Vec::new();
@@ -163,10 +186,19 @@ mod tests {
             value: vec![7; 100],
         }
         .encode(&mut torn);
-        w.append_sync(&torn[..torn.len() / 2]).unwrap();
+        let torn_len = torn.len();
+        w.append_sync(&torn[..torn_len / 2]).unwrap();
         drop(w);
-        let (_, got) = Wal::open(&path).unwrap();
+        let (_, got, torn) = Wal::open(&path).unwrap();
         assert_eq!(got, recs);
+        assert_eq!(
+            torn,
+            Some(Torn {
+                offset: buf.len() as u64,
+                cut: (torn_len / 2) as u64,
+                why: "a record longer than the file"
+            })
+        );
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
             buf.len(),

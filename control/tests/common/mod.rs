@@ -34,7 +34,7 @@ impl Backend {
     pub fn store(&self) -> Store {
         match self {
             Backend::Embedded(dir) => Store::open(dir).unwrap(),
-            Backend::Etcd(c) => Store::etcd(&c.endpoints).unwrap(),
+            Backend::Etcd(c) => Store::etcd(&c.endpoints, None).unwrap(),
         }
     }
 }

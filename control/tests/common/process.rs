@@ -18,6 +18,8 @@ pub fn binary() -> PathBuf {
 
 pub struct Control {
     child: Child,
+    /// Its log lines so far (stderr).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub port: u16,
     pub dir: PathBuf,
     pub address: String,
@@ -47,11 +49,15 @@ impl Control {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        // Other lines (leader election) may come first.
+        // Other lines (leader election) may come first: kept in the log.
+        let mut before = Vec::new();
         let first = lines
             .by_ref()
             .map_while(Result::ok)
-            .find(|l| l.contains(&format!("https://{address}:")))
+            .find(|l| {
+                before.push(l.clone());
+                l.contains(&format!("https://{address}:"))
+            })
             .expect("serving line");
         // "serving the Kubernetes API on https://ADDRESS:PORT (CA …)"
         let port = first
@@ -60,9 +66,16 @@ impl Control {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("{first}"));
-        std::thread::spawn(move || for _ in lines {});
+        let log = std::sync::Arc::new(std::sync::Mutex::new(before));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
         Control {
             child,
+            log,
             port,
             dir: dir.to_path_buf(),
             address: address.to_string(),
@@ -84,6 +97,24 @@ impl Control {
         let p = self.dir.join(name);
         std::fs::write(&p, &o.stdout).unwrap();
         p
+    }
+}
+
+impl Control {
+    /// kill -9, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Log lines containing `what`.
+    pub fn log_lines(&self, what: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(what)).cloned().collect()
     }
 }
 
