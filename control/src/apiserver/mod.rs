@@ -71,36 +71,70 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
             // exec/attach/portforward need the connection upgrade, kept aside here.
             let (mut parts, body) = req.into_parts();
             let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            let body = match axum::body::to_bytes(body, 64 << 20).await {
-                Ok(b) => b,
-                Err(e) => {
-                    return ApiError::bad_request(format!("request body: {e}")).into_response()
+            let started = std::time::Instant::now();
+            let user = parts
+                .extensions
+                .get::<tls::User>()
+                .map_or_else(|| "system:anonymous".to_string(), |u| u.name.clone());
+            let (verb, uri) = (verb_of(&parts.method, &parts.uri), parts.uri.clone());
+            let resp = match axum::body::to_bytes(body, 64 << 20).await {
+                Ok(body) => {
+                    // Store calls block (up to the store's deadline when it cannot
+                    // answer): on the blocking pool, so the async workers keep serving
+                    // (/livez, watches).
+                    let rt = tokio::runtime::Handle::current();
+                    let run = move || {
+                        rt.block_on(handle(
+                            state,
+                            parts.method,
+                            parts.uri,
+                            parts.headers,
+                            body,
+                            upgrade,
+                        ))
+                    };
+                    match tokio::task::spawn_blocking(run).await {
+                        Ok(r) => r.unwrap_or_else(|e| e.into_response()),
+                        Err(e) => ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "InternalError",
+                            format!("request handler failed: {e}"),
+                        )
+                        .into_response(),
+                    }
                 }
+                Err(e) => ApiError::bad_request(format!("request body: {e}")).into_response(),
             };
-            // Store calls block (up to the store's deadline when it cannot answer): on
-            // the blocking pool, so the async workers keep serving (/livez, watches).
-            let rt = tokio::runtime::Handle::current();
-            let run = move || {
-                rt.block_on(handle(
-                    state,
-                    parts.method,
-                    parts.uri,
-                    parts.headers,
-                    body,
-                    upgrade,
-                ))
-            };
-            match tokio::task::spawn_blocking(run).await {
-                Ok(r) => r.unwrap_or_else(|e| e.into_response()),
-                Err(e) => ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    format!("request handler failed: {e}"),
-                )
-                .into_response(),
-            }
+            // One line per request, as kube-apiserver's httplog.
+            tracing::info!(
+                verb,
+                uri = %uri,
+                user = %user,
+                status = resp.status().as_u16(),
+                latency_ms = format!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
+                "request"
+            );
+            resp
         }
     })
+}
+
+/// The request's verb as Kubernetes names it (watch and list are GETs).
+fn verb_of(method: &Method, uri: &Uri) -> &'static str {
+    let watch = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match *method {
+        Method::GET if watch || uri.path().contains("/watch/") => "watch",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 /// /livez: the process serves. /readyz and /healthz: and its store answers (as

@@ -4,6 +4,10 @@
 //!   skiff-store-bench bench-etcd URL[,URL…]  the same against an etcd v3 cluster
 //!   skiff-store-bench crash-writer DIR  write keys and print each acknowledged one,
 //!                                       until killed (at most 200000), for the kill -9 test
+//!   skiff-store-bench crash-writers DIR 8 concurrent writers and a watcher: prints
+//!                                       "A REV KEY" per acknowledged write and "W REV KEY"
+//!                                       per watched event, until killed
+//!   skiff-store-bench open DIR          recover a store (log on stderr), print its revision
 
 use skiff_control::store::{Precondition, Store};
 use std::io::Write;
@@ -106,6 +110,35 @@ fn crash_writer(dir: &str) {
     }
 }
 
+fn crash_writers(dir: &str) {
+    let s = Store::open(dir).unwrap();
+    let w = s.watch("/k/", 0).unwrap();
+    let say = |line: String| {
+        let out = std::io::stdout();
+        let mut o = out.lock();
+        writeln!(o, "{line}").unwrap();
+        o.flush().unwrap();
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..100_000u64 {
+                    let key = format!("/k/{t}/{i:08}");
+                    let kv = s.put(&key, vec![t as u8], Precondition::None).unwrap();
+                    say(format!("A {} {key}", kv.mod_revision));
+                }
+            })
+        })
+        .collect();
+    while let Ok(Some(ev)) = w.recv_timeout(Duration::from_secs(10)) {
+        say(format!("W {} {}", ev.revision(), ev.kv.key));
+    }
+    for h in writers {
+        h.join().unwrap();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match (args.get(1).map(String::as_str), args.get(2)) {
@@ -115,9 +148,22 @@ fn main() {
             bench(Target::Etcd(&eps))
         }
         (Some("crash-writer"), Some(dir)) => crash_writer(dir),
+        (Some("crash-writers"), Some(dir)) => crash_writers(dir),
+        (Some("open"), Some(dir)) => {
+            // Open (recover) a store with the log on stderr, and say where it stands.
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            let s = Store::open(dir).unwrap_or_else(|e| {
+                eprintln!("open {dir}: {e}");
+                std::process::exit(1)
+            });
+            println!("revision {}", s.revision().unwrap());
+        }
         _ => {
             eprintln!(
-                "usage: skiff-store-bench bench DIR | bench-etcd URL[,URL...] | crash-writer DIR"
+                "usage: skiff-store-bench bench DIR | bench-etcd URL[,URL...] | crash-writer DIR | crash-writers DIR | open DIR"
             );
             std::process::exit(2);
         }

@@ -60,8 +60,10 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
             conds.retain(|c| c["type"] != "Ready");
             conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastTransitionTime": now_rfc3339()}));
             next["status"]["conditions"] = json!(conds);
+            tracing::info!(node = %name, "node stopped renewing its lease: Ready=Unknown, tainted unreachable");
             update(store, &key_of(&node, "core", "nodes"), &next)?;
         } else if !stale && tainted.is_some() {
+            tracing::info!(node = %name, "node renews its lease again: unreachable taint removed");
             let t: Vec<Value> = taints
                 .into_iter()
                 .filter(|t| t["key"] != UNREACHABLE)
@@ -78,6 +80,7 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
             .filter(|p| p["spec"]["nodeName"] == name.as_str())
         {
             if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
+                tracing::info!(node = %name, pod = %format!("{}/{}", pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or("")), "evicting pod from an unreachable node");
                 delete_object(store, &key_of(&pod, "core", "pods"), None)?;
             }
         }

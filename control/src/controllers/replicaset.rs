@@ -29,6 +29,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             .collect();
         if pods.len() < want {
             let tpl = &rs["spec"]["template"];
+            tracing::debug!(replicaset = %format!("{ns}/{}", rs["metadata"]["name"].as_str().unwrap_or("")), have = pods.len(), want, "creating pods");
             for _ in pods.len()..want {
                 let pod = pod_from_template(&rs, "ReplicaSet", tpl);
                 if let Some(p) = create(store, "core", "pods", pod)? {
@@ -49,6 +50,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                     ),
                 )
             });
+            tracing::debug!(replicaset = %format!("{ns}/{}", rs["metadata"]["name"].as_str().unwrap_or("")), have = pods.len(), want, "deleting pods");
             for p in pods.drain(..pods.len() - want) {
                 delete_object(store, &key_of(&p, "core", "pods"), None)?;
             }

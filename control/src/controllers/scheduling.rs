@@ -34,6 +34,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                     p["metadata"]["namespace"].as_str().unwrap_or("default"),
                     p["metadata"]["name"].as_str().unwrap_or("")
                 );
+                tracing::debug!(pod = %format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or(""), p["metadata"]["name"].as_str().unwrap_or("")), node = %node, "scheduled");
                 record_event(store, p, "Normal", "Scheduled", &msg, "default-scheduler");
                 next["spec"]["nodeName"] = json!(node);
                 next["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]);
@@ -48,6 +49,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                 {
                     continue;
                 }
+                tracing::debug!(pod = %format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or(""), p["metadata"]["name"].as_str().unwrap_or("")), reason = %e, "unschedulable");
                 record_event(
                     store,
                     p,
