@@ -332,14 +332,15 @@ fn selected(q: &HashMap<String, String>, o: &Value) -> bool {
         && q.get("fieldSelector").is_none_or(|s| field_match(s, o))
 }
 
-/// A continue token: where the next page starts (after `start`), opaque to clients.
+/// A continue token: where the next page starts (after `start`) and the revision the
+/// first page was read at, opaque to clients.
 fn continue_token(start: &str, rev: i64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(json!({"v": "skiff/1", "rv": rev, "start": start}).to_string())
 }
 
-fn parse_continue(token: &str) -> Result<String, ApiError> {
+fn parse_continue(token: &str) -> Result<(String, i64), ApiError> {
     use base64::Engine;
     let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -349,44 +350,91 @@ fn parse_continue(token: &str) -> Result<String, ApiError> {
     if v["v"] != "skiff/1" {
         return Err(bad());
     }
-    v["start"].as_str().map(str::to_string).ok_or_else(bad)
+    let start = v["start"].as_str().map(str::to_string).ok_or_else(bad)?;
+    let rv = v["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?;
+    Ok((start, rv))
 }
 
 /// List with selectors and paging (`limit`, `continue`): pages follow key order; a page
-/// continues after the last key of the one before.
+/// continues after the last key of the one before, at the first page's revision (410
+/// once that is compacted). A page reads about `limit` keys, not the whole prefix.
 pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let (kvs, rev) = c
-        .store
-        .list(&c.r.prefix(c.ns))
-        .map_err(|e| store_err(c.r, "", e))?;
-    let after = q
+    let cont = q
         .get("continue")
         .filter(|t| !t.is_empty())
         .map(|t| parse_continue(t))
         .transpose()?;
     let limit = match q.get("limit").filter(|l| !l.is_empty()) {
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-        )
-        .filter(|n| *n > 0),
-        None => None,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        None => 0,
     };
-    let mut keyed: Vec<(&str, Value)> = kvs
-        .iter()
-        .filter(|kv| after.as_deref().is_none_or(|a| kv.key.as_str() > a))
-        .map(|kv| (kv.key.as_str(), decode(kv)))
-        .filter(|(_, o)| selected(q, o))
-        .collect();
-    let mut meta = json!({"resourceVersion": rev.to_string()});
-    if let Some(n) = limit.filter(|n| keyed.len() > *n) {
-        meta["remainingItemCount"] = json!(keyed.len() - n);
-        keyed.truncate(n);
-        meta["continue"] = json!(continue_token(keyed[n - 1].0, rev));
+    let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
+    let prefix = c.r.prefix(c.ns);
+    // Later pages are read at the first page's revision (kube's consistent paging).
+    let (mut after, mut at) = match cont {
+        Some((start, rv)) => (Some(start), rv),
+        None => (None, 0),
+    };
+    let mut items: Vec<Value> = Vec::new();
+    let mut last_key = String::new();
+    let mut more = false;
+    let mut remaining = 0i64;
+    loop {
+        let want = if limit == 0 { 0 } else { limit - items.len() };
+        // With a selector not every key matches: read ahead in bigger pages.
+        let fetch = match (want, filtered) {
+            (0, _) => 0,
+            (n, true) => n.max(256),
+            (n, false) => n,
+        };
+        let page = c
+            .store
+            .range(&prefix, after.as_deref(), fetch, at)
+            .map_err(|e| match (e, at) {
+                (StoreError::Compacted { .. }, rv) if rv > 0 => ApiError::new(
+                    StatusCode::GONE,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                (e, _) => store_err(c.r, "", e),
+            })?;
+        at = page.revision;
+        let n = page.kvs.len();
+        for (i, kv) in page.kvs.iter().enumerate() {
+            if limit > 0 && items.len() == limit {
+                // Filled, with keys of this page left over.
+                more = true;
+                remaining = page.remaining + (n - i) as i64;
+                break;
+            }
+            last_key = kv.key.clone();
+            let o = decode(kv);
+            if selected(q, &o) {
+                items.push(o);
+            }
+        }
+        if more || page.remaining == 0 || fetch == 0 {
+            break;
+        }
+        if limit > 0 && items.len() == limit {
+            more = true;
+            remaining = page.remaining;
+            break;
+        }
+        after = Some(last_key.clone());
     }
-    let items: Vec<Value> = keyed.into_iter().map(|(_, o)| o).collect();
+    let mut meta = json!({"resourceVersion": at.to_string()});
+    if more {
+        meta["continue"] = json!(continue_token(&last_key, at));
+        // kube-apiserver counts what is left only without selectors.
+        if !filtered {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
     if c.table {
-        let mut t = table(c.r.kind, &items, rev);
+        let mut t = table(c.r.kind, &items, at);
         t["metadata"] = meta;
         return Ok((
             StatusCode::OK,

@@ -13,7 +13,7 @@
 //! backend's own tokio runtime and the caller waits on a channel: that works from any
 //! thread, async ones included.
 
-use super::{Event, EventKind, KeyValue, Precondition, StoreError, Watch};
+use super::{Event, EventKind, KeyValue, Page, Precondition, StoreError, Watch};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
     TxnOp, TxnOpResponse, WatchOptions,
@@ -316,21 +316,59 @@ impl Etcd {
     }
 
     pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        self.range(prefix, None, 0, 0).map(|p| (p.kvs, p.revision))
+    }
+
+    /// A page of the range under `prefix` after `after`, at revision `at` (0: now).
+    pub fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        at: i64,
+    ) -> Result<Page, StoreError> {
         let m = self.members.clone();
-        let prefix = prefix.to_string();
+        // The first key after `after`: itself with a zero byte appended.
+        let start = match after {
+            Some(a) if a >= prefix => format!("{a}\0"),
+            _ => prefix.to_string(),
+        };
+        let end = super::prefix_end(prefix);
+        let what = format!("list {prefix}");
         self.run(async move {
-            let what = format!("list {prefix}");
             let (r, _) = m
                 .call(&what, |mut c| {
-                    let p = prefix.clone();
-                    async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+                    let mut o = GetOptions::new().with_range(end.clone());
+                    if limit > 0 {
+                        o = o.with_limit(limit as i64);
+                    }
+                    if at > 0 {
+                        o = o.with_revision(at);
+                    }
+                    let start = start.clone();
+                    async move { c.get(start, Some(o)).await }
                 })
-                .await?;
-            let rev = r
-                .header()
-                .map(|h| h.revision())
-                .ok_or_else(|| StoreError::Io("etcd answered without a header".into()))?;
-            Ok((r.kvs().iter().map(kv_of).collect(), rev))
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } => StoreError::Compacted {
+                        requested: at,
+                        compacted: 0,
+                    },
+                    e => e,
+                })?;
+            let kvs: Vec<KeyValue> = r.kvs().iter().map(kv_of).collect();
+            let revision = match at {
+                0 => r
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or_else(|| StoreError::Io("etcd answered without a header".into()))?,
+                at => at,
+            };
+            Ok(Page {
+                remaining: r.count() - kvs.len() as i64,
+                kvs,
+                revision,
+            })
         })
     }
 

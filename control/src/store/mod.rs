@@ -83,6 +83,30 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A page of a range read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Keys in order, as they were at `revision`.
+    pub kvs: Vec<KeyValue>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// Keys in the range after the page's last one.
+    pub remaining: i64,
+}
+
+/// The end of the key range under `prefix` (exclusive): the prefix with its last byte
+/// incremented, as etcd's prefix reads do.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    while let Some(last) = b.pop() {
+        if last < 0xff {
+            b.push(last + 1);
+            return String::from_utf8_lossy(&b).into_owned();
+        }
+    }
+    "\0".into()
+}
+
 /// What a write requires of the key's current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
@@ -207,6 +231,22 @@ impl Store {
         }
     }
 
+    /// Up to `limit` keys under `prefix` after `after` (0: all), as they were at revision
+    /// `at` (0: now): what a paged list reads, each page at the first page's revision.
+    /// A compacted `at` is an error (the client starts over).
+    pub fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        at: i64,
+    ) -> Result<Page, StoreError> {
+        match self {
+            Store::Embedded(s) => s.range(prefix, after, limit, at),
+            Store::Etcd(s) => s.range(prefix, after, limit, at),
+        }
+    }
+
     pub fn put(
         &self,
         key: &str,
@@ -292,6 +332,20 @@ fn ended() -> StoreError {
     StoreError::Unavailable("the store ended the watch".into())
 }
 
+/// Two key-ordered sequences as one (keys are distinct across them).
+fn merge_sorted<'a, T: Copy + 'a>(
+    a: impl Iterator<Item = (&'a str, T)>,
+    b: impl Iterator<Item = (&'a str, T)>,
+) -> impl Iterator<Item = (&'a str, T)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((ka, _)), Some((kb, _))) if ka <= kb => a.next(),
+        (Some(_), Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
 fn check(pre: Precondition, key: &str, cur: Option<&KeyValue>) -> Result<(), StoreError> {
     match (pre, cur) {
         (Precondition::None, _) => Ok(()),
@@ -374,8 +428,12 @@ impl Embedded {
         let mut state: State = match std::fs::read(dir.join("snapshot.json")) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?,
-            Err(_) => State::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(StoreError::Io(format!("read snapshot: {e}"))),
         };
+        // History is kept in memory only: what came before the snapshot is gone, so a
+        // watch or read from before it must get 410 rather than miss events.
+        state.compacted = state.compacted.max(state.rev);
         let (wal, records, torn) = Wal::open(&dir.join("wal"))?;
         for r in &records {
             let rev = match r {
@@ -457,18 +515,70 @@ impl Embedded {
     /// Every key under `prefix`, in key order, with the revision they were read at
     /// (durable).
     pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        let (items, rev) = {
+        self.range(prefix, None, 0, 0).map(|p| (p.kvs, p.revision))
+    }
+
+    /// A page of keys, at a past revision if asked: the current keys with the changes
+    /// made since undone (each change carries the value before it). Costs the page plus
+    /// the changes since `at` in the range, not the whole prefix.
+    pub fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        at: i64,
+    ) -> Result<Page, StoreError> {
+        use std::ops::Bound;
+        let page = {
             let s = self.inner.state.lock().unwrap();
-            let items: Vec<KeyValue> = s
+            let rev = if at == 0 { s.rev } else { at };
+            if rev < s.compacted {
+                return Err(StoreError::Compacted {
+                    requested: rev,
+                    compacted: s.compacted,
+                });
+            }
+            if rev > s.rev {
+                return Err(StoreError::Timeout(format!(
+                    "too large resource version: {rev}, current: {}",
+                    s.rev
+                )));
+            }
+            let end = prefix_end(prefix);
+            let lower = match after {
+                Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+                _ => Bound::Included(prefix.to_string()),
+            };
+            let in_range =
+                |k: &str| k.starts_with(prefix) && after.is_none_or(|a| k > a) && k < end.as_str();
+            // Keys changed after `rev`: their value at `rev` (None: absent then). The
+            // oldest change after `rev` holds it, so older changes overwrite newer ones.
+            let mut then: BTreeMap<&str, Option<&KeyValue>> = BTreeMap::new();
+            for e in s.history.iter().rev().take_while(|e| e.revision() > rev) {
+                if in_range(&e.kv.key) {
+                    then.insert(e.kv.key.as_str(), e.prev.as_ref());
+                }
+            }
+            let now = s
                 .keys
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(_, v)| v.clone())
-                .collect();
-            (items, s.rev)
+                .range::<String, _>((lower, Bound::Excluded(end.clone())))
+                .map(|(k, v)| (k.as_str(), Some(v)))
+                .filter(|(k, _)| !then.contains_key(k));
+            let mut merged =
+                merge_sorted(now, then.iter().map(|(k, v)| (*k, *v))).filter_map(|(_, v)| v);
+            let kvs: Vec<KeyValue> = match limit {
+                0 => merged.by_ref().cloned().collect(),
+                n => merged.by_ref().take(n).cloned().collect(),
+            };
+            Page {
+                kvs,
+                revision: rev,
+                // The rest is counted, not copied.
+                remaining: merged.count() as i64,
+            }
         };
-        self.wait_durable(rev)?;
-        Ok((items, rev))
+        self.wait_durable(page.revision)?;
+        Ok(page)
     }
 
     /// Put `value` at `key` if `pre` holds; returns the new KeyValue once durable.
@@ -764,8 +874,57 @@ mod tests {
         // After compaction the state comes from the snapshot plus the new WAL.
         let s = Store::open(&d).unwrap();
         assert_eq!(s.revision().unwrap(), 5);
-        assert_eq!(s.compacted_revision(), 3);
+        // The snapshot was taken at revision 4: history before it is not kept.
+        assert_eq!(s.compacted_revision(), 4);
         assert_eq!(s.list("/").unwrap().0.len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn pages_at_a_past_revision() {
+        let d = tmp("range");
+        let s = Store::open(&d).unwrap();
+        for k in ["a", "b", "c", "d"] {
+            s.put(&format!("/p/{k}"), k.into(), Precondition::None)
+                .unwrap();
+        }
+        s.put("/q/x", b"x".to_vec(), Precondition::None).unwrap();
+        let first = s.range("/p/", None, 2, 0).unwrap();
+        let keys = |p: &Page| p.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&first), ["/p/a", "/p/b"]);
+        assert_eq!((first.revision, first.remaining), (5, 2));
+        // Changes after the first page: the next page still shows revision 5.
+        s.delete("/p/c", Precondition::None).unwrap();
+        s.put("/p/bb", b"new".to_vec(), Precondition::None).unwrap();
+        s.put("/p/d", b"D".to_vec(), Precondition::None).unwrap();
+        let next = s.range("/p/", Some("/p/b"), 2, first.revision).unwrap();
+        assert_eq!(keys(&next), ["/p/c", "/p/d"]);
+        assert_eq!(next.kvs[1].value, b"d");
+        assert_eq!(next.remaining, 0);
+        // Now: the current keys.
+        let now = s.range("/p/", Some("/p/b"), 0, 0).unwrap();
+        assert_eq!(keys(&now), ["/p/bb", "/p/d"]);
+        assert_eq!(now.kvs[1].value, b"D");
+        // Compacted: gone; from the future: refused.
+        s.compact(7).unwrap();
+        assert!(matches!(
+            s.range("/p/", None, 2, 5),
+            Err(StoreError::Compacted { .. })
+        ));
+        assert!(matches!(
+            s.range("/p/", None, 2, 99),
+            Err(StoreError::Timeout(_))
+        ));
+        // After a restart, history older than the snapshot is gone too.
+        s.put("/p/e", b"e".to_vec(), Precondition::None).unwrap();
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        assert!(matches!(
+            s.range("/p/", None, 0, 7),
+            Err(StoreError::Compacted { .. })
+        ));
+        assert_eq!(s.range("/p/", None, 0, 8).unwrap().kvs.len(), 4);
+        assert_eq!(s.range("/p/", None, 0, 9).unwrap().kvs.len(), 5);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
