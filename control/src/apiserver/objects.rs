@@ -976,74 +976,62 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         s.push('\n');
         Bytes::from(s)
     };
-    std::thread::spawn(move || {
+    // A task, not a thread: an idle watch costs a few hundred bytes.
+    tokio::spawn(async move {
         for o in &initial {
-            if selected(&q2, o) && tx.blocking_send(Ok(frame("ADDED", o, start))).is_err() {
+            if selected(&q2, o) && tx.send(Ok(frame("ADDED", o, start))).await.is_err() {
                 return;
             }
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
         let mut last_rv = start;
-        // Send one store event as the client sees it through its selectors; false once
-        // the client has gone.
-        let send = |ev: &crate::store::Event| -> bool {
-            let Some((typ, obj)) = watch_event(&q2, ev) else {
-                return true;
+        loop {
+            let next = tokio::select! {
+                r = w.recv() => Some(r),
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => None,
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
             };
-            tx.blocking_send(Ok(frame(typ, &obj, ev.revision())))
-                .is_ok()
-        };
-        // The store lost the watch: say so, as kube-apiserver does, rather than end
-        // the stream as if the watch had timed out.
-        let fail = |e: StoreError| {
-            let status = match e {
-                StoreError::Compacted {
-                    requested,
-                    compacted,
-                } => return drop(tx.blocking_send(Ok(expired_frame(requested, compacted)))),
-                e => store_err(r, "", e),
-            };
-            let ev = json!({"type": "ERROR", "object": status.status()});
-            let _ = tx.blocking_send(Ok(Bytes::from(format!("{ev}\n"))));
-        };
-        while std::time::Instant::now() < deadline {
-            match w.recv_timeout(std::time::Duration::from_secs(5)) {
-                Ok(Some(ev)) => {
-                    last_rv = ev.revision();
-                    if !send(&ev) {
-                        return;
-                    }
+            let (queued, idle) = match next {
+                Some(Ok(ev)) => (vec![ev], false),
+                // The store lost the watch: say so, as kube-apiserver does, rather than
+                // end the stream as if the watch had timed out.
+                Some(Err(e)) => {
+                    let _ = tx.send(Ok(failure_frame(r, e))).await;
+                    return;
                 }
-                Ok(None) => {
+                None => {
                     // A bookmark carries the store's revision where it is settled (every
                     // event up to it is queued here: send those first), so an idle watch
                     // resumes from a revision compaction has not passed.
+                    let mut queued = Vec::new();
                     if let Some(settled) = store.settled_revision() {
-                        let queued = match w.drain() {
+                        queued = match w.drain() {
                             Ok(q) => q,
-                            Err(e) => return fail(e),
-                        };
-                        for ev in queued {
-                            last_rv = ev.revision();
-                            if !send(&ev) {
+                            Err(e) => {
+                                let _ = tx.send(Ok(failure_frame(r, e))).await;
                                 return;
                             }
-                        }
+                        };
                         last_rv = last_rv.max(settled);
                     }
-                    let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": last_rv.to_string()}}});
-                    if bookmarks
-                        && tx
-                            .blocking_send(Ok(Bytes::from(format!("{bm}\n"))))
-                            .is_err()
-                    {
-                        return;
-                    }
-                    if tx.is_closed() {
+                    (queued, true)
+                }
+            };
+            for ev in queued {
+                last_rv = last_rv.max(ev.revision());
+                // As the client sees it through its selectors.
+                if let Some((typ, obj)) = watch_event(&q2, &ev) {
+                    if tx.send(Ok(frame(typ, &obj, ev.revision()))).await.is_err() {
                         return;
                     }
                 }
-                Err(e) => return fail(e),
+            }
+            if idle && bookmarks {
+                let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": last_rv.to_string()}}});
+                if tx.send(Ok(Bytes::from(format!("{bm}\n")))).await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -1083,6 +1071,20 @@ fn watch_event(
                 (Some(o), false) => Some(gone(o)),
                 (None, false) => None,
             }
+        }
+    }
+}
+
+/// The ERROR event that ends a watch the store lost.
+fn failure_frame(r: &Resource, e: StoreError) -> Bytes {
+    match e {
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => expired_frame(requested, compacted),
+        e => {
+            let ev = json!({"type": "ERROR", "object": store_err(r, "", e).status()});
+            Bytes::from(format!("{ev}\n"))
         }
     }
 }

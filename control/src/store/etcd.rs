@@ -501,7 +501,7 @@ impl Etcd {
             0 => self.revision()?,
             f => f,
         };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = flume::unbounded();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let m = self.members.clone();
         let prefix = prefix.to_string();
@@ -520,7 +520,7 @@ impl Etcd {
     }
 }
 
-type Sink = std::sync::mpsc::Sender<Result<Event, StoreError>>;
+type Sink = flume::Sender<Result<Event, StoreError>>;
 
 /// A store event from an etcd one.
 fn event_of(e: &etcd_client::Event) -> Option<Event> {

@@ -20,7 +20,6 @@ mod wal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use wal::{Record, Wal};
 
@@ -130,7 +129,7 @@ struct State {
 
 struct Watcher {
     prefix: String,
-    tx: Sender<Result<Event, StoreError>>,
+    tx: flume::Sender<Result<Event, StoreError>>,
 }
 
 struct Inner {
@@ -285,7 +284,7 @@ impl Store {
 /// (the backend lost it and could not resume it, or its start was compacted), so a
 /// consumer can tell "nothing happened" from "the stream is gone".
 pub struct Watch {
-    rx: Receiver<Result<Event, StoreError>>,
+    rx: flume::Receiver<Result<Event, StoreError>>,
     /// Dropped with the watch: tells a backend's watch task to end (etcd cancels its
     /// watch at once rather than at the next event). Hence the receiver is reached
     /// through methods: a closure that captured only it would drop this early.
@@ -294,7 +293,7 @@ pub struct Watch {
 
 impl Watch {
     pub(crate) fn new(
-        rx: Receiver<Result<Event, StoreError>>,
+        rx: flume::Receiver<Result<Event, StoreError>>,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Watch {
         Watch { rx, _stop: stop }
@@ -304,8 +303,17 @@ impl Watch {
     pub fn recv_timeout(&self, t: std::time::Duration) -> Result<Option<Event>, StoreError> {
         match self.rx.recv_timeout(t) {
             Ok(r) => r.map(Some),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ended()),
+            Err(flume::RecvTimeoutError::Timeout) => Ok(None),
+            Err(flume::RecvTimeoutError::Disconnected) => Err(ended()),
+        }
+    }
+
+    /// The next event, waiting without a thread (for async servers: thousands of open
+    /// watches cost a task each, not an OS thread).
+    pub async fn recv(&self) -> Result<Event, StoreError> {
+        match self.rx.recv_async().await {
+            Ok(r) => r,
+            Err(flume::RecvError::Disconnected) => Err(ended()),
         }
     }
 
@@ -313,8 +321,8 @@ impl Watch {
     pub fn try_recv(&self) -> Result<Option<Event>, StoreError> {
         match self.rx.try_recv() {
             Ok(r) => r.map(Some),
-            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(ended()),
+            Err(flume::TryRecvError::Empty) => Ok(None),
+            Err(flume::TryRecvError::Disconnected) => Err(ended()),
         }
     }
 
@@ -700,7 +708,7 @@ impl Embedded {
                 compacted: s.compacted,
             });
         }
-        let (tx, rx) = channel();
+        let (tx, rx) = flume::unbounded();
         if from > 0 {
             for e in s
                 .history
