@@ -27,6 +27,12 @@ fn two_thousand_open_watches() {
         .port();
     let cp = Control::start(&dir, &["--insecure-port", &port.to_string()]);
     let pid = cp.pid();
+    // The plain port is bound just after the TLS one.
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "no insecure port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let request = |method: &str, path: &str, body: &str| {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(

@@ -467,16 +467,6 @@ fn modify(
     Ok(respond(c, StatusCode::OK, &obj, rv))
 }
 
-fn modify_value(
-    c: &Ctx,
-    name: &str,
-    f: impl FnMut(&Value) -> Result<Value, ApiError>,
-    status_only: bool,
-) -> Result<(Value, i64), ApiError> {
-    let track = Track::Update(if status_only { "status" } else { "" });
-    modify_tracked(c, name, f, status_only, track)
-}
-
 fn modify_tracked(
     c: &Ctx,
     name: &str,
@@ -683,21 +673,64 @@ pub fn bind(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> {
             "target.kind: Unsupported value: must be Node",
         ));
     }
-    modify_value(
-        c,
-        name,
-        |cur| {
-            if let Some(bound) = cur["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                return Err(ApiError::new(StatusCode::CONFLICT, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\"")));
-            }
-            let mut next = cur.clone();
-            next["spec"]["nodeName"] = json!(node);
-            Ok(next)
-        },
-        false,
-    )?;
+    bind_pod(c.store, c.ns.unwrap_or("default"), name, &node, c.manager)?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status))
+}
+
+/// Assign a pod to a node, as the pods/binding subresource does (and the scheduler, which
+/// binds through here): spec.nodeName and PodScheduled=True in one compare-and-swap
+/// write. A pod bound already, or being deleted, is a conflict.
+pub(crate) fn bind_pod(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    node: &str,
+    manager: &str,
+) -> Result<Value, ApiError> {
+    let pods = resources::find("", "v1", "pods").expect("pods");
+    let key = pods.key(Some(ns), name);
+    let conflict = |why: String| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"),
+        )
+    };
+    for _ in 0..16 {
+        let kv = store
+            .get(&key)
+            .map_err(|e| store_err(pods, name, e))?
+            .ok_or_else(|| ApiError::not_found("pods", name))?;
+        let cur = decode(&kv);
+        if let Some(bound) = cur["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(conflict(format!(
+                "pod {name} is already assigned to node \"{bound}\""
+            )));
+        }
+        if cur["metadata"]["deletionTimestamp"].is_string() {
+            return Err(conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        let now = now_rfc3339();
+        let mut next = cur.clone();
+        next["spec"]["nodeName"] = json!(node);
+        let mut conds: Vec<Value> = cur["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conds.retain(|c| c["type"] != "PodScheduled");
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        next["status"]["conditions"] = json!(conds);
+        super::apply::record_update(Some(&cur), &mut next, manager, &now, "binding");
+        match store.put(&key, encode(&next), Precondition::Revision(kv.mod_revision)) {
+            Ok(kv) => return Ok(decode(&kv)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_err(pods, name, e)),
+        }
+    }
+    Err(ApiError::conflict_retry(pods, name))
 }
 
 /// Remove an object from the store now, releasing what it held.

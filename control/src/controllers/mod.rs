@@ -241,18 +241,12 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
     }
     if cfg.scheduler {
         let lead = gate("skiff-scheduler", &mut handles);
-        handles.extend(start_loops(store.clone(), &SCHEDULER_LOOPS, lead));
+        handles.push(scheduling::run(store.clone(), lead));
     }
     handles
 }
 
 type Loop = (&'static str, Reconcile, &'static [&'static str]);
-
-const SCHEDULER_LOOPS: [Loop; 1] = [(
-    "scheduler",
-    scheduling::reconcile,
-    &["/registry/core/pods/", "/registry/core/nodes/"],
-)];
 
 const CONTROLLER_LOOPS: [Loop; 6] = [
     (
@@ -315,42 +309,6 @@ impl Retry {
     }
 }
 
-/// A channel that says "something under these prefixes changed" (coalesced: one
-/// pending wake at most). A watch the store loses is opened again from now, after a
-/// wake: the loop reads everything anyway.
-fn wake_on(store: &Store, name: &str, prefixes: &[&'static str]) -> std::sync::mpsc::Receiver<()> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    for &p in prefixes {
-        let (store, tx) = (store.clone(), tx.clone());
-        let name = name.to_string();
-        std::thread::Builder::new()
-            .name(format!("{name}-watch"))
-            .spawn(move || loop {
-                match store.watch(p, 0) {
-                    Ok(w) => loop {
-                        match w.recv_timeout(Duration::from_secs(60)) {
-                            Ok(Some(_)) => {
-                                if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = tx.try_send(()) {
-                                    return;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(controller = %name, prefix = p, error = %e, "watch ended; opening it again");
-                                let _ = tx.try_send(());
-                                break;
-                            }
-                        }
-                    },
-                    Err(e) => tracing::warn!(controller = %name, prefix = p, error = %e, "cannot watch"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            })
-            .expect("spawn controller watch");
-    }
-    rx
-}
-
 fn start_loops(
     store: Store,
     loops: &[Loop],
@@ -364,7 +322,7 @@ fn start_loops(
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
-                    let wake = wake_on(&store, name, prefixes);
+                    let mut wake = None;
                     let mut retry = Retry::default();
                     loop {
                         if lead.load(std::sync::atomic::Ordering::SeqCst) {
@@ -374,9 +332,27 @@ fn start_loops(
                             std::thread::sleep(retry.pause());
                             continue;
                         }
-                        // Wake on any event or after a second (a resync: time-based
-                        // work such as grace periods).
-                        let _ = wake.recv_timeout(Duration::from_secs(1));
+                        // Wake on any event (drained: one pass covers them all) or after
+                        // a second (a resync: time-based work such as grace periods). A
+                        // watch the store lost is opened again: the pass reads everything.
+                        let w = match &wake {
+                            Some(w) => w,
+                            None => match store.watch_many(prefixes, 0) {
+                                Ok(w) => wake.insert(w),
+                                Err(e) => {
+                                    tracing::warn!(controller = name, error = %e, "cannot watch");
+                                    std::thread::sleep(Duration::from_secs(1));
+                                    continue;
+                                }
+                            },
+                        };
+                        match w.recv_timeout(Duration::from_secs(1)).and_then(|_| w.drain()) {
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(controller = name, error = %e, "watch ended; opening it again");
+                                wake = None;
+                            }
+                        }
                     }
                 })
                 .expect("spawn controller")

@@ -37,6 +37,19 @@ impl std::fmt::Display for FitError {
 #[derive(Default)]
 pub struct Scheduler {
     nodes: BTreeMap<String, NodeInfo>,
+    /// Where the next search for feasible nodes starts (kube's nextStartNodeIndex), so
+    /// searches that stop early still cover every node in turn.
+    next_start: std::cell::Cell<usize>,
+}
+
+/// How many feasible nodes to find before scoring (kube-scheduler's adaptive
+/// percentageOfNodesToScore: 50% minus 1% per 125 nodes, at least 5%, at least 100).
+fn feasible_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let pct = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * pct / 100).max(100)
 }
 
 impl Scheduler {
@@ -84,16 +97,30 @@ impl Scheduler {
         let owner = nodeinfo::owner_uid(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
-        for n in self.nodes.values() {
+        let total = self.nodes.len();
+        let want = feasible_to_find(total);
+        let start = self.next_start.get() % total.max(1);
+        let mut seen = 0;
+        let order = self
+            .nodes
+            .values()
+            .skip(start)
+            .chain(self.nodes.values().take(start));
+        for n in order {
+            seen += 1;
             let why = filter::check(pod, req, n);
             if why.is_empty() {
                 feasible.push(n);
+                if feasible.len() >= want {
+                    break;
+                }
             } else {
                 for w in why {
                     *reasons.entry(w).or_default() += 1;
                 }
             }
         }
+        self.next_start.set((start + seen) % total.max(1));
         if feasible.is_empty() {
             return Err(FitError {
                 nodes: self.nodes.len(),

@@ -491,23 +491,26 @@ impl Etcd {
         }
     }
 
-    /// Events under `prefix` after revision `from` (0: from now on). The watch follows
+    /// Events under the prefixes after revision `from` (0: from now on). The watch follows
     /// the cluster: when its member fails it resumes on another from the last revision
     /// it delivered, for as long as its consumer holds it (as kube-apiserver's watch cache
     /// keeps watches open while etcd is away); it ends, with an error, only when that
     /// revision is compacted.
-    pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+    pub fn watch_many(&self, prefixes: &[&str], from: i64) -> Result<Watch, StoreError> {
         let from = match from {
             0 => self.revision()?,
             f => f,
         };
         let (tx, rx) = flume::unbounded();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let m = self.members.clone();
-        let prefix = prefix.to_string();
-        self.rt
-            .spawn(async move { follow(m, prefix, from, tx, stopped).await });
-        Ok(Watch::new(rx, Some(stop)))
+        let mut stops = Vec::new();
+        for p in prefixes {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (m, tx, prefix) = (self.members.clone(), tx.clone(), p.to_string());
+            self.rt
+                .spawn(async move { follow(m, prefix, from, tx, stopped).await });
+            stops.push(stop);
+        }
+        Ok(Watch::new(rx, stops))
     }
 
     pub fn compact(&self, rev: i64) -> Result<(), StoreError> {

@@ -266,9 +266,14 @@ impl Store {
     }
 
     pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+        self.watch_many(&[prefix], from)
+    }
+
+    /// One stream of the events under any of `prefixes` (each key's events in order).
+    pub fn watch_many(&self, prefixes: &[&str], from: i64) -> Result<Watch, StoreError> {
         match self {
-            Store::Embedded(s) => s.watch(prefix, from),
-            Store::Etcd(s) => s.watch(prefix, from),
+            Store::Embedded(s) => s.watch_many(prefixes, from),
+            Store::Etcd(s) => s.watch_many(prefixes, from),
         }
     }
 
@@ -288,13 +293,13 @@ pub struct Watch {
     /// Dropped with the watch: tells a backend's watch task to end (etcd cancels its
     /// watch at once rather than at the next event). Hence the receiver is reached
     /// through methods: a closure that captured only it would drop this early.
-    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Watch {
     pub(crate) fn new(
         rx: flume::Receiver<Result<Event, StoreError>>,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        stop: Vec<tokio::sync::oneshot::Sender<()>>,
     ) -> Watch {
         Watch { rx, _stop: stop }
     }
@@ -315,6 +320,11 @@ impl Watch {
             Ok(r) => r,
             Err(flume::RecvError::Disconnected) => Err(ended()),
         }
+    }
+
+    /// The channel itself, to wait on it with others (flume::Selector).
+    pub fn receiver(&self) -> &flume::Receiver<Result<Event, StoreError>> {
+        &self.rx
     }
 
     /// The next event if one has arrived.
@@ -698,7 +708,7 @@ impl Embedded {
 
     /// Watch keys under `prefix` for events after revision `from` (0: from now on).
     /// Events still in history are replayed first; older ones are gone (410 Gone).
-    pub fn watch(&self, prefix: &str, from: i64) -> Result<Watch, StoreError> {
+    pub fn watch_many(&self, prefixes: &[&str], from: i64) -> Result<Watch, StoreError> {
         let mut ws = self.inner.watchers.lock().unwrap();
         let s = self.inner.state.lock().unwrap();
         let durable = self.durable_revision();
@@ -714,16 +724,18 @@ impl Embedded {
                 .history
                 .iter()
                 .filter(|e| e.revision() > from && e.revision() <= durable)
-                .filter(|e| e.kv.key.starts_with(prefix))
+                .filter(|e| prefixes.iter().any(|p| e.kv.key.starts_with(p)))
             {
                 let _ = tx.send(Ok(e.clone()));
             }
         }
-        ws.push(Watcher {
-            prefix: prefix.into(),
-            tx,
-        });
-        Ok(Watch::new(rx, None))
+        for p in prefixes {
+            ws.push(Watcher {
+                prefix: p.to_string(),
+                tx: tx.clone(),
+            });
+        }
+        Ok(Watch::new(rx, Vec::new()))
     }
 
     /// Forget history up to `rev`, write a snapshot and start a new WAL.
