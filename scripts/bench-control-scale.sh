@@ -16,9 +16,10 @@ cleanup() { [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sport=$(free); pport=$(free)
-# Nodes without kubelets: a long grace period keeps them Ready for the run.
+# Nodes without kubelets: a long grace period keeps them Ready for the run; a /8
+# cluster CIDR has a /24 for each of them (a /16 holds 256).
 "$bin/skiff-control" --data-dir "$work/control" --secure-port "$sport" --insecure-port "$pport" \
-  --node-monitor-grace-period 1h 2>"$work/control.log" &
+  --node-monitor-grace-period 1h --cluster-cidr 10.0.0.0/8 2>"$work/control.log" &
 cp_pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$pport") 2>/dev/null && break; sleep 0.1; done
 SKIFF_PID=$cp_pid "$bin/skiff-scale-bench" "$pport" "$NODES" "$PODS"

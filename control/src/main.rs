@@ -239,6 +239,16 @@ async fn main() {
     if !cli.etcd_compaction_interval.is_zero() {
         skiff_control::store::compactor::start(store.clone(), cli.etcd_compaction_interval);
     }
+    // Passes over many objects allocate and free in bursts; glibc keeps what they freed
+    // mapped. Give it back now and then, so RSS follows the objects held.
+    std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
+        })
+        .unwrap_or_else(|e| fail(format!("spawn: {e}")));
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store.clone(), cfg);
     let kubelet = skiff_control::apiserver::kubelet::KubeletClient::new(&pki)

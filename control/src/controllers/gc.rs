@@ -9,13 +9,37 @@ use std::collections::HashSet;
 
 const FOREGROUND: &str = "foregroundDeletion";
 
+/// An object's uid, all a pass needs of objects that own nothing and are owned by
+/// nothing (most of them: decoding them whole made a pass cost the whole store).
+#[derive(serde::Deserialize)]
+struct Uid {
+    metadata: UidMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct UidMeta {
+    #[serde(default)]
+    uid: String,
+}
+
+fn mentions(kv: &crate::store::KeyValue, needle: &[u8]) -> bool {
+    kv.value.windows(needle.len()).any(|w| w == needle)
+}
+
 pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    let (all, _) = store.list("/registry/")?;
-    let objs: Vec<Value> = all.iter().map(decode).collect();
-    let uids: HashSet<&str> = objs
+    let (everything, _) = store.list("/registry/")?;
+    let uids: HashSet<String> = everything
         .iter()
-        .filter_map(|o| o["metadata"]["uid"].as_str())
+        .filter_map(|kv| serde_json::from_slice::<Uid>(&kv.value).ok())
+        .map(|u| u.metadata.uid)
         .collect();
+    let uids: HashSet<&str> = uids.iter().map(String::as_str).collect();
+    // Only owned objects and foreground deletions are looked at further.
+    let all: Vec<&crate::store::KeyValue> = everything
+        .iter()
+        .filter(|kv| mentions(kv, b"\"ownerReferences\"") || mentions(kv, FOREGROUND.as_bytes()))
+        .collect();
+    let objs: Vec<Value> = all.iter().map(|kv| decode(kv)).collect();
     for (kv, o) in all.iter().zip(&objs) {
         if let Some(owner) = controller_uid(o) {
             if !uids.contains(owner) && o["metadata"]["deletionTimestamp"].is_null() {
@@ -31,7 +55,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             continue;
         }
         let uid = o["metadata"]["uid"].as_str().unwrap_or("");
-        let dependents: Vec<(&crate::store::KeyValue, &Value)> = all
+        let dependents: Vec<(&&crate::store::KeyValue, &Value)> = all
             .iter()
             .zip(&objs)
             .filter(|(_, d)| {

@@ -193,7 +193,22 @@ impl Default for Config {
     }
 }
 
-type Reconcile = fn(&Store) -> Result<(), StoreError>;
+/// What a pass asks for next (kube-rs' Action): nothing until something changes, or
+/// another pass after a while (work that waits on time, not on an event).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    AwaitChange,
+    Requeue(Duration),
+}
+
+type Reconcile = fn(&Store) -> Result<Action, StoreError>;
+
+/// A pass that only ever waits for the next change.
+macro_rules! on_change {
+    ($f:path) => {
+        |s: &Store| $f(s).map(|()| Action::AwaitChange)
+    };
+}
 
 /// Start every controller on its own thread, with default timings.
 pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
@@ -225,15 +240,29 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
                 .name("node-lifecycle".into())
                 .spawn(move || {
                     let mut orphans = podgc::Orphans::new();
+                    let mut no_cidr = nodeipam::Reported::new();
                     let mut retry = Retry::default();
+                    // kube's node monitor period is 5 s with a 40 s grace: a tenth of
+                    // the grace here (short graces in tests), 250 ms to 5 s. Pod GC runs
+                    // every fourth of its quarantine, at most every 20 s (kube: 20 s).
+                    let period = (cfg.node_grace / 10)
+                        .clamp(Duration::from_millis(250), Duration::from_secs(5));
+                    let gc_period =
+                        (cfg.pod_gc_quarantine / 4).clamp(period, Duration::from_secs(20));
+                    let mut last_gc = std::time::Instant::now() - gc_period;
                     loop {
                         if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                            let r = nodelifecycle::reconcile(&store, &cfg)
-                                .and_then(|()| nodeipam::reconcile(&store, &cfg))
-                                .and_then(|()| podgc::reconcile(&store, &cfg, &mut orphans));
+                            let mut r = nodelifecycle::reconcile(&store, &cfg)
+                                .and_then(|()| nodeipam::reconcile(&store, &cfg, &mut no_cidr));
+                            if r.is_ok() && last_gc.elapsed() >= gc_period {
+                                r = podgc::reconcile(&store, &cfg, &mut orphans);
+                                if r.is_ok() {
+                                    last_gc = std::time::Instant::now();
+                                }
+                            }
                             retry.after("node-lifecycle", r);
                         }
-                        std::thread::sleep(retry.pause().max(Duration::from_millis(500)));
+                        std::thread::sleep(retry.pause().max(period));
                     }
                 })
                 .expect("spawn node lifecycle"),
@@ -246,43 +275,84 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
     handles
 }
 
-type Loop = (&'static str, Reconcile, &'static [&'static str]);
+/// A controller loop: its name, its pass, the prefixes whose changes wake it, which of
+/// those events matter (the rest are ignored), and how often it runs without one.
+struct Loop {
+    name: &'static str,
+    pass: Reconcile,
+    prefixes: &'static [&'static str],
+    wakes: fn(&crate::store::Event) -> bool,
+    resync: Duration,
+}
+
+fn any_event(_: &crate::store::Event) -> bool {
+    true
+}
+
+/// What the garbage collector acts on: deletions (dependents may be orphaned now),
+/// objects created with an owner (it may be gone), and foreground deletions. Not the
+/// status updates of owned objects, which are most events.
+fn gc_wakes(ev: &crate::store::Event) -> bool {
+    let has = |needle: &[u8]| ev.kv.value.windows(needle.len()).any(|w| w == needle);
+    ev.kind == crate::store::EventKind::Delete
+        || (ev.prev.is_none() && has(b"\"ownerReferences\""))
+        || has(b"foregroundDeletion")
+}
+
+/// Loops wake on the events they care about; this pass without one is a safety net.
+const RESYNC: Duration = Duration::from_secs(30);
 
 const CONTROLLER_LOOPS: [Loop; 6] = [
-    (
-        "deployment",
-        deployment::reconcile,
-        &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
-    ),
-    (
-        "replicaset",
-        replicaset::reconcile,
-        &["/registry/apps/replicasets/", "/registry/core/pods/"],
-    ),
-    ("garbage-collector", gc::reconcile, &["/registry/"]),
-    (
-        "daemonset",
-        daemonset::reconcile,
-        &[
+    Loop {
+        name: "deployment",
+        pass: on_change!(deployment::reconcile),
+        prefixes: &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
+        wakes: any_event,
+        resync: RESYNC,
+    },
+    Loop {
+        name: "replicaset",
+        pass: on_change!(replicaset::reconcile),
+        prefixes: &["/registry/apps/replicasets/", "/registry/core/pods/"],
+        wakes: any_event,
+        resync: RESYNC,
+    },
+    Loop {
+        name: "garbage-collector",
+        pass: on_change!(gc::reconcile),
+        prefixes: &["/registry/"],
+        wakes: gc_wakes,
+        resync: Duration::from_secs(30),
+    },
+    Loop {
+        name: "daemonset",
+        pass: on_change!(daemonset::reconcile),
+        prefixes: &[
             "/registry/apps/daemonsets/",
             "/registry/core/pods/",
             "/registry/core/nodes/",
         ],
-    ),
-    (
-        "endpoints",
-        endpoints::reconcile,
-        &[
+        wakes: any_event,
+        resync: RESYNC,
+    },
+    Loop {
+        name: "endpoints",
+        pass: on_change!(endpoints::reconcile),
+        prefixes: &[
             "/registry/core/services/",
             "/registry/core/pods/",
             "/registry/core/endpoints/",
         ],
-    ),
-    (
-        "namespace",
-        namespace::reconcile,
-        &["/registry/core/namespaces/"],
-    ),
+        wakes: any_event,
+        resync: RESYNC,
+    },
+    Loop {
+        name: "namespace",
+        pass: namespace::reconcile,
+        prefixes: &["/registry/core/namespaces/"],
+        wakes: any_event,
+        resync: RESYNC,
+    },
 ];
 
 /// Back-off after a failed pass: the store could not answer, or a write failed. The
@@ -293,9 +363,9 @@ struct Retry {
 }
 
 impl Retry {
-    fn after(&mut self, name: &str, r: Result<(), StoreError>) {
+    fn after<T>(&mut self, name: &str, r: Result<T, StoreError>) {
         match r {
-            Ok(()) => self.pause = Duration::ZERO,
+            Ok(_) => self.pause = Duration::ZERO,
             Err(e) => {
                 self.pause =
                     (self.pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -316,7 +386,9 @@ fn start_loops(
 ) -> Vec<std::thread::JoinHandle<()>> {
     loops
         .iter()
-        .map(|&(name, f, prefixes)| {
+        .map(|l| {
+            let (name, f, prefixes, wakes, resync) =
+                (l.name, l.pass, l.prefixes, l.wakes, l.resync);
             let store = store.clone();
             let lead = lead.clone();
             std::thread::Builder::new()
@@ -325,16 +397,26 @@ fn start_loops(
                     let mut wake = None;
                     let mut retry = Retry::default();
                     loop {
-                        if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                            retry.after(name, f(&store));
+                        let leading = lead.load(std::sync::atomic::Ordering::SeqCst);
+                        let mut next = resync;
+                        if leading {
+                            let r = f(&store);
+                            if let Ok(Action::Requeue(after)) = r {
+                                next = next.min(after);
+                            }
+                            retry.after(name, r);
+                        } else {
+                            // Look at the lease again soon: a new leader acts at once.
+                            next = Duration::from_secs(1);
                         }
                         if !retry.pause().is_zero() {
                             std::thread::sleep(retry.pause());
                             continue;
                         }
-                        // Wake on any event (drained: one pass covers them all) or after
-                        // a second (a resync: time-based work such as grace periods). A
-                        // watch the store lost is opened again: the pass reads everything.
+                        // Wake on an event that matters (drained: one pass covers them
+                        // all) or after the resync period (time-based work such as grace
+                        // periods). A watch the store lost is opened again: the pass
+                        // reads everything.
                         let w = match &wake {
                             Some(w) => w,
                             None => match store.watch_many(prefixes, 0) {
@@ -346,11 +428,24 @@ fn start_loops(
                                 }
                             },
                         };
-                        match w.recv_timeout(Duration::from_secs(1)).and_then(|_| w.drain()) {
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(controller = name, error = %e, "watch ended; opening it again");
-                                wake = None;
+                        let deadline = std::time::Instant::now() + next;
+                        loop {
+                            let left = deadline.saturating_duration_since(std::time::Instant::now());
+                            let got = w
+                                .recv_timeout(left)
+                                .and_then(|first| Ok((first, w.drain()?)));
+                            match got {
+                                Ok((None, _)) => break,
+                                Ok((Some(first), rest)) => {
+                                    if wakes(&first) || rest.iter().any(wakes) {
+                                        break;
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(controller = name, error = %e, "watch ended; opening it again");
+                                    wake = None;
+                                    break;
+                                }
                             }
                         }
                     }

@@ -6,7 +6,10 @@ use super::*;
 use crate::apiserver::objects::remove_now;
 use crate::apiserver::resources::RESOURCES;
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+/// Empties terminating namespaces; asks to run again soon while one still has content
+/// (its objects' finalizers and grace periods run out on their own time).
+pub fn reconcile(store: &Store) -> Result<Action, StoreError> {
+    let mut action = Action::AwaitChange;
     for ns in list(store, "/registry/core/namespaces/")? {
         if ns["metadata"]["deletionTimestamp"].is_null() {
             continue;
@@ -25,7 +28,9 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                 .as_str()
                 .and_then(|s| s.parse().ok());
             remove_now(store, &key, rev)?;
+        } else {
+            action = Action::Requeue(Duration::from_secs(1));
         }
     }
-    Ok(())
+    Ok(action)
 }

@@ -18,7 +18,10 @@ pub fn parse_cidr(s: &str) -> Option<(u32, u8)> {
     Some((u32::from(addr) & mask, prefix))
 }
 
-pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
+/// Nodes already told that no CIDR is left (one event each, not one per pass).
+pub type Reported = std::collections::HashSet<String>;
+
+pub fn reconcile(store: &Store, cfg: &Config, reported: &mut Reported) -> Result<(), StoreError> {
     let Some((net, prefix)) = cfg.cluster_cidr.as_deref().and_then(parse_cidr) else {
         return Ok(());
     };
@@ -26,18 +29,44 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
     if size < prefix || size > 30 {
         return Ok(());
     }
-    let nodes = list(store, "/registry/core/nodes/")?;
-    let mut used: Vec<u32> = nodes
-        .iter()
-        .filter_map(|n| n["spec"]["podCIDR"].as_str().and_then(parse_cidr))
-        .map(|(a, _)| a)
-        .collect();
+    // Only spec.podCIDR of every node each pass; whole nodes only for those without.
+    #[derive(serde::Deserialize, Default)]
+    struct Spec {
+        #[serde(rename = "podCIDR")]
+        pod_cidr: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        #[serde(default)]
+        spec: Spec,
+    }
+    let kvs = store.list("/registry/core/nodes/")?.0;
+    let mut used = std::collections::HashSet::new();
+    let mut nodes = Vec::new();
+    for kv in &kvs {
+        let cidr = serde_json::from_slice::<View>(&kv.value)
+            .ok()
+            .and_then(|v| v.spec.pod_cidr);
+        match cidr.as_deref().and_then(parse_cidr) {
+            Some((a, _)) => {
+                used.insert(a);
+            }
+            None => nodes.push(decode(kv)),
+        }
+    }
     let count = 1u64 << (size - prefix);
+    // Blocks are handed out in order: the search resumes where the last one ended.
+    let mut next_free = 0u64;
     for n in nodes.iter().filter(|n| n["spec"]["podCIDR"].is_null()) {
-        let Some(block) = (0..count)
-            .map(|i| net + ((i as u32) << (32 - size)))
-            .find(|b| !used.contains(b))
-        else {
+        let block = (next_free..count)
+            .map(|i| (i, net + ((i as u32) << (32 - size))))
+            .find(|(_, b)| !used.contains(b));
+        let Some((i, block)) = block else {
+            next_free = count;
+            let uid = n["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if !reported.insert(uid) {
+                continue;
+            }
             record_event(
                 store,
                 n,
@@ -56,7 +85,8 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
         next["spec"]["podCIDR"] = json!(cidr);
         next["spec"]["podCIDRs"] = json!([cidr]);
         update(store, &key_of(n, "core", "nodes"), &next)?;
-        used.push(block);
+        used.insert(block);
+        next_free = i + 1;
     }
     Ok(())
 }

@@ -26,20 +26,75 @@ fn toleration_secs(pod: &Value, default: Duration) -> Option<Duration> {
     Some(default)
 }
 
+/// The part of a Lease or Node this loop reads every pass (decoding only it keeps a
+/// pass over thousands of nodes cheap; a node is decoded whole only to be changed).
+#[derive(serde::Deserialize)]
+struct View {
+    metadata: ViewMeta,
+    #[serde(default)]
+    spec: ViewSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "creationTimestamp")]
+    created: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ViewSpec {
+    #[serde(rename = "renewTime")]
+    renew_time: Option<String>,
+    #[serde(default)]
+    taints: Vec<ViewTaint>,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewTaint {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    effect: String,
+}
+
+fn view(kv: &crate::store::KeyValue) -> Option<View> {
+    serde_json::from_slice(&kv.value).ok()
+}
+
+fn parse_time(s: &Option<String>) -> Option<SystemTime> {
+    s.as_deref().and_then(|s| humantime_parse(s).ok())
+}
+
 pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
     let now = SystemTime::now();
-    for node in list(store, "/registry/core/nodes/")? {
-        let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let lease = store
-            .get(&format!(
-                "/registry/coordination.k8s.io/leases/kube-node-lease/{name}"
-            ))?
-            .map(|kv| decode(&kv));
-        let last = lease
-            .as_ref()
-            .and_then(|l| time_of(&l["spec"]["renewTime"]))
-            .or_else(|| time_of(&node["metadata"]["creationTimestamp"]));
+    // All node leases in one read, not one read per node.
+    let leases: std::collections::HashMap<String, Option<SystemTime>> = store
+        .list("/registry/coordination.k8s.io/leases/kube-node-lease/")?
+        .0
+        .iter()
+        .filter_map(view)
+        .map(|l| (l.metadata.name, parse_time(&l.spec.renew_time)))
+        .collect();
+    for kv in store.list("/registry/core/nodes/")?.0 {
+        let Some(v) = view(&kv) else { continue };
+        let name = v.metadata.name.clone();
+        let last = leases
+            .get(&name)
+            .copied()
+            .flatten()
+            .or_else(|| parse_time(&v.metadata.created));
         let stale = last.is_none_or(|t| now.duration_since(t).unwrap_or_default() > cfg.node_grace);
+        let tainted_now = v
+            .spec
+            .taints
+            .iter()
+            .any(|t| t.key == UNREACHABLE && t.effect == "NoExecute");
+        if !stale && !tainted_now {
+            continue; // healthy and untainted: nothing to do
+        }
+        let node = decode(&kv);
         let taints: Vec<Value> = node["spec"]["taints"]
             .as_array()
             .cloned()

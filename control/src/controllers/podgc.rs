@@ -14,33 +14,69 @@ const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 /// Pods (by uid) first seen on a missing node, and when; kept by the caller's loop.
 pub type Orphans = HashMap<String, Instant>;
 
+/// What a pass reads of every pod and node (decoding them whole made it cost the store).
+#[derive(serde::Deserialize)]
+struct View {
+    metadata: ViewMeta,
+    #[serde(default)]
+    spec: ViewSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(rename = "deletionTimestamp")]
+    deletion: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ViewSpec {
+    #[serde(rename = "nodeName")]
+    node_name: Option<String>,
+    #[serde(default)]
+    taints: Vec<ViewTaint>,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewTaint {
+    #[serde(default)]
+    key: String,
+}
+
 pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) -> Result<(), StoreError> {
-    let mut still_orphaned = Vec::new();
-    let nodes: HashMap<String, Value> = list(store, "/registry/core/nodes/")?
-        .into_iter()
-        .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), n)))
+    let view = |kv: &crate::store::KeyValue| serde_json::from_slice::<View>(&kv.value).ok();
+    let mut still_orphaned = std::collections::HashSet::new();
+    // Node name → taken out of service.
+    let nodes: HashMap<String, bool> = store
+        .list("/registry/core/nodes/")?
+        .0
+        .iter()
+        .filter_map(view)
+        .map(|n| {
+            let out = n.spec.taints.iter().any(|t| t.key == OUT_OF_SERVICE);
+            (n.metadata.name, out)
+        })
         .collect();
-    for pod in list(store, "/registry/core/pods/")? {
-        let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+    for kv in store.list("/registry/core/pods/")?.0 {
+        let Some(pod) = view(&kv) else { continue };
+        let Some(node) = pod.spec.node_name.as_deref().filter(|n| !n.is_empty()) else {
             continue;
         };
-        let terminating = pod["metadata"]["deletionTimestamp"].is_string();
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let terminating = pod.metadata.deletion.is_some();
+        let uid = pod.metadata.uid.clone();
         let force = match nodes.get(node) {
             None => {
                 let since = *orphans.entry(uid.clone()).or_insert_with(Instant::now);
-                still_orphaned.push(uid);
+                still_orphaned.insert(uid);
                 since.elapsed() >= cfg.pod_gc_quarantine
             }
-            Some(n) => {
-                terminating
-                    && n["spec"]["taints"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().any(|t| t["key"] == OUT_OF_SERVICE))
-            }
+            Some(out_of_service) => terminating && *out_of_service,
         };
         if force {
-            delete_object(store, &key_of(&pod, "core", "pods"), Some(0))?;
+            delete_object(store, &kv.key, Some(0))?;
         }
     }
     orphans.retain(|uid, _| still_orphaned.contains(uid));
