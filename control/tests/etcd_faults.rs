@@ -605,3 +605,74 @@ fn a_dead_lease_holder_is_replaced_within_the_lease() {
     stop.store(true, Ordering::SeqCst);
     node.join().unwrap();
 }
+
+#[test]
+#[ignore = "needs etcd"]
+fn controllers_whose_writes_fail_retry_and_converge() {
+    let mut etcd = EtcdCluster::start("retry", 3).expect("etcd (apt-get install etcd-server)");
+    // A serves the API; B runs the controllers and the scheduler.
+    let (pa, pb) = (free_port(), free_port());
+    let _a = control(&etcd, pa, &["--controllers=false", "--scheduler=false"]);
+    let b = control(&etcd, pb, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let node = fake_node(pa, "n1", stop.clone());
+    let (code, body) = http(
+        pa,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(&deployment(2)),
+    );
+    assert_eq!(code, 201, "{body}");
+    let count = || live_web_pods(pa).map_or(0, |p| p.len());
+    let end = Instant::now() + Duration::from_secs(30);
+    while count() != 2 {
+        assert!(Instant::now() < end, "2 pods");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // B is held still while the deployment is scaled; its watches hold the news when
+    // it goes on, and by then the store has lost quorum: its reads and writes fail.
+    let signal = |sig| unsafe { libc::kill(b.pid() as i32, sig) };
+    signal(libc::SIGSTOP);
+    let (code, body) = http(
+        pa,
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        Some(&json!({"spec": {"replicas": 8}})),
+    );
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(500));
+    let leader = etcd.leader().expect("a leader");
+    let other = (0..3).find(|&i| i != leader).unwrap();
+    etcd.kill(leader);
+    etcd.kill(other);
+    signal(libc::SIGCONT);
+    let end = Instant::now() + Duration::from_secs(40);
+    while b.log_lines("reconcile failed").is_empty() {
+        assert!(Instant::now() < end, "B's controllers never failed a pass");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let failed = b.log_lines("reconcile failed");
+    eprintln!("{}", failed[0]);
+    etcd.restart(leader);
+    etcd.restart(other);
+    // Back: the controllers retry what failed and reach 8, never more.
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let n = count();
+        most = most.max(n);
+        assert!(most <= 8, "{most} pods for 8 replicas");
+        if n == 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{n} pods of 8 after the store came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(), 8);
+    stop.store(true, Ordering::SeqCst);
+    node.join().unwrap();
+}

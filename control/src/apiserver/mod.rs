@@ -14,7 +14,7 @@ pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
-mod status;
+pub(crate) mod status;
 mod strategic;
 pub(crate) mod table;
 pub mod tls;

@@ -83,6 +83,7 @@ pub(crate) fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
         // kube-apiserver's answers when etcd cannot: the client may retry later.
         StoreError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string()),
         StoreError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", e.to_string()),
+        StoreError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", other.to_string()),
     }
 }
@@ -209,7 +210,27 @@ fn respond(c: &Ctx, code: StatusCode, obj: &Value, rv: i64) -> Response {
 }
 
 pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let mut v = parse_body(c, body)?;
+    let v = parse_body(c, body)?;
+    let kv = create_object(c, v)?;
+    Ok(respond(
+        c,
+        StatusCode::CREATED,
+        &decode(&kv),
+        kv.mod_revision,
+    ))
+}
+
+/// Create an object as the API does for a client — and for the controllers, which
+/// create through here: defaults and validation, namespace admission, the name (or
+/// generateName), identity, generation, managedFields, ClusterIP allocation.
+pub(crate) fn create_value(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
+    super::defaults::apply(c.r.kind, &mut v);
+    typed_check(c.r, &v)?;
+    create_object(c, v)
+}
+
+/// The create itself, of an object already defaulted and checked.
+fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
     check_namespace(c)?;
     let meta = v["metadata"]
         .as_object_mut()
@@ -272,19 +293,12 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     } else {
         Vec::new()
     };
-    let kv = c
-        .store
+    c.store
         .put(&key, encode(&v), Precondition::Absent)
         .map_err(|e| {
             super::allocator::release(c.store, &reserved);
             store_err(c.r, &name, e)
-        })?;
-    Ok(respond(
-        c,
-        StatusCode::CREATED,
-        &decode(&kv),
-        kv.mod_revision,
-    ))
+        })
 }
 
 pub fn get(c: &Ctx, name: &str) -> Result<Response, ApiError> {

@@ -52,29 +52,55 @@ pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<(), StoreErr
     }
 }
 
-/// Create `o` (named, or from its generateName); None if the name was taken meanwhile.
+/// The API's answer to a controller's write, as the store error it stands for.
+fn api_error(e: crate::apiserver::status::ApiError) -> StoreError {
+    match (e.code.as_u16(), e.reason) {
+        (409, "AlreadyExists") => StoreError::AlreadyExists(e.message),
+        (409, _) => StoreError::Conflict {
+            key: e.message,
+            expected: 0,
+            actual: 0,
+        },
+        (404, _) => StoreError::NotFound(e.message),
+        (503, _) => StoreError::Unavailable(e.message),
+        (504, _) => StoreError::Timeout(e.message),
+        (410, _) => StoreError::Compacted {
+            requested: 0,
+            compacted: 0,
+        },
+        (code, _) if code >= 500 => StoreError::Io(e.message),
+        _ => StoreError::Invalid(e.message),
+    }
+}
+
+/// Create `o` (named, or from its generateName) through the API's create path, as
+/// kube-controller-manager; None if the name was taken meanwhile.
 pub(crate) fn create(
     store: &Store,
     group: &str,
     plural: &str,
-    mut o: Value,
+    o: Value,
 ) -> Result<Option<Value>, StoreError> {
-    let name = match o["metadata"]["name"].as_str() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => format!(
-            "{}{}",
-            o["metadata"]["generateName"].as_str().unwrap_or("obj-"),
-            random_hex(5)
-        ),
+    let api_group = if group == "core" { "" } else { group };
+    let r = crate::apiserver::resources::find(api_group, "v1", plural)
+        .unwrap_or_else(|| panic!("controllers create served kinds: {group}/{plural}"));
+    let ns = o["metadata"]["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let c = crate::apiserver::objects::Ctx {
+        store,
+        r,
+        ns: ns.as_deref().filter(|_| r.namespaced),
+        table: false,
+        manager: "kube-controller-manager",
     };
-    o["metadata"]["name"] = json!(name);
-    o["metadata"]["uid"] = json!(uid());
-    o["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-    let key = key_of(&o, group, plural);
-    match store.put(&key, encode(&o), Precondition::Absent) {
+    match crate::apiserver::objects::create_value(&c, o) {
         Ok(kv) => Ok(Some(decode(&kv))),
-        Err(StoreError::AlreadyExists(_)) => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => match api_error(e) {
+            StoreError::AlreadyExists(_) => Ok(None),
+            e => Err(e),
+        },
     }
 }
 

@@ -74,6 +74,10 @@ pub enum StoreError {
     /// No member of the store could answer (etcd down, no quorum, no leader).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The API refused the object (validation, admission): controllers write through
+    /// the API's code and get its answer as this.
+    #[error("refused: {0}")]
+    Invalid(String),
     /// The store did not answer within the request's deadline; a write's outcome is
     /// unknown.
     #[error("store timeout: {0}")]
