@@ -481,6 +481,19 @@ fn modify(
     Ok(respond(c, StatusCode::OK, &obj, rv))
 }
 
+/// Replace an object's main resource (spec and metadata; its status is kept) or its
+/// status subresource, as PUT does — for controllers, which update through here. The
+/// object's resourceVersion is the precondition.
+pub(crate) fn replace_value(
+    c: &Ctx,
+    name: &str,
+    next: &Value,
+    status: bool,
+) -> Result<Value, ApiError> {
+    let track = Track::Update(if status { "status" } else { "" });
+    modify_tracked(c, name, |_| Ok(next.clone()), status, track).map(|(v, _)| v)
+}
+
 fn modify_tracked(
     c: &Ctx,
     name: &str,

@@ -179,7 +179,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
         if ds["status"] != status {
             let mut next = ds.clone();
             next["status"] = status;
-            update(store, &key_of(&ds, "apps", "daemonsets"), &next)?;
+            update_status(store, &key_of(&ds, "apps", "daemonsets"), &next)?;
         }
     }
     Ok(())

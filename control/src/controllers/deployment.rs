@@ -327,11 +327,19 @@ fn write_status(
     if same_status {
         status = d["status"].clone();
     }
-    next["status"] = status;
-    if rev > 0 {
+    let key = key_of(d, "apps", "deployments");
+    // The revision annotation is metadata, the rest status: two writes, as kube's.
+    if rev > 0 && !same_rev {
         next["metadata"]["annotations"][REVISION] = json!(rev.to_string());
+        match update(store, &key, &next)? {
+            Some(written) => next = written,
+            None => return Ok(()),
+        }
     }
-    update(store, &key_of(d, "apps", "deployments"), &next)?;
+    if !same_status {
+        next["status"] = status;
+        update_status(store, &key, &next)?;
+    }
     Ok(())
 }
 

@@ -39,16 +39,51 @@ pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
     }
 }
 
-/// Write `o` back, guarded by its resourceVersion. A conflict or a deletion meanwhile
-/// just means the next round sees the newer state; any other failure is the caller's.
-pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<(), StoreError> {
-    let rv = o["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    match store.put(key, encode(o), Precondition::Revision(rv)) {
-        Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
+/// The API context for a controller's write to the object at store `key`, and its name.
+fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ctx<'a>, &'a str) {
+    let segs: Vec<&str> = key.trim_start_matches("/registry/").split('/').collect();
+    let (group, plural) = (segs[0], segs[1]);
+    let api_group = if group == "core" { "" } else { group };
+    let r = crate::apiserver::resources::find(api_group, "v1", plural)
+        .unwrap_or_else(|| panic!("controllers write served kinds: {key}"));
+    let (ns, name) = match (r.namespaced, segs.len()) {
+        (true, 4) => (Some(segs[2]), segs[3]),
+        _ => (None, segs[segs.len() - 1]),
+    };
+    let c = crate::apiserver::objects::Ctx {
+        store,
+        r,
+        ns,
+        table: false,
+        manager: "kube-controller-manager",
+    };
+    (c, name)
+}
+
+/// Write `o`'s spec and metadata back through the API's update path (its status is the
+/// store's), guarded by its resourceVersion. The object as written, or None if it
+/// changed or went meanwhile: the next round sees the newer state.
+pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<Option<Value>, StoreError> {
+    replace(store, key, o, false)
+}
+
+/// Write `o`'s status back through the API's status path.
+pub(crate) fn update_status(
+    store: &Store,
+    key: &str,
+    o: &Value,
+) -> Result<Option<Value>, StoreError> {
+    replace(store, key, o, true)
+}
+
+fn replace(store: &Store, key: &str, o: &Value, status: bool) -> Result<Option<Value>, StoreError> {
+    let (c, name) = ctx_for(store, key);
+    match crate::apiserver::objects::replace_value(&c, name, o, status) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match api_error(e) {
+            StoreError::Conflict { .. } | StoreError::NotFound(_) => Ok(None),
+            e => Err(e),
+        },
     }
 }
 

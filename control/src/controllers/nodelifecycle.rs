@@ -114,9 +114,13 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
                 .unwrap_or_default();
             conds.retain(|c| c["type"] != "Ready");
             conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastTransitionTime": now_rfc3339()}));
-            next["status"]["conditions"] = json!(conds);
             tracing::info!(node = %name, "node stopped renewing its lease: Ready=Unknown, tainted unreachable");
-            update(store, &key_of(&node, "core", "nodes"), &next)?;
+            // The taint is spec, the condition status: two writes, as kube's.
+            let key = key_of(&node, "core", "nodes");
+            if let Some(mut written) = update(store, &key, &next)? {
+                written["status"]["conditions"] = json!(conds);
+                update_status(store, &key, &written)?;
+            }
         } else if !stale && tainted.is_some() {
             tracing::info!(node = %name, "node renews its lease again: unreachable taint removed");
             let t: Vec<Value> = taints

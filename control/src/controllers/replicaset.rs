@@ -60,7 +60,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
         if rs["status"] != status {
             let mut next = rs.clone();
             next["status"] = status;
-            update(store, &key_of(&rs, "apps", "replicasets"), &next)?;
+            update_status(store, &key_of(&rs, "apps", "replicasets"), &next)?;
         }
     }
     Ok(())
