@@ -28,7 +28,18 @@ fn controller_and_scheduler_writes_go_through_the_api() {
     run(&["create", "deployment", "web", "--image", "nginx"], None);
     let end = Instant::now() + Duration::from_secs(20);
     let pod = loop {
-        let pods = run(&["get", "pods", "-l", "app=web", "-o", "json", "--show-managed-fields"], None);
+        let pods = run(
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ],
+            None,
+        );
         if let Some(p) = pods["items"].as_array().and_then(|i| i.first()) {
             if p["spec"]["nodeName"] == "n1" {
                 break p.clone();
@@ -68,7 +79,18 @@ fn controller_and_scheduler_writes_go_through_the_api() {
     let rs = |want: i64| -> Value {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
-            let l = run(&["get", "rs", "-l", "app=web", "-o", "json", "--show-managed-fields"], None);
+            let l = run(
+                &[
+                    "get",
+                    "rs",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "json",
+                    "--show-managed-fields",
+                ],
+                None,
+            );
             let r = l["items"][0].clone();
             if r["spec"]["replicas"] == want && r["status"]["replicas"] == want {
                 return r;

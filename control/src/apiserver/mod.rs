@@ -311,6 +311,16 @@ async fn handle(
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "unknown".into());
+    // ?dryRun=All: everything a write does but the write (kubectl --dry-run=server, diff).
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            )))
+        }
+    };
     if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet") {
         let ct = headers
             .get("content-type")
@@ -323,6 +333,7 @@ async fn handle(
             ns,
             table: false,
             manager: &manager,
+            dry_run,
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
     }
@@ -333,6 +344,7 @@ async fn handle(
             ns,
             table: false,
             manager: &manager,
+            dry_run,
         };
         return kubelet::pod_stream(
             &ctx,
@@ -352,6 +364,7 @@ async fn handle(
             ns,
             table: false,
             manager: &manager,
+            dry_run,
         };
         return kubelet::pod_log(&ctx, s.kubelet.clone(), name.unwrap_or(""), &q).await;
     }
@@ -362,6 +375,7 @@ async fn handle(
             ns,
             table: false,
             manager: &manager,
+            dry_run,
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
@@ -401,6 +415,7 @@ async fn handle(
         ns,
         table,
         manager: &manager,
+        dry_run,
     };
     match (method, name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

@@ -19,6 +19,8 @@ pub struct Ctx<'a> {
     pub table: bool,
     /// Who writes (managedFields): `?fieldManager=`, else the client's user agent.
     pub manager: &'a str,
+    /// `?dryRun=All`: validate, admit and answer, but store nothing.
+    pub dry_run: bool,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -212,12 +214,14 @@ fn respond(c: &Ctx, code: StatusCode, obj: &Value, rv: i64) -> Response {
 pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let v = parse_body(c, body)?;
     let kv = create_object(c, v)?;
-    Ok(respond(
-        c,
-        StatusCode::CREATED,
-        &decode(&kv),
-        kv.mod_revision,
-    ))
+    let mut obj = decode(&kv);
+    if c.dry_run {
+        // Never stored: no resourceVersion (as kube-apiserver answers).
+        obj["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("resourceVersion"));
+    }
+    Ok(respond(c, StatusCode::CREATED, &obj, kv.mod_revision))
 }
 
 /// Create an object as the API does for a client — and for the controllers, which
@@ -293,6 +297,16 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
     } else {
         Vec::new()
     };
+    if c.dry_run {
+        super::allocator::release(c.store, &reserved);
+        return Ok(KeyValue {
+            key,
+            value: encode(&v),
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+        });
+    }
     c.store
         .put(&key, encode(&v), Precondition::Absent)
         .map_err(|e| {
@@ -548,6 +562,14 @@ fn modify_tracked(
             .as_str()
             .and_then(|s| s.parse::<i64>().ok());
         let pre = Precondition::Revision(want_rv.unwrap_or(cur_kv.mod_revision));
+        if c.dry_run {
+            if want_rv.is_some_and(|rv| rv != cur_kv.mod_revision) {
+                return Err(ApiError::conflict_retry(c.r, name));
+            }
+            // What the write would store, at the object's current version.
+            next["metadata"]["resourceVersion"] = json!(cur_kv.mod_revision.to_string());
+            return Ok((next, cur_kv.mod_revision));
+        }
         // Being deleted, past its grace period, and the last finalizer is gone: the
         // object goes now. (A pod in its grace period stays until the kubelet's delete.)
         let finalized = next["metadata"]["deletionTimestamp"].is_string()
@@ -900,6 +922,15 @@ pub fn delete(
                 ),
             ));
         }
+    }
+    // DeleteOptions may carry it too (kubectl sends it there).
+    let dry_run = c.dry_run
+        || opts["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "All"));
+    if dry_run {
+        // The object as it stands; nothing deleted, marked or unlinked.
+        return Ok(json_response(StatusCode::OK, &obj));
     }
     let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
     if policy == "Orphan" {

@@ -56,6 +56,7 @@ fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ct
         ns,
         table: false,
         manager: "kube-controller-manager",
+        dry_run: false,
     };
     (c, name)
 }
@@ -129,6 +130,7 @@ pub(crate) fn create(
         ns: ns.as_deref().filter(|_| r.namespaced),
         table: false,
         manager: "kube-controller-manager",
+        dry_run: false,
     };
     match crate::apiserver::objects::create_value(&c, o) {
         Ok(kv) => Ok(Some(decode(&kv))),
