@@ -494,6 +494,9 @@ fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
         "undo to nginx as revision 3",
         |o| o == "nginx 3",
     );
+    // Revision 1's ReplicaSet is scaled back up, not a new one made (kube's undo).
+    let (_, sets) = cp.run(&["get", "rs", "-l", "app=web", "-o", "name"], None);
+    assert_eq!(sets.lines().count(), 2, "{sets}");
     let (ok, out) = cp.run(
         &["rollout", "status", "deployment/web", "--timeout=30s"],
         None,

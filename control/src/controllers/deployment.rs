@@ -10,8 +10,22 @@ use super::*;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
+/// A field set to null is the same as a field left out (as in kube's typed objects):
+/// kubectl's undo sends the template back with `creationTimestamp: null`.
+fn without_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(without_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(without_nulls),
+        _ => {}
+    }
+}
+
 fn template_hash(tpl: &Value) -> String {
     let mut t = tpl.clone();
+    without_nulls(&mut t);
     if let Some(l) = t["metadata"]["labels"].as_object_mut() {
         l.remove("pod-template-hash");
     }
