@@ -321,6 +321,7 @@ async fn handle(
             )))
         }
     };
+    let validation = objects::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
     if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet") {
         let ct = headers
             .get("content-type")
@@ -334,6 +335,8 @@ async fn handle(
             table: false,
             manager: &manager,
             dry_run,
+            validation,
+            warnings: Default::default(),
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
     }
@@ -345,6 +348,8 @@ async fn handle(
             table: false,
             manager: &manager,
             dry_run,
+            validation,
+            warnings: Default::default(),
         };
         return kubelet::pod_stream(
             &ctx,
@@ -365,6 +370,8 @@ async fn handle(
             table: false,
             manager: &manager,
             dry_run,
+            validation,
+            warnings: Default::default(),
         };
         return kubelet::pod_log(&ctx, s.kubelet.clone(), name.unwrap_or(""), &q).await;
     }
@@ -376,6 +383,8 @@ async fn handle(
             table: false,
             manager: &manager,
             dry_run,
+            validation,
+            warnings: Default::default(),
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
@@ -416,8 +425,10 @@ async fn handle(
         table,
         manager: &manager,
         dry_run,
+        validation,
+        warnings: Default::default(),
     };
-    match (method, name) {
+    let res = match (method, name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             Ok(objects::watch(&ctx, &q)?)
         }
@@ -439,7 +450,20 @@ async fn handle(
             "MethodNotAllowed",
             format!("{m} is not supported on {path}"),
         )),
-    }
+    };
+    // Warnings (unknown fields under fieldValidation=Warn) as kube sends them; kubectl
+    // prints each as "Warning: …".
+    let mut warnings = ctx.warnings.take();
+    warnings.dedup();
+    res.map(|mut r| {
+        for w in warnings {
+            let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                r.headers_mut().append("warning", v);
+            }
+        }
+        r
+    })
 }
 
 pub(crate) fn body_stream(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {

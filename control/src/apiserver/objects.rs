@@ -21,6 +21,33 @@ pub struct Ctx<'a> {
     pub manager: &'a str,
     /// `?dryRun=All`: validate, admit and answer, but store nothing.
     pub dry_run: bool,
+    /// `?fieldValidation=`: what to do about fields the kind does not declare.
+    pub validation: FieldValidation,
+    /// Warnings for the response's `Warning` headers.
+    pub warnings: std::cell::RefCell<Vec<String>>,
+}
+
+/// kube-apiserver's fieldValidation values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Result<FieldValidation, ApiError> {
+        match s {
+            None | Some("") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(o) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{o}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -151,6 +178,7 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
             )));
         }
     }
+    check_fields(c, &mut v, &[])?;
     super::defaults::apply(c.r.kind, &mut v);
     typed_check(c.r, &v)?;
     Ok(v)
@@ -158,20 +186,100 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
 
 /// Reject objects that do not deserialize as their Kubernetes type (wrong field types).
 fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
+    typed(r, v).map(drop)
+}
+
+/// The object through its Kubernetes type and back (None for kinds served untyped):
+/// what the type does not declare is gone from it.
+fn typed(r: &Resource, v: &Value) -> Result<Option<Value>, ApiError> {
     use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
+        v: &Value,
+    ) -> Result<Option<Value>, serde_json::Error> {
+        let t: T = serde_json::from_value(v.clone())?;
+        serde_json::to_value(t).map(Some)
+    }
     let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let res: Result<(), serde_json::Error> = match r.kind {
-        "Pod" => serde_json::from_value::<core::Pod>(v.clone()).map(drop),
-        "Service" => serde_json::from_value::<core::Service>(v.clone()).map(drop),
-        "Node" => serde_json::from_value::<core::Node>(v.clone()).map(drop),
-        "Namespace" => serde_json::from_value::<core::Namespace>(v.clone()).map(drop),
-        "ConfigMap" => serde_json::from_value::<core::ConfigMap>(v.clone()).map(drop),
-        "Deployment" => serde_json::from_value::<apps::Deployment>(v.clone()).map(drop),
-        "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v.clone()).map(drop),
-        "DaemonSet" => serde_json::from_value::<apps::DaemonSet>(v.clone()).map(drop),
-        _ => Ok(()),
+    let res = match r.kind {
+        "Pod" => through::<core::Pod>(v),
+        "Service" => through::<core::Service>(v),
+        "Node" => through::<core::Node>(v),
+        "Namespace" => through::<core::Namespace>(v),
+        "ConfigMap" => through::<core::ConfigMap>(v),
+        "Deployment" => through::<apps::Deployment>(v),
+        "ReplicaSet" => through::<apps::ReplicaSet>(v),
+        "DaemonSet" => through::<apps::DaemonSet>(v),
+        _ => Ok(None),
     };
     res.map_err(|e| ApiError::invalid(r.kind, &name, &e.to_string()))
+}
+
+/// Take out of `v` the fields its type does not declare (as kube-apiserver's typed
+/// decoding drops them) and name them ("spec.foo", "spec.containers[0].bar").
+fn prune_unknown(r: &Resource, v: &mut Value) -> Result<Vec<String>, ApiError> {
+    fn walk(v: &mut Value, known: &Value, path: &str, out: &mut Vec<String>) {
+        let at = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (v, known) {
+            (Value::Object(a), Value::Object(b)) => {
+                a.retain(|k, x| {
+                    let keep = b.contains_key(k) || x.is_null();
+                    if !keep {
+                        out.push(at(k));
+                    }
+                    keep
+                });
+                for (k, x) in a.iter_mut() {
+                    if let Some(y) = b.get(k) {
+                        walk(x, y, &at(k), out);
+                    }
+                }
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                for (i, (x, y)) in a.iter_mut().zip(b).enumerate() {
+                    walk(x, y, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(known) = typed(r, v)? {
+        walk(v, &known, "", &mut out);
+    }
+    Ok(out)
+}
+
+/// fieldValidation (kubectl --validate): Strict refuses fields the kind does not declare,
+/// Warn (the default) drops them with a warning for each, Ignore drops them silently.
+/// `before`: fields already unknown in the stored object, not the request's doing.
+fn check_fields(c: &Ctx, v: &mut Value, before: &[String]) -> Result<(), ApiError> {
+    let unknown: Vec<String> = prune_unknown(c.r, v)?
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    match c.validation {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            unknown.join(", "),
+            kind = c.r.kind,
+            v = c.r.version,
+        ))),
+        FieldValidation::Warn => {
+            c.warnings.borrow_mut().extend(unknown);
+            Ok(())
+        }
+        FieldValidation::Ignore => Ok(()),
+    }
 }
 
 fn check_namespace(c: &Ctx) -> Result<(), ApiError> {
@@ -553,6 +661,9 @@ fn modify_tracked(
             super::immutable::check(c.r.kind, &cur, &next)?;
         }
         typed_check(c.r, &next)?;
+        // A patch's fields are checked in what it makes (its body alone is partial).
+        let before = prune_unknown(c.r, &mut cur.clone()).unwrap_or_default();
+        check_fields(c, &mut next, &before)?;
         if let Track::Update(sub) = track {
             // The client's copy of managedFields is not authoritative; the server's is.
             next["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();

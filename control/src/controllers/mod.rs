@@ -57,6 +57,8 @@ fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ct
         table: false,
         manager: "kube-controller-manager",
         dry_run: false,
+        validation: crate::apiserver::objects::FieldValidation::Ignore,
+        warnings: Default::default(),
     };
     (c, name)
 }
@@ -131,6 +133,8 @@ pub(crate) fn create(
         table: false,
         manager: "kube-controller-manager",
         dry_run: false,
+        validation: crate::apiserver::objects::FieldValidation::Ignore,
+        warnings: Default::default(),
     };
     match crate::apiserver::objects::create_value(&c, o) {
         Ok(kv) => Ok(Some(decode(&kv))),

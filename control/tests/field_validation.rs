@@ -1,0 +1,103 @@
+//! fieldValidation as kube-apiserver applies it (kubectl --validate): Strict refuses a
+//! field the kind does not declare, Warn stores the object without it and warns, Ignore
+//! drops it silently — with the oldest and newest kubectl installed.
+
+mod common;
+use common::process::Control;
+
+fn kubectls() -> Vec<String> {
+    let mut v: Vec<String> = ["27", "33"]
+        .iter()
+        .map(|m| format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}"))
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
+    if v.is_empty() {
+        v.push("kubectl".into());
+    }
+    v
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: NAME\nspec:\n  replicas: 1\n  foo: 1\n  selector:\n    matchLabels: {app: NAME}\n  template:\n    metadata:\n      labels: {app: NAME}\n    spec:\n      containers:\n      - {name: c, image: nginx, bogus: yes}\n";
+
+#[test]
+#[ignore = "needs kubectl"]
+fn unknown_fields_by_field_validation() {
+    for (i, k) in kubectls().iter().enumerate() {
+        let dir = std::env::temp_dir().join(format!("skiff-fieldval-{i}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cp = Control::start(&dir, &[]);
+        let kc = cp.kubeconfig("admin.kubeconfig");
+        let run = |args: &[&str], stdin: Option<&str>| {
+            let mut c = std::process::Command::new(k);
+            c.arg("--kubeconfig").arg(&kc).args(args);
+            c.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            if let Some(s) = stdin {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            let o = child.wait_with_output().unwrap();
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        // Strict: refused, nothing stored.
+        let (ok, out, err) = run(
+            &["apply", "--validate=strict", "-f", "-"],
+            Some(&DEPLOYMENT.replace("NAME", "strict")),
+        );
+        assert!(!ok, "{k}: strict accepted an unknown field: {out}");
+        assert!(err.contains("unknown field \"spec.foo\""), "{k}: {err}");
+        let (ok, _, _) = run(&["get", "deployment", "strict"], None);
+        assert!(!ok, "{k}: stored despite Strict");
+        // Warn: stored without the fields, with a warning for each.
+        let (ok, _, err) = run(
+            &["apply", "--validate=warn", "-f", "-"],
+            Some(&DEPLOYMENT.replace("NAME", "warn")),
+        );
+        assert!(ok, "{k}: {err}");
+        assert!(
+            err.contains("Warning: unknown field \"spec.foo\""),
+            "{k}: {err}"
+        );
+        assert!(
+            err.contains("unknown field \"spec.template.spec.containers[0].bogus\""),
+            "{k}: {err}"
+        );
+        let (_, json, _) = run(&["get", "deployment", "warn", "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(v["spec"]["foo"].is_null(), "{k}: {json}");
+        assert!(v["spec"]["template"]["spec"]["containers"][0]["bogus"].is_null());
+        // Ignore: stored without them, silently.
+        let (ok, _, err) = run(
+            &["apply", "--validate=false", "-f", "-"],
+            Some(&DEPLOYMENT.replace("NAME", "ignore")),
+        );
+        assert!(ok, "{k}: {err}");
+        assert!(!err.contains("unknown field"), "{k}: {err}");
+        // A patch that adds one: refused (kubectl sends Strict) or warned about and dropped.
+        let (ok, _, err) = run(
+            &[
+                "patch",
+                "deployment",
+                "warn",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"bar":2}}"#,
+            ],
+            None,
+        );
+        assert!(err.contains("unknown field \"spec.bar\""), "{k}: {err}");
+        let (_, json, _) = run(&["get", "deployment", "warn", "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(v["spec"]["bar"].is_null(), "{k} (patch ok: {ok}): {json}");
+        drop(cp);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
