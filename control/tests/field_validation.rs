@@ -1,6 +1,7 @@
 //! fieldValidation as kube-apiserver applies it (kubectl --validate): Strict refuses a
 //! field the kind does not declare, Warn stores the object without it and warns, Ignore
-//! drops it silently — with the oldest and newest kubectl installed.
+//! drops it silently — with the oldest and newest kubectl installed. And the size limits:
+//! 1 MiB of ConfigMap data, 3 MiB of request.
 
 mod common;
 use common::process::Control;
@@ -100,4 +101,56 @@ fn unknown_fields_by_field_validation() {
         drop(cp);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+#[ignore = "needs kubectl"]
+fn configmap_and_request_size_limits() {
+    let dir = std::env::temp_dir().join(format!("skiff-sizes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = Control::start(&dir.join("cp"), &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let make = |name: &str, bytes: usize| {
+        let p = dir.join(name);
+        std::fs::write(&p, "x".repeat(bytes)).unwrap();
+        p
+    };
+    let create = |name: &str, file: &std::path::Path| {
+        let o = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["create", "configmap", name])
+            .arg(format!("--from-file=v={}", file.display()))
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = create("fits", &make("fits", 900 << 10));
+    assert!(ok, "{err}");
+    // Over 1 MiB of data: invalid, as Kubernetes validates it.
+    let (ok, err) = create("big", &make("big", 3 << 19));
+    assert!(!ok);
+    assert!(
+        err.contains("Too long: must have at most 1048576 bytes"),
+        "{err}"
+    );
+    // Over the request size limit: refused before it is read.
+    let (ok, err) = create("huge", &make("huge", 8 << 20));
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("too large"), "{err}");
+    let o = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["get", "configmaps", "-o", "name"])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&o.stdout);
+    assert!(names.contains("configmap/fits"), "{names}");
+    assert!(!names.contains("big") && !names.contains("huge"), "{names}");
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
 }

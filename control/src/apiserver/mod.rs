@@ -77,7 +77,29 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
                 .get::<tls::User>()
                 .map_or_else(|| "system:anonymous".to_string(), |u| u.name.clone());
             let (verb, uri) = (verb_of(&parts.method, &parts.uri), parts.uri.clone());
-            let resp = match axum::body::to_bytes(body, 64 << 20).await {
+            // kube-apiserver's request size limit (--max-request-bytes: 3 MiB).
+            const MAX_BODY: usize = 3 << 20;
+            let too_big = parts
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|n| n > MAX_BODY);
+            let body = if too_big {
+                // Read it (to a bound) and drop it, so the client, still sending, gets
+                // the answer rather than a broken connection.
+                let _ = axum::body::to_bytes(body, 64 << 20).await;
+                Err(format!("Request entity too large: limit is {MAX_BODY}"))
+            } else {
+                axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+                    let e = e.to_string();
+                    if e.contains("length limit") {
+                        format!("Request entity too large: limit is {MAX_BODY}")
+                    } else {
+                        format!("request body: {e}")
+                    }
+                })
+            };
+            let resp = match body {
                 Ok(body) => {
                     // Store calls block (up to the store's deadline when it cannot
                     // answer): on the blocking pool, so the async workers keep serving
@@ -103,7 +125,11 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
                         .into_response(),
                     }
                 }
-                Err(e) => ApiError::bad_request(format!("request body: {e}")).into_response(),
+                Err(e) if e.starts_with("Request entity too large") => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", e)
+                        .into_response()
+                }
+                Err(e) => ApiError::bad_request(e).into_response(),
             };
             // One line per request, as kube-apiserver's httplog.
             tracing::info!(

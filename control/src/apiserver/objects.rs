@@ -186,7 +186,43 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
 
 /// Reject objects that do not deserialize as their Kubernetes type (wrong field types).
 fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
-    typed(r, v).map(drop)
+    typed(r, v)?;
+    check_size(r, v)
+}
+
+/// ConfigMap and Secret data: at most 1 MiB in all (kube's validation; etcd's value
+/// limit is not far above).
+fn check_size(r: &Resource, v: &Value) -> Result<(), ApiError> {
+    const MAX: usize = 1 << 20;
+    let sum = |field: &str, base64: bool| -> usize {
+        v[field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, x)| x.as_str())
+            .map(|s| {
+                if base64 {
+                    s.trim_end_matches('=').len() * 3 / 4
+                } else {
+                    s.len()
+                }
+            })
+            .sum()
+    };
+    let (total, path) = match r.kind {
+        "ConfigMap" => (sum("data", false) + sum("binaryData", true), "[]"),
+        "Secret" => (sum("data", true) + sum("stringData", false), "data"),
+        _ => return Ok(()),
+    };
+    if total > MAX {
+        let name = v["metadata"]["name"].as_str().unwrap_or("");
+        return Err(ApiError::invalid(
+            r.kind,
+            name,
+            &format!("{path}: Too long: must have at most {MAX} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// The object through its Kubernetes type and back (None for kinds served untyped):
