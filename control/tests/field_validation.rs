@@ -154,3 +154,65 @@ fn configmap_and_request_size_limits() {
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Error Status objects carry `details` naming the object (name, group, kind) and, for
+/// Invalid, the failed fields — what kubectl debug and client-go read.
+#[test]
+fn error_statuses_name_their_object() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("skiff-details-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _cp = Control::start(&dir, &["--insecure-port", &port.to_string()]);
+    let call = |method: &str, path: &str, body: &str| -> serde_json::Value {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut c = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > end => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        };
+        write!(c, "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+    let pod = call("GET", "/api/v1/namespaces/default/pods/missing", "");
+    assert_eq!(pod["code"], 404);
+    assert_eq!(
+        pod["details"],
+        serde_json::json!({"name": "missing", "kind": "pods"})
+    );
+    let d = call(
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/gone",
+        "",
+    );
+    assert_eq!(
+        d["details"],
+        serde_json::json!({"name": "gone", "group": "apps", "kind": "deployments"})
+    );
+    let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"twice"}}"#;
+    call("POST", "/api/v1/namespaces/default/configmaps", cm);
+    let again = call("POST", "/api/v1/namespaces/default/configmaps", cm);
+    assert_eq!(again["reason"], "AlreadyExists");
+    assert_eq!(again["details"]["name"], "twice");
+    assert_eq!(again["details"]["kind"], "configmaps");
+    let bad = call(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#,
+    );
+    assert_eq!(bad["code"], 422, "{bad}");
+    assert_eq!(bad["details"]["name"], "Bad_Name");
+    assert_eq!(
+        bad["details"]["causes"][0]["field"], "metadata.name",
+        "{bad}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

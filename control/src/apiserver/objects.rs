@@ -102,18 +102,29 @@ pub(crate) fn uid() -> String {
 pub(crate) fn store_err(r: &Resource, name: &str, e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(_) => ApiError::not_found(&r.qualified(), name),
-        StoreError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified())),
-        StoreError::Conflict { .. } => ApiError::new(
+        StoreError::AlreadyExists(_) => ApiError::new(
             StatusCode::CONFLICT,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", r.qualified()),
-        ),
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", r.qualified()),
+        )
+        .about(&r.qualified(), name),
+        StoreError::Conflict { .. } => ApiError::conflict_retry(r, name),
         StoreError::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
         // kube-apiserver's answers when etcd cannot: the client may retry later.
-        StoreError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string()),
-        StoreError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", e.to_string()),
+        StoreError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            e.to_string(),
+        ),
+        StoreError::Timeout(_) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", e.to_string())
+        }
         StoreError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", other.to_string()),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            other.to_string(),
+        ),
     }
 }
 
