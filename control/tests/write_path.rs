@@ -1,7 +1,8 @@
 //! Controllers and the scheduler write through the API's own code (one write path): what
 //! they write carries what any API write carries — managedFields naming them (and the
 //! subresource: status, binding), generation moved by spec changes — and the scheduler
-//! binds through pods/binding (spec.nodeName with PodScheduled=True).
+//! binds through pods/binding (spec.nodeName with PodScheduled=True). The deployment
+//! controller's scaling shows as ScalingReplicaSet events.
 
 mod common;
 use common::process::{kubectl, Control};
@@ -117,6 +118,34 @@ fn controller_and_scheduler_writes_go_through_the_api() {
         r2["status"]["observedGeneration"].as_i64(),
         Some(g1 + 1),
         "{r2}"
+    );
+    // The Deployment's events say so, as kube's deployment controller records them.
+    let rs_name = r2["metadata"]["name"].as_str().unwrap().to_string();
+    let events = run(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=ScalingReplicaSet",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let msgs: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["kind"] == "Deployment")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        msgs.contains(&format!("Scaled up replica set {rs_name} to 1 from 0").as_str()),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.contains(&format!("Scaled up replica set {rs_name} to 2 from 1").as_str()),
+        "{msgs:?}"
     );
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);

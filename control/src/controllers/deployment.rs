@@ -86,11 +86,27 @@ fn available(rs: &Value) -> i64 {
     rs["status"]["availableReplicas"].as_i64().unwrap_or(0)
 }
 
-fn set_replicas(store: &Store, rs: &Value, n: i64) -> Result<(), StoreError> {
-    if spec_replicas(rs) != n {
+/// Scale a ReplicaSet of deployment `d`, with kube's ScalingReplicaSet event.
+fn set_replicas(store: &Store, d: &Value, rs: &Value, n: i64) -> Result<(), StoreError> {
+    let from = spec_replicas(rs);
+    if from != n {
         let mut next = rs.clone();
         next["spec"]["replicas"] = json!(n);
-        update(store, &key_of(rs, "apps", "replicasets"), &next)?;
+        if update(store, &key_of(rs, "apps", "replicasets"), &next)?.is_some() {
+            let msg = format!(
+                "Scaled {} replica set {} to {n} from {from}",
+                if n > from { "up" } else { "down" },
+                rs["metadata"]["name"].as_str().unwrap_or("")
+            );
+            record_event(
+                store,
+                d,
+                "Normal",
+                "ScalingReplicaSet",
+                &msg,
+                "deployment-controller",
+            );
+        }
     }
     Ok(())
 }
@@ -126,7 +142,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
     if paused {
         // Only scaling of the current set while paused; no rollout.
         if let Some(rs) = &new_rs {
-            set_replicas(store, rs, replicas)?;
+            set_replicas(store, d, rs, replicas)?;
         }
         write_status(store, d, new_rs.as_ref(), owned, replicas, &hash)?;
         return Ok(());
@@ -159,6 +175,20 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
                 "spec": {"replicas": start, "selector": selector, "template": tpl}
             });
             new_rs = create(store, "apps", "replicasets", rs)?;
+            if let Some(rs) = new_rs.as_ref().filter(|_| start > 0) {
+                let msg = format!(
+                    "Scaled up replica set {} to {start} from 0",
+                    rs["metadata"]["name"].as_str().unwrap_or("")
+                );
+                record_event(
+                    store,
+                    d,
+                    "Normal",
+                    "ScalingReplicaSet",
+                    &msg,
+                    "deployment-controller",
+                );
+            }
         }
         Some(rs) => {
             // Back to an older template: it becomes the newest revision.
@@ -174,7 +204,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
 
     if recreate {
         for old in &olds {
-            set_replicas(store, old, 0)?;
+            set_replicas(store, d, old, 0)?;
         }
         // Up only once every old pod is gone.
         let old_pods: i64 = olds
@@ -182,7 +212,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
             .map(|rs| rs["status"]["replicas"].as_i64().unwrap_or(0))
             .sum();
         if old_pods == 0 {
-            set_replicas(store, &new_rs, replicas)?;
+            set_replicas(store, d, &new_rs, replicas)?;
         }
     } else {
         let (surge, unavail) = surge_and_unavailable(d, replicas);
@@ -199,7 +229,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
         } else {
             (replicas + surge - old_total).clamp(new_spec, replicas)
         };
-        set_replicas(store, &new_rs, target)?;
+        set_replicas(store, d, &new_rs, target)?;
         // Scale down old sets, as kube reasons: from the pods the specs ask for (not from
         // statuses, which lag), keep replicas - maxUnavailable, counting new pods that are
         // not available yet as missing.
@@ -213,7 +243,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
             let spec = spec_replicas(old);
             let cut = spec.min(can_remove);
             if cut > 0 {
-                set_replicas(store, old, spec - cut)?;
+                set_replicas(store, d, old, spec - cut)?;
                 can_remove -= cut;
             }
         }
