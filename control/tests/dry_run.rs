@@ -3,47 +3,17 @@
 //! and newest kubectl installed.
 
 mod common;
-use common::process::Control;
-
-fn kubectls() -> Vec<String> {
-    let mut v: Vec<String> = ["27", "33"]
-        .iter()
-        .map(|m| format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}"))
-        .filter(|p| std::path::Path::new(p).exists())
-        .collect();
-    if v.is_empty() {
-        v.push("kubectl".into());
-    }
-    v
-}
+use common::process::{kubectl_as, kubectl_range, Control};
 
 #[test]
 #[ignore = "needs kubectl"]
 fn dry_run_writes_nothing() {
-    for (i, k) in kubectls().iter().enumerate() {
+    for (i, k) in kubectl_range().iter().enumerate() {
         let dir = std::env::temp_dir().join(format!("skiff-dryrun-{i}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cp = Control::start(&dir, &[]);
         let kc = cp.kubeconfig("admin.kubeconfig");
-        let run = |args: &[&str], stdin: Option<&str>| {
-            let mut c = std::process::Command::new(k);
-            c.arg("--kubeconfig").arg(&kc).args(args);
-            c.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            if let Some(s) = stdin {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-            }
-            drop(child.stdin.take());
-            let o = child.wait_with_output().unwrap();
-            (
-                o.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&o.stdout).into_owned(),
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            )
-        };
+        let run = |args: &[&str], stdin: Option<&str>| kubectl_as(k, &kc, args, stdin);
         // create: answered (with a uid, without a resourceVersion), not stored.
         let (code, out, err) = run(
             &[

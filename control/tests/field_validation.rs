@@ -4,48 +4,21 @@
 //! 1 MiB of ConfigMap data, 3 MiB of request.
 
 mod common;
-use common::process::Control;
-
-fn kubectls() -> Vec<String> {
-    let mut v: Vec<String> = ["27", "33"]
-        .iter()
-        .map(|m| format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}"))
-        .filter(|p| std::path::Path::new(p).exists())
-        .collect();
-    if v.is_empty() {
-        v.push("kubectl".into());
-    }
-    v
-}
+use common::process::{kubectl_as, kubectl_range, Control};
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: NAME\nspec:\n  replicas: 1\n  foo: 1\n  selector:\n    matchLabels: {app: NAME}\n  template:\n    metadata:\n      labels: {app: NAME}\n    spec:\n      containers:\n      - {name: c, image: nginx, bogus: yes}\n";
 
 #[test]
 #[ignore = "needs kubectl"]
 fn unknown_fields_by_field_validation() {
-    for (i, k) in kubectls().iter().enumerate() {
+    for (i, k) in kubectl_range().iter().enumerate() {
         let dir = std::env::temp_dir().join(format!("skiff-fieldval-{i}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cp = Control::start(&dir, &[]);
         let kc = cp.kubeconfig("admin.kubeconfig");
         let run = |args: &[&str], stdin: Option<&str>| {
-            let mut c = std::process::Command::new(k);
-            c.arg("--kubeconfig").arg(&kc).args(args);
-            c.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            if let Some(s) = stdin {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-            }
-            drop(child.stdin.take());
-            let o = child.wait_with_output().unwrap();
-            (
-                o.status.success(),
-                String::from_utf8_lossy(&o.stdout).into_owned(),
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            )
+            let (code, out, err) = kubectl_as(k, &kc, args, stdin);
+            (code == 0, out, err)
         };
         // Strict: refused, nothing stored.
         let (ok, out, err) = run(

@@ -9,19 +9,6 @@ use std::collections::HashSet;
 
 const FOREGROUND: &str = "foregroundDeletion";
 
-/// An object's uid, all a pass needs of objects that own nothing and are owned by
-/// nothing (most of them: decoding them whole made a pass cost the whole store).
-#[derive(serde::Deserialize)]
-struct Uid {
-    metadata: UidMeta,
-}
-
-#[derive(serde::Deserialize)]
-struct UidMeta {
-    #[serde(default)]
-    uid: String,
-}
-
 fn mentions(kv: &crate::store::KeyValue, needle: &[u8]) -> bool {
     kv.value.windows(needle.len()).any(|w| w == needle)
 }
@@ -30,8 +17,9 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
     let (everything, _) = store.list("/registry/")?;
     let uids: HashSet<String> = everything
         .iter()
-        .filter_map(|kv| serde_json::from_slice::<Uid>(&kv.value).ok())
+        .filter_map(super::view::of)
         .map(|u| u.metadata.uid)
+        .filter(|u| !u.is_empty())
         .collect();
     let uids: HashSet<&str> = uids.iter().map(String::as_str).collect();
     // Only owned objects and foreground deletions are looked at further.

@@ -15,6 +15,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 mod replicaset;
 mod scheduling;
+mod view;
 
 use crate::apiserver::objects::{decode, delete_object, encode, now_rfc3339, random_hex, uid};
 use crate::store::{Precondition, Store, StoreError};

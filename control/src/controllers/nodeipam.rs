@@ -30,23 +30,11 @@ pub fn reconcile(store: &Store, cfg: &Config, reported: &mut Reported) -> Result
         return Ok(());
     }
     // Only spec.podCIDR of every node each pass; whole nodes only for those without.
-    #[derive(serde::Deserialize, Default)]
-    struct Spec {
-        #[serde(rename = "podCIDR")]
-        pod_cidr: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct View {
-        #[serde(default)]
-        spec: Spec,
-    }
     let kvs = store.list("/registry/core/nodes/")?.0;
     let mut used = std::collections::HashSet::new();
     let mut nodes = Vec::new();
     for kv in &kvs {
-        let cidr = serde_json::from_slice::<View>(&kv.value)
-            .ok()
-            .and_then(|v| v.spec.pod_cidr);
+        let cidr = super::view::of(kv).and_then(|v| v.spec.pod_cidr);
         match cidr.as_deref().and_then(parse_cidr) {
             Some((a, _)) => {
                 used.insert(a);

@@ -26,43 +26,6 @@ fn toleration_secs(pod: &Value, default: Duration) -> Option<Duration> {
     Some(default)
 }
 
-/// The part of a Lease or Node this loop reads every pass (decoding only it keeps a
-/// pass over thousands of nodes cheap; a node is decoded whole only to be changed).
-#[derive(serde::Deserialize)]
-struct View {
-    metadata: ViewMeta,
-    #[serde(default)]
-    spec: ViewSpec,
-}
-
-#[derive(serde::Deserialize)]
-struct ViewMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "creationTimestamp")]
-    created: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ViewSpec {
-    #[serde(rename = "renewTime")]
-    renew_time: Option<String>,
-    #[serde(default)]
-    taints: Vec<ViewTaint>,
-}
-
-#[derive(serde::Deserialize)]
-struct ViewTaint {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    effect: String,
-}
-
-fn view(kv: &crate::store::KeyValue) -> Option<View> {
-    serde_json::from_slice(&kv.value).ok()
-}
-
 fn parse_time(s: &Option<String>) -> Option<SystemTime> {
     s.as_deref().and_then(|s| humantime_parse(s).ok())
 }
@@ -74,11 +37,13 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
         .list("/registry/coordination.k8s.io/leases/kube-node-lease/")?
         .0
         .iter()
-        .filter_map(view)
+        .filter_map(super::view::of)
         .map(|l| (l.metadata.name, parse_time(&l.spec.renew_time)))
         .collect();
     for kv in store.list("/registry/core/nodes/")?.0 {
-        let Some(v) = view(&kv) else { continue };
+        let Some(v) = super::view::of(&kv) else {
+            continue;
+        };
         let name = v.metadata.name.clone();
         let last = leases
             .get(&name)

@@ -14,40 +14,8 @@ const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 /// Pods (by uid) first seen on a missing node, and when; kept by the caller's loop.
 pub type Orphans = HashMap<String, Instant>;
 
-/// What a pass reads of every pod and node (decoding them whole made it cost the store).
-#[derive(serde::Deserialize)]
-struct View {
-    metadata: ViewMeta,
-    #[serde(default)]
-    spec: ViewSpec,
-}
-
-#[derive(serde::Deserialize)]
-struct ViewMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    uid: String,
-    #[serde(rename = "deletionTimestamp")]
-    deletion: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ViewSpec {
-    #[serde(rename = "nodeName")]
-    node_name: Option<String>,
-    #[serde(default)]
-    taints: Vec<ViewTaint>,
-}
-
-#[derive(serde::Deserialize)]
-struct ViewTaint {
-    #[serde(default)]
-    key: String,
-}
-
 pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) -> Result<(), StoreError> {
-    let view = |kv: &crate::store::KeyValue| serde_json::from_slice::<View>(&kv.value).ok();
+    let view = super::view::of;
     let mut still_orphaned = std::collections::HashSet::new();
     // Node name → taken out of service.
     let nodes: HashMap<String, bool> = store
@@ -65,7 +33,7 @@ pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) -> Result<(
         let Some(node) = pod.spec.node_name.as_deref().filter(|n| !n.is_empty()) else {
             continue;
         };
-        let terminating = pod.metadata.deletion.is_some();
+        let terminating = pod.metadata.deleted.is_some();
         let uid = pod.metadata.uid.clone();
         let force = match nodes.get(node) {
             None => {

@@ -315,10 +315,6 @@ impl Etcd {
         })
     }
 
-    pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        self.range(prefix, None, 0, 0).map(|p| (p.kvs, p.revision))
-    }
-
     /// A page of the range under `prefix` after `after`, at revision `at` (0: now).
     pub fn range(
         &self,

@@ -228,10 +228,7 @@ impl Store {
 
     /// Keys under `prefix` in key order, and the revision they were read at.
     pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        match self {
-            Store::Embedded(s) => s.list(prefix),
-            Store::Etcd(s) => s.list(prefix),
-        }
+        self.range(prefix, None, 0, 0).map(|p| (p.kvs, p.revision))
     }
 
     /// Up to `limit` keys under `prefix` after `after` (0: all), as they were at revision
@@ -532,12 +529,6 @@ impl Embedded {
         };
         self.wait_durable(rev)?;
         Ok(kv)
-    }
-
-    /// Every key under `prefix`, in key order, with the revision they were read at
-    /// (durable).
-    pub fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        self.range(prefix, None, 0, 0).map(|p| (p.kvs, p.revision))
     }
 
     /// A page of keys, at a past revision if asked: the current keys with the changes

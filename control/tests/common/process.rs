@@ -160,3 +160,45 @@ pub fn kubectl_in(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Ou
     }
     child.wait_with_output().unwrap()
 }
+
+/// The oldest and newest kubectl installed (1.27 and 1.33), else the one on PATH.
+pub fn kubectl_range() -> Vec<String> {
+    let mut v: Vec<String> = ["27", "33"]
+        .iter()
+        .map(|m| format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}"))
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    if v.is_empty() {
+        v.push("kubectl".into());
+    }
+    v
+}
+
+/// Run kubectl `bin` with kubeconfig `kc`: (exit code, stdout, stderr).
+pub fn kubectl_as(
+    bin: &str,
+    kc: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
