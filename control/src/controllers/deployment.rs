@@ -86,6 +86,23 @@ fn available(rs: &Value) -> i64 {
     rs["status"]["availableReplicas"].as_i64().unwrap_or(0)
 }
 
+/// kube's ScalingReplicaSet event on deployment `d`.
+fn scaled(store: &Store, d: &Value, rs: &Value, from: i64, to: i64) {
+    let msg = format!(
+        "Scaled {} replica set {} to {to} from {from}",
+        if to > from { "up" } else { "down" },
+        rs["metadata"]["name"].as_str().unwrap_or("")
+    );
+    record_event(
+        store,
+        d,
+        "Normal",
+        "ScalingReplicaSet",
+        &msg,
+        "deployment-controller",
+    );
+}
+
 /// Scale a ReplicaSet of deployment `d`, with kube's ScalingReplicaSet event.
 fn set_replicas(store: &Store, d: &Value, rs: &Value, n: i64) -> Result<(), StoreError> {
     let from = spec_replicas(rs);
@@ -93,19 +110,7 @@ fn set_replicas(store: &Store, d: &Value, rs: &Value, n: i64) -> Result<(), Stor
         let mut next = rs.clone();
         next["spec"]["replicas"] = json!(n);
         if update(store, &key_of(rs, "apps", "replicasets"), &next)?.is_some() {
-            let msg = format!(
-                "Scaled {} replica set {} to {n} from {from}",
-                if n > from { "up" } else { "down" },
-                rs["metadata"]["name"].as_str().unwrap_or("")
-            );
-            record_event(
-                store,
-                d,
-                "Normal",
-                "ScalingReplicaSet",
-                &msg,
-                "deployment-controller",
-            );
+            scaled(store, d, rs, from, n);
         }
     }
     Ok(())
@@ -176,18 +181,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
             });
             new_rs = create(store, "apps", "replicasets", rs)?;
             if let Some(rs) = new_rs.as_ref().filter(|_| start > 0) {
-                let msg = format!(
-                    "Scaled up replica set {} to {start} from 0",
-                    rs["metadata"]["name"].as_str().unwrap_or("")
-                );
-                record_event(
-                    store,
-                    d,
-                    "Normal",
-                    "ScalingReplicaSet",
-                    &msg,
-                    "deployment-controller",
-                );
+                scaled(store, d, rs, 0, start);
             }
         }
         Some(rs) => {
