@@ -202,6 +202,25 @@ pub async fn api_ready(api: &Api<Node>, name: &str) -> Option<bool> {
     )
 }
 
+/// Keep each condition's lastTransitionTime from `old` while its status is the same:
+/// the time says when it last changed, not when it was last posted (as the kubelet's
+/// setters do).
+pub fn keep_transitions(new: &mut NodeStatus, old: Option<&NodeStatus>) {
+    let Some(old) = old.and_then(|o| o.conditions.as_ref()) else {
+        return;
+    };
+    for c in new.conditions.iter_mut().flatten() {
+        if let Some(prev) = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            if prev.last_transition_time.is_some() {
+                c.last_transition_time = prev.last_transition_time.clone();
+            }
+        }
+    }
+}
+
 pub async fn post_status(
     api: &Api<Node>,
     cfg: &Config,
@@ -209,11 +228,55 @@ pub async fn post_status(
     ready: bool,
     port: i32,
 ) -> Result<Node, kube::Error> {
-    let patch = serde_json::json!({ "status": status(cfg, m, ready, port) });
+    let mut st = status(cfg, m, ready, port);
+    // What the API has now; without it (unreadable) every condition starts now.
+    let current = api.get_status(&cfg.node_name).await.ok();
+    keep_transitions(&mut st, current.as_ref().and_then(|n| n.status.as_ref()));
+    let patch = serde_json::json!({ "status": st });
     api.patch_status(
         &cfg.node_name,
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(status: &str, at: &str) -> NodeCondition {
+        NodeCondition {
+            type_: "Ready".into(),
+            status: status.into(),
+            last_transition_time: Some(Time(at.parse().unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_does() {
+        let old = NodeStatus {
+            conditions: Some(vec![cond("True", "2026-01-01T00:00:00Z")]),
+            ..Default::default()
+        };
+        let mut same = NodeStatus {
+            conditions: Some(vec![cond("True", "2026-06-01T00:00:00Z")]),
+            ..Default::default()
+        };
+        keep_transitions(&mut same, Some(&old));
+        assert_eq!(
+            same.conditions.unwrap()[0].last_transition_time,
+            Some(Time("2026-01-01T00:00:00Z".parse().unwrap()))
+        );
+        let mut changed = NodeStatus {
+            conditions: Some(vec![cond("False", "2026-06-01T00:00:00Z")]),
+            ..Default::default()
+        };
+        keep_transitions(&mut changed, Some(&old));
+        assert_eq!(
+            changed.conditions.unwrap()[0].last_transition_time,
+            Some(Time("2026-06-01T00:00:00Z".parse().unwrap()))
+        );
+    }
 }

@@ -1299,6 +1299,15 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
             .unwrap()
             .success());
     };
+    // A condition's lastTransitionTime says when it last changed, not when it was
+    // last posted: MemoryPressure stays False, so its time stays through the re-post.
+    let since = |c: &Cluster, typ: &str| -> Option<String> {
+        let n = c.json(&["get", "node", "nb"]);
+        let conds = n["status"]["conditions"].as_array()?.clone();
+        let r = conds.iter().find(|x| x["type"] == typ)?;
+        r["lastTransitionTime"].as_str().map(str::to_string)
+    };
+    let memory_since = since(&c, "MemoryPressure").expect("MemoryPressure condition");
     signal("-STOP");
     c.wait(
         30,
@@ -1317,6 +1326,11 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
     eprintln!(
         "node b Ready {:?} after its kubelet was thawed",
         thawed.elapsed()
+    );
+    assert_eq!(
+        since(&c, "MemoryPressure").as_deref(),
+        Some(memory_since.as_str()),
+        "MemoryPressure's lastTransitionTime moved without a transition"
     );
     for p in &mut proxies {
         let _ = p.kill();
