@@ -373,6 +373,26 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) 
         taints.contains("node.kubernetes.io/unreachable"),
         "{taints}"
     );
+    // The node controller's events, as kube's: registered, then NotReady.
+    let (_, events) = cp.run(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=node-1",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(
+        events.contains("RegisteredNode: Node node-1 event: Registered Node node-1 in Controller"),
+        "{events}"
+    );
+    assert!(
+        events.contains("NodeNotReady: Node node-1 status is now: NodeNotReady"),
+        "{events}"
+    );
     // The operator declares node-1 dead (out-of-service taint): the pod GC deletes the
     // Terminating pod at once.
     let (ok, out) = cp.run(

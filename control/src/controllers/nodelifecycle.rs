@@ -30,7 +30,20 @@ fn parse_time(s: &Option<String>) -> Option<SystemTime> {
     s.as_deref().and_then(|s| humantime_parse(s).ok())
 }
 
-pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
+/// Nodes (by uid) this controller has announced with a RegisteredNode event.
+pub type Registered = std::collections::HashSet<String>;
+
+fn node_event(store: &Store, node: &Value, reason: &str, what: &str) {
+    let name = node["metadata"]["name"].as_str().unwrap_or("");
+    let msg = format!("Node {name} event: {what}");
+    record_event(store, node, "Normal", reason, &msg, "node-controller");
+}
+
+pub fn reconcile(
+    store: &Store,
+    cfg: &Config,
+    registered: &mut Registered,
+) -> Result<(), StoreError> {
     let now = SystemTime::now();
     // All node leases in one read, not one read per node.
     let leases: std::collections::HashMap<String, Option<SystemTime>> = store
@@ -45,6 +58,15 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
             continue;
         };
         let name = v.metadata.name.clone();
+        // Each node once per controller start, as kube's node controller announces it.
+        if registered.insert(v.metadata.uid.clone()) {
+            node_event(
+                store,
+                &decode(&kv),
+                "RegisteredNode",
+                &format!("Registered Node {name} in Controller"),
+            );
+        }
         let last = leases
             .get(&name)
             .copied()
@@ -84,7 +106,17 @@ pub fn reconcile(store: &Store, cfg: &Config) -> Result<(), StoreError> {
             let key = key_of(&node, "core", "nodes");
             if let Some(mut written) = update(store, &key, &next)? {
                 written["status"]["conditions"] = json!(conds);
-                update_status(store, &key, &written)?;
+                if update_status(store, &key, &written)?.is_some() {
+                    let msg = format!("Node {name} status is now: NodeNotReady");
+                    record_event(
+                        store,
+                        &node,
+                        "Normal",
+                        "NodeNotReady",
+                        &msg,
+                        "node-controller",
+                    );
+                }
             }
         } else if !stale && tainted.is_some() {
             tracing::info!(node = %name, "node renews its lease again: unreachable taint removed");
