@@ -189,7 +189,7 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
             )));
         }
     }
-    check_fields(c, &mut v, &[])?;
+    check_fields(c, &mut v, Vec::new)?;
     super::defaults::apply(c.r.kind, &mut v);
     typed_check(c.r, &v)?;
     Ok(v)
@@ -304,9 +304,20 @@ fn prune_unknown(r: &Resource, v: &mut Value) -> Result<Vec<String>, ApiError> {
 
 /// fieldValidation (kubectl --validate): Strict refuses fields the kind does not declare,
 /// Warn (the default) drops them with a warning for each, Ignore drops them silently.
-/// `before`: fields already unknown in the stored object, not the request's doing.
-fn check_fields(c: &Ctx, v: &mut Value, before: &[String]) -> Result<(), ApiError> {
-    let unknown: Vec<String> = prune_unknown(c.r, v)?
+/// `before`: fields already unknown in the stored object, not the request's doing
+/// (computed only when there are unknown fields).
+fn check_fields(
+    c: &Ctx,
+    v: &mut Value,
+    before: impl FnOnce() -> Vec<String>,
+) -> Result<(), ApiError> {
+    let found = prune_unknown(c.r, v)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    // Only then is the stored object looked at (most writes have nothing unknown).
+    let before = before();
+    let unknown: Vec<String> = found
         .into_iter()
         .filter(|f| !before.contains(f))
         .map(|f| format!("unknown field \"{f}\""))
@@ -709,8 +720,9 @@ fn modify_tracked(
         }
         typed_check(c.r, &next)?;
         // A patch's fields are checked in what it makes (its body alone is partial).
-        let before = prune_unknown(c.r, &mut cur.clone()).unwrap_or_default();
-        check_fields(c, &mut next, &before)?;
+        check_fields(c, &mut next, || {
+            prune_unknown(c.r, &mut cur.clone()).unwrap_or_default()
+        })?;
         if let Track::Update(sub) = track {
             // The client's copy of managedFields is not authoritative; the server's is.
             next["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
