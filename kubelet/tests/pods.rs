@@ -538,8 +538,38 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         );
         assert_eq!(seen, names);
     }
+    // The proxy reports its syncs (kube-proxy's metric names) and its health.
+    let get = |path: &str| {
+        let o = node.in_node(&format!(
+            "timeout 5 busybox wget -qO- http://127.0.0.1:{path}"
+        ));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(get("10256/healthz").trim(), "ok");
+    let metrics = get("10249/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(value("kubeproxy_sync_proxy_rules_duration_seconds_count") >= 1.0);
+    assert!(value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") > 1.0e9);
+    assert!(
+        value("skiff_proxy_programmed_endpoints") >= 2.0,
+        "{metrics}"
+    );
+    // Killed, the proxy leaves its rules: the Service keeps answering.
     let _ = proxy.kill();
     let _ = proxy.wait();
+    let o = node.in_node(&format!(
+        "timeout 5 busybox wget -qO- http://{cluster_ip}/hostname"
+    ));
+    assert!(
+        names.contains(String::from_utf8_lossy(&o.stdout).trim()),
+        "after the proxy died: {o:?}"
+    );
 
     // Restarts in place per restartPolicy, with back-off; Never pods end Succeeded or
     // Failed; a missing image with pull policy Never is reported, not retried.

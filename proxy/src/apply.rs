@@ -1,8 +1,7 @@
-//! Putting rules into the kernel: `nft -f -` (one transaction) or `iptables-restore
-//! --noflush` plus the jumps from the built-in chains. A sync whose rules equal the last
-//! ones applied is skipped.
+//! Putting rules into the kernel through either mode's proxier, and removing them.
 
 use crate::model::ServicePort;
+use crate::nftables::Outcome;
 use crate::{iptables, nftables, Options};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -21,7 +20,7 @@ pub enum ApplyError {
     Failed(String, String),
 }
 
-fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, ApplyError> {
+pub(crate) fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, ApplyError> {
     let what = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
@@ -52,90 +51,36 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, Appl
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub struct Applier {
-    pub mode: Mode,
-    pub opts: Options,
-    /// iptables: the rules last applied.
-    last: Option<String>,
-    /// nftables: the service ports the table was last brought to.
-    last_ports: Option<nftables::Ports>,
+/// The proxier of either mode.
+pub enum Applier {
+    Nftables(nftables::Nftables),
+    Iptables(iptables::Iptables),
 }
 
 impl Applier {
     pub fn new(mode: Mode, opts: Options) -> Applier {
-        Applier {
-            mode,
-            opts,
-            last: None,
-            last_ports: None,
+        match mode {
+            Mode::Nftables => Applier::Nftables(nftables::Nftables::new(opts)),
+            Mode::Iptables => Applier::Iptables(iptables::Iptables::new(opts)),
         }
     }
 
-    /// Program these service ports; Ok(false) when nothing changed.
-    pub fn sync(&mut self, ports: &[ServicePort]) -> Result<bool, ApplyError> {
-        match self.mode {
-            Mode::Nftables => {
-                let new = nftables::by_id(ports);
-                let text = match self.last_ports.take() {
-                    // Only what changed.
-                    Some(old) => nftables::render_update(&old, &new, &self.opts),
-                    None => nftables::render(ports, &self.opts),
-                };
-                if text.is_empty() {
-                    self.last_ports = Some(new);
-                    return Ok(false);
-                }
-                // On failure last_ports stays None: the next sync rewrites the table.
-                run("nft", &["-f", "-"], Some(&text))?;
-                self.last_ports = Some(new);
-            }
-            Mode::Iptables => {
-                let desired = iptables::render(ports, &self.opts, &[]);
-                if self.last.as_ref() == Some(&desired) {
-                    return Ok(false);
-                }
-                self.last = None;
-                let existing = skiff_chains("nat")?;
-                let text = iptables::render(ports, &self.opts, &existing);
-                run("iptables-restore", &["--noflush"], Some(&text))?;
-                ensure_jumps()?;
-                self.last = Some(desired);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Forget what was applied (the next sync rewrites even if equal), e.g. after
-    /// someone else flushed the rules.
-    pub fn invalidate(&mut self) {
-        self.last = None;
-        self.last_ports = None;
-    }
-}
-
-/// Our chains in an iptables table.
-fn skiff_chains(table: &str) -> Result<Vec<String>, ApplyError> {
-    let out = run("iptables-save", &["-t", table], None)?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| c.starts_with("SKIFF-"))
-        .map(String::from)
-        .collect())
-}
-
-fn ensure_jumps() -> Result<(), ApplyError> {
-    for (table, chain, rule) in iptables::jumps() {
-        let mut check = vec!["-w", "-t", table, "-C", chain];
-        check.extend(&rule);
-        if run("iptables", &check, None).is_err() {
-            let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
-            insert.extend(&rule);
-            run("iptables", &insert, None)?;
+    /// Program these service ports, touching only what changed since the last sync
+    /// (the first one compares with, and repairs, what the kernel holds).
+    pub fn sync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        match self {
+            Applier::Nftables(n) => n.sync(ports),
+            Applier::Iptables(i) => i.sync(ports),
         }
     }
-    Ok(())
+
+    /// The periodic sync: also repairs changes someone else made to our rules.
+    pub fn resync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        match self {
+            Applier::Nftables(n) => n.resync(ports),
+            Applier::Iptables(i) => i.resync(ports),
+        }
+    }
 }
 
 /// Remove every rule of `mode` (`--cleanup`, and the other mode at start).
@@ -151,7 +96,7 @@ pub fn cleanup(mode: Mode, opts: &Options) -> Result<(), ApplyError> {
                 while run("iptables", &del, None).is_ok() {}
             }
             for table in ["nat", "filter"] {
-                let chains = skiff_chains(table)?;
+                let chains = iptables::skiff_chains(table)?;
                 if chains.is_empty() {
                     continue;
                 }

@@ -2,11 +2,20 @@
 //! SKIFF- instead of KUBE-): a services chain with one rule per service IP and port, a
 //! chain per service port choosing an endpoint by `statistic --mode random`, a chain per
 //! endpoint that DNATs, marking for masquerade, and REJECT for services without
-//! endpoints. Our chains are rewritten in one iptables-restore (--noflush keeps everyone
+//! endpoints. Our chains are written with iptables-restore (--noflush keeps everyone
 //! else's rules); the jumps from the built-in chains are added once.
+//!
+//! Syncs are partial (KEP-3453): the top-level chains are written whole, the chains of
+//! a service port only when it changed, and chains no longer wanted are deleted. A
+//! full restore happens at start, after a failed restore, and when the periodic resync
+//! finds that someone else changed the ruleset (its generation moved).
 
+use crate::apply::{run, ApplyError};
+use crate::generation;
 use crate::model::{hash, ServicePort};
+use crate::nftables::Outcome;
 use crate::Options;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 pub const SERVICES: &str = "SKIFF-SERVICES";
@@ -75,9 +84,31 @@ pub fn jumps() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     ]
 }
 
-/// The iptables-restore input for both tables. `existing` are the SKIFF- chains now in
-/// the nat table: those no longer wanted are flushed and deleted in the same restore.
-pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String {
+/// The nat chains of a service port.
+pub fn chains_of(p: &ServicePort) -> Vec<String> {
+    if p.endpoints.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![chain("SVC", &p.id())];
+    out.extend(
+        p.endpoints
+            .iter()
+            .map(|(ip, port)| sep_chain(p, *ip, *port)),
+    );
+    if p.node_port.is_some() {
+        out.push(chain("EXT", &p.id()));
+    }
+    out
+}
+
+/// The iptables-restore input for both tables. `only`: write the chains of just these
+/// service ports (a partial sync; None writes all); `stale`: nat chains to delete.
+pub fn render(
+    ports: &[ServicePort],
+    o: &Options,
+    only: Option<&BTreeSet<String>>,
+    stale: &[String],
+) -> String {
     let mut nat_chains = vec![
         SERVICES.to_string(),
         NODEPORTS.to_string(),
@@ -86,6 +117,7 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
         MARK_DROP.to_string(),
     ];
     let mut nat = String::new();
+    let mut chain_rules = String::new();
     let mut filter = String::new();
     let comment = |p: &ServicePort| format!("\"{}/{}:{}\"", p.namespace, p.name, p.port_name);
     for p in ports {
@@ -110,7 +142,12 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
             continue;
         }
         let svc = chain("SVC", &p.id());
-        nat_chains.push(svc.clone());
+        let write = only.is_none_or(|ids| ids.contains(&p.id()));
+        // The chains of an unchanged port stay as they are: only referred to.
+        let mut own = String::new();
+        if write {
+            nat_chains.push(svc.clone());
+        }
         for a in &addrs {
             let _ = writeln!(
                 nat,
@@ -121,23 +158,25 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
         }
         if let (Some(cidr), Some(ip)) = (&o.cluster_cidr, p.cluster_ip) {
             let _ = writeln!(
-                nat,
+                own,
                 "-A {svc} ! -s {cidr} -d {ip}/32 -p {proto} -m {proto} --dport {} -j {MARK_MASQ}",
                 p.port
             );
         }
         for (ip, port) in &p.endpoints {
             let sep = sep_chain(p, *ip, *port);
-            nat_chains.push(sep.clone());
-            let _ = writeln!(nat, "-A {sep} -s {ip}/32 -j {MARK_MASQ}");
+            if write {
+                nat_chains.push(sep.clone());
+            }
+            let _ = writeln!(own, "-A {sep} -s {ip}/32 -j {MARK_MASQ}");
             if p.affinity_seconds.is_some() {
                 let _ = writeln!(
-                    nat,
+                    own,
                     "-A {sep} -m recent --name {sep} --mask 255.255.255.255 --rsource --set"
                 );
             }
             let _ = writeln!(
-                nat,
+                own,
                 "-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ip}:{port}"
             );
         }
@@ -146,10 +185,12 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
         } else {
             &p.endpoints
         };
-        pick(&mut nat, &svc, p, cluster);
+        pick(&mut own, &svc, p, cluster);
         if let Some(np) = p.node_port {
             let ext = chain("EXT", &p.id());
-            nat_chains.push(ext.clone());
+            if write {
+                nat_chains.push(ext.clone());
+            }
             let _ = writeln!(
                 nat,
                 "-A {NODEPORTS} -m comment --comment {} -p {proto} -m {proto} --dport {np} -j {ext}",
@@ -157,10 +198,13 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
             );
             if p.external_local {
                 // Only this node's endpoints, and the client's address kept.
-                pick(&mut nat, &ext, p, &p.local_endpoints);
+                pick(&mut own, &ext, p, &p.local_endpoints);
             } else {
-                let _ = writeln!(nat, "-A {ext} -j {MARK_MASQ}\n-A {ext} -j {svc}");
+                let _ = writeln!(own, "-A {ext} -j {MARK_MASQ}\n-A {ext} -j {svc}");
             }
+        }
+        if write {
+            chain_rules.push_str(&own);
         }
     }
     let _ = writeln!(
@@ -172,15 +216,12 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
          -A {POSTROUTING} -j MARK --xor-mark 0x4000\n\
          -A {POSTROUTING} -j MASQUERADE --random-fully"
     );
-    let stale: Vec<&String> = existing
-        .iter()
-        .filter(|c| !nat_chains.contains(c))
-        .collect();
     let mut out = String::from("*nat\n");
-    for c in nat_chains.iter().chain(stale.iter().copied()) {
+    for c in nat_chains.iter().chain(stale) {
         let _ = writeln!(out, ":{c} - [0:0]");
     }
     out.push_str(&nat);
+    out.push_str(&chain_rules);
     for c in stale {
         let _ = writeln!(out, "-X {c}");
     }
@@ -193,4 +234,127 @@ pub fn render(ports: &[ServicePort], o: &Options, existing: &[String]) -> String
     out.push_str(&filter);
     out.push_str("COMMIT\n");
     out
+}
+
+/// The iptables mode's proxier: remembers what it wrote, to write only what changed.
+pub struct Iptables {
+    opts: Options,
+    /// Service ports last written; None: the next sync restores everything.
+    last: Option<BTreeMap<String, ServicePort>>,
+    /// The ruleset generation our last write left.
+    generation: Option<u32>,
+}
+
+impl Iptables {
+    pub fn new(opts: Options) -> Iptables {
+        Iptables {
+            opts,
+            last: None,
+            generation: None,
+        }
+    }
+
+    pub fn sync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        let new: BTreeMap<String, ServicePort> =
+            ports.iter().map(|p| (p.id(), p.clone())).collect();
+        let before = generation::current().ok();
+        let (text, chains) = match self.last.take() {
+            Some(old) => {
+                let mut changed = BTreeSet::new();
+                let mut stale = BTreeSet::new();
+                for (id, p) in &old {
+                    if new.get(id) != Some(p) {
+                        changed.insert(id.clone());
+                        stale.extend(chains_of(p));
+                    }
+                }
+                for (id, p) in &new {
+                    if old.get(id) != Some(p) {
+                        changed.insert(id.clone());
+                    }
+                }
+                if changed.is_empty() {
+                    self.last = Some(old);
+                    return Ok(Outcome::default());
+                }
+                for id in &changed {
+                    if let Some(p) = new.get(id) {
+                        for c in chains_of(p) {
+                            stale.remove(&c);
+                        }
+                    }
+                }
+                let stale: Vec<String> = stale.into_iter().collect();
+                let n = changed.len() + stale.len();
+                (render(ports, &self.opts, Some(&changed), &stale), n)
+            }
+            None => {
+                let wanted: BTreeSet<String> = ports.iter().flat_map(chains_of).collect();
+                let stale: Vec<String> = skiff_chains("nat")?
+                    .into_iter()
+                    .filter(|c| c.contains("-SVC-") || c.contains("-SEP-") || c.contains("-EXT-"))
+                    .filter(|c| !wanted.contains(c))
+                    .collect();
+                let n = wanted.len() + stale.len();
+                (render(ports, &self.opts, None, &stale), n)
+            }
+        };
+        self.generation = None;
+        // On failure `last` stays None: the next sync restores everything.
+        run("iptables-restore", &["-w", "--noflush"], Some(&text))?;
+        let inserted = ensure_jumps()?;
+        self.last = Some(new);
+        // iptables-restore commits once per table it writes (nat, filter); anything
+        // beyond our own commits means someone else wrote too.
+        if let (Some(b), Ok(a)) = (before, generation::current()) {
+            if a.wrapping_sub(b) <= 2 + inserted {
+                self.generation = Some(a);
+            }
+        }
+        Ok(Outcome {
+            chains,
+            elements: 0,
+            read_back: false,
+        })
+    }
+
+    /// The periodic check: a full restore when anyone else changed the ruleset.
+    pub fn resync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        let now = generation::current().map_err(|e| ApplyError::Spawn("GETGEN".into(), e))?;
+        if self.generation != Some(now) {
+            self.last = None;
+        }
+        let full = self.last.is_none();
+        let mut o = self.sync(ports)?;
+        o.read_back = full;
+        Ok(o)
+    }
+}
+
+/// Our chains in an iptables table.
+pub fn skiff_chains(table: &str) -> Result<Vec<String>, ApplyError> {
+    let out = run("iptables-save", &["-t", table], None)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.starts_with("SKIFF-"))
+        .map(String::from)
+        .collect())
+}
+
+/// Adds the jumps from the built-in chains that are missing; how many it added.
+fn ensure_jumps() -> Result<u32, ApplyError> {
+    let mut added = 0;
+    for (table, chain, rule) in jumps() {
+        let mut check = vec!["-w", "-t", table, "-C", chain];
+        check.extend(&rule);
+        if run("iptables", &check, None).is_err() {
+            let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
+            insert.extend(&rule);
+            run("iptables", &insert, None)?;
+            added += 1;
+        }
+    }
+    Ok(added)
 }

@@ -1,15 +1,19 @@
 //! Skiff's kube-proxy: on each node, Services (ClusterIP, NodePort, externalIPs) and the
 //! ready endpoints of their EndpointSlices become packet-filter rules that DNAT service
 //! traffic to a randomly chosen endpoint (or the client's previous one, with session
-//! affinity). nftables is the default (one table of its own, laid out as kube-proxy's
-//! nftables mode lays it out, updated in one transaction per sync touching only what
-//! changed); iptables (kube-proxy's chain layout, through iptables-restore) is the
-//! alternative.
+//! affinity). nftables is the default (one table of its own whose cost does not grow
+//! with the number of sets, edited in one transaction per sync touching only what
+//! changed); iptables (kube-proxy's chain layout, partial iptables-restore syncs) is
+//! the alternative. Syncs run through a bounded-frequency runner; `/metrics` and
+//! `/healthz` report them.
 
 pub mod apply;
+pub mod generation;
 pub mod iptables;
+pub mod metrics;
 pub mod model;
 pub mod nftables;
+pub mod runner;
 
 pub use model::{Protocol, ServicePort};
 

@@ -10,10 +10,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use skiff_proxy::apply::{cleanup, Applier, Mode};
+use skiff_proxy::metrics::Metrics;
+use skiff_proxy::runner::{self, Kind, Runner};
 use skiff_proxy::{model, Options};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ProxyMode {
@@ -45,12 +49,50 @@ struct Args {
     /// At most one sync per this long, however fast changes come.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     min_sync_period: Duration,
-    /// Rules are rewritten at least this often (repairing outside changes).
+    /// The kernel's rules are checked (and repaired where someone changed them) at
+    /// least this often.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     sync_period: Duration,
+    /// /metrics (Prometheus text).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: SocketAddr,
+    /// /healthz and /livez.
+    #[arg(long, default_value = "127.0.0.1:10256")]
+    healthz_bind_address: SocketAddr,
+    /// /healthz fails when no sync has succeeded, or a change has waited, this long
+    /// (default: twice --sync-period).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    healthz_timeout: Option<Duration>,
+    /// Log verbosity: 0-1 info (one line per sync that changed rules), 2-3 debug,
+    /// 4+ trace. RUST_LOG, when set, takes precedence.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+    /// Log lines as text or JSON.
+    #[arg(long = "log-format", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
-fn reflect<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>) -> Store<K>
+fn init_logs(args: &Args) {
+    let level = match args.verbosity {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,skiff_proxy={level}"))
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if args.log_format == "json" {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
+}
+
+fn reflect<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>, metrics: Arc<Metrics>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -61,6 +103,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).to_string();
     tokio::spawn(async move {
         let mut s = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
@@ -68,17 +111,69 @@ where
             .boxed();
         while let Some(ev) = s.next().await {
             match ev {
-                Ok(_) => changed.notify_one(),
-                Err(e) => eprintln!("skiff-proxy: watch: {e}"),
+                Ok(obj) => {
+                    debug!(
+                        kind,
+                        namespace = obj.meta().namespace.as_deref().unwrap_or(""),
+                        name = obj.meta().name.as_deref().unwrap_or(""),
+                        "changed"
+                    );
+                    metrics.queued(Instant::now());
+                    changed.notify_one();
+                }
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
             }
         }
     });
     reader
 }
 
+/// /metrics on one address, /healthz and /livez on another (kube-proxy's ports).
+async fn serve(args: &Args, metrics: Arc<Metrics>, bound: Duration) -> Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let m = metrics.clone();
+    let metrics_app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = m.clone();
+            async move { m.render() }
+        }),
+    );
+    let health_app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    match m.health(Instant::now(), bound) {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                    }
+                }
+            }),
+        )
+        .route("/livez", get(|| async { "ok\n" }));
+    for (addr, app) in [
+        (args.metrics_bind_address, metrics_app),
+        (args.healthz_bind_address, health_app),
+    ] {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                error!(%addr, error = %e, "HTTP server ended");
+            }
+        });
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    init_logs(&args);
     let opts = Options {
         cluster_cidr: args.cluster_cidr.clone(),
         ..Options::default()
@@ -90,13 +185,15 @@ async fn main() -> Result<()> {
     if args.cleanup {
         for m in [Mode::Nftables, Mode::Iptables] {
             if let Err(e) = cleanup(m, &opts) {
-                eprintln!("skiff-proxy: cleanup {m:?}: {e}");
+                error!(mode = ?m, error = %e, "cleanup failed");
             }
         }
         return Ok(());
     }
     // Switching modes: the other mode's rules would still catch traffic.
-    let _ = cleanup(other, &opts);
+    if let Err(e) = cleanup(other, &opts) {
+        debug!(mode = ?other, error = %e, "nothing of the other mode to remove");
+    }
     let kubeconfig = args
         .kubeconfig
         .as_ref()
@@ -115,50 +212,75 @@ async fn main() -> Result<()> {
             .trim()
             .to_lowercase(),
     };
+    let metrics = Arc::new(Metrics::default());
+    let bound = args.healthz_timeout.unwrap_or(args.sync_period * 2);
+    serve(&args, metrics.clone(), bound).await?;
     let changed = Arc::new(tokio::sync::Notify::new());
-    let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
-    let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone());
+    let services = reflect::<Service>(Api::all(client.clone()), changed.clone(), metrics.clone());
+    let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone(), metrics.clone());
     services.wait_until_ready().await.context("list services")?;
     slices
         .wait_until_ready()
         .await
         .context("list endpointslices")?;
-    eprintln!("skiff-proxy: {mode:?} mode");
-    let mut applier = Some(Applier::new(mode, opts));
-    let mut last_full = Instant::now();
+    info!(?mode, node, "started");
+    let applier = Arc::new(Mutex::new(Applier::new(mode, opts)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        let started = Instant::now();
-        let ports = model::build(&services.state(), &slices.state(), Some(&node));
-        let mut a = applier.take().expect("applier");
-        if last_full.elapsed() >= args.sync_period {
-            a.invalidate();
-            last_full = Instant::now();
-        }
-        let (a, r) = tokio::task::spawn_blocking(move || {
-            let r = a.sync(&ports).map(|changed| (changed, ports.len()));
-            (a, r)
-        })
-        .await?;
-        applier = Some(a);
-        match r {
-            Ok((true, n)) => eprintln!(
-                "skiff-proxy: programmed {n} service ports in {:?}",
-                started.elapsed()
-            ),
-            Ok((false, _)) => {}
-            Err(e) => eprintln!("skiff-proxy: sync: {e}"),
-        }
+    let stop = async move {
         tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(args.sync_period) => {}
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-        // Changes that come in a burst are taken together.
-        let wait = args.min_sync_period.saturating_sub(started.elapsed());
-        tokio::time::sleep(wait).await;
-    }
+    };
+    let sync = move |kind: Kind| {
+        let (applier, metrics) = (applier.clone(), metrics.clone());
+        let ports = model::build(&services.state(), &slices.state(), Some(&node));
+        async move {
+            let started = Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                let mut a = applier.lock().unwrap_or_else(|p| p.into_inner());
+                let r = match kind {
+                    Kind::Sync => a.sync(&ports),
+                    Kind::Resync => a.resync(&ports),
+                };
+                let eps = ports.iter().map(|p| p.endpoints.len()).sum::<usize>();
+                r.map(|o| (o, ports.len(), eps))
+            })
+            .await;
+            let took = started.elapsed();
+            match r {
+                Ok(Ok((o, n, eps))) => {
+                    metrics.synced(started, took, Some((n, eps)));
+                    if o.changed() {
+                        info!(
+                            ?kind,
+                            service_ports = n,
+                            chains = o.chains,
+                            elements = o.elements,
+                            read_back = o.read_back,
+                            ms = took.as_secs_f64() * 1000.0,
+                            "programmed"
+                        );
+                    } else {
+                        debug!(?kind, ms = took.as_secs_f64() * 1000.0, "nothing to change");
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.synced(started, took, None);
+                    error!(?kind, error = %e, "sync failed; the next one reads the rules back");
+                }
+                Err(e) => error!(error = %e, "sync task failed"),
+            }
+        }
+    };
+    runner::drive(
+        Runner::new(args.min_sync_period, args.sync_period, Instant::now()),
+        changed,
+        stop,
+        sync,
+    )
+    .await;
     // Like kube-proxy, rules stay on exit: services keep working across a restart.
+    info!("stopping; rules stay in place");
     Ok(())
 }

@@ -99,6 +99,24 @@ pub fn build(
     slices: &[Arc<EndpointSlice>],
     node: Option<&str>,
 ) -> Vec<ServicePort> {
+    // Slices by (namespace, service), so each service finds its own at once.
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&Arc<EndpointSlice>>> =
+        std::collections::HashMap::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+        else {
+            continue;
+        };
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        by_service.entry((ns, svc.as_str())).or_default().push(s);
+    }
     let mut out = Vec::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
@@ -128,24 +146,15 @@ pub fn build(
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let own: Vec<&Arc<EndpointSlice>> = slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        == Some(&name)
-                    && s.address_type == "IPv4"
-            })
-            .collect();
+        let own: &[&Arc<EndpointSlice>] = by_service
+            .get(&(ns.as_str(), name.as_str()))
+            .map_or(&[], |v| v.as_slice());
         for p in spec.ports.iter().flatten() {
             let protocol = Protocol::parse(p.protocol.as_deref());
             let port_name = p.name.clone().unwrap_or_default();
             let mut endpoints: Vec<(Ipv4Addr, u16)> = Vec::new();
             let mut local_endpoints: Vec<(Ipv4Addr, u16)> = Vec::new();
-            for slice in &own {
+            for slice in own {
                 let Some(ep_port) = slice.ports.iter().flatten().find(|sp| {
                     sp.name.clone().unwrap_or_default() == port_name
                         && Protocol::parse(sp.protocol.as_deref()) == protocol

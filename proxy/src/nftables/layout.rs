@@ -1,0 +1,317 @@
+//! What the table holds, as data: a fixed part (hooks, masquerading, the shared maps)
+//! and one fragment per service port.
+//!
+//! The layout keeps the kernel's work per transaction proportional to what changes.
+//! nf_tables finds sets by walking the table's list of them, names anonymous sets by
+//! scanning that list, and checks every element added to a map against every rule that
+//! reads the map. So there is no set per service (kube-proxy's anonymous `numgen ...
+//! vmap` per service made a full sync O(N²)), and no map that many rules read:
+//! - one verdict map from (address, protocol, port) to the service port's chain,
+//!   read by one rule;
+//! - in that chain, the endpoint is picked by a cascade of rules, rule i of n taking
+//!   `numgen random mod (n-i)` == 0 (uniform overall, as iptables' statistic cascade);
+//! - hairpin traffic (a pod reaching itself through its Service) is masqueraded by one
+//!   rule looking up (source, destination) after DNAT in one shared set;
+//! - session affinity is one shared dynamic map (client, service address, port) →
+//!   endpoint, read by one rule and filled by the chosen endpoint's rule.
+
+use super::table::{Chain, Rule, Set, Table};
+use crate::model::{hash, ServicePort};
+use crate::Options;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+pub const SERVICE_IPS: &str = "service-ips";
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+pub const HAIRPIN: &str = "hairpin";
+pub const AFFINITY: &str = "affinity";
+
+/// The label of the fixed part's rules.
+const FIXED: &str = "skiff-proxy";
+
+/// What one service port adds to the table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fragment {
+    pub chains: Vec<(String, Chain)>,
+    /// (set, element)
+    pub elements: Vec<(&'static str, String)>,
+}
+
+fn service_chain(p: &ServicePort) -> String {
+    let id = p.id();
+    format!("service-{}-{id}", hash(&id))
+}
+
+fn external_chain(p: &ServicePort) -> String {
+    let id = p.id();
+    format!("external-{}-{id}", hash(&id))
+}
+
+/// `ns/name:port`, the comment naming the Service on each of its rules.
+fn label(p: &ServicePort) -> String {
+    if p.port_name.is_empty() {
+        format!("{}/{}", p.namespace, p.name)
+    } else {
+        format!("{}/{}:{}", p.namespace, p.name, p.port_name)
+    }
+}
+
+/// The hairpin element for an endpoint address.
+pub fn hairpin(ip: Ipv4Addr) -> String {
+    format!("{ip} . {ip}")
+}
+
+pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
+    let proto = p.protocol.name();
+    let addrs: Vec<Ipv4Addr> = p
+        .cluster_ip
+        .iter()
+        .chain(&p.external_ips)
+        .copied()
+        .collect();
+    let mut f = Fragment::default();
+    if p.endpoints.is_empty() {
+        for a in &addrs {
+            f.elements.push((
+                NO_ENDPOINT_SERVICES,
+                format!("{a} . {proto} . {} : goto reject-chain", p.port),
+            ));
+        }
+        if let Some(np) = p.node_port {
+            f.elements.push((
+                NO_ENDPOINT_NODEPORTS,
+                format!("{proto} . {np} : goto reject-chain"),
+            ));
+        }
+        return f;
+    }
+    let l = label(p);
+    let svc = service_chain(p);
+    for a in &addrs {
+        f.elements.push((
+            SERVICE_IPS,
+            format!("{a} . {proto} . {} : goto {svc}", p.port),
+        ));
+    }
+    let mut rules = Vec::new();
+    if let (Some(cidr), Some(ip)) = (&o.cluster_cidr, p.cluster_ip) {
+        rules.push(Rule::new(
+            &l,
+            format!(
+                "ip daddr {ip} {proto} dport {} ip saddr != {cidr} jump mark-for-masquerade",
+                p.port
+            ),
+        ));
+    }
+    let cluster = if p.internal_local {
+        &p.local_endpoints
+    } else {
+        &p.endpoints
+    };
+    rules.extend(pick(p, cluster, &l));
+    f.chains.push((
+        svc.clone(),
+        Chain {
+            header: None,
+            rules,
+        },
+    ));
+    if let Some(np) = p.node_port {
+        let ext = external_chain(p);
+        f.elements
+            .push((SERVICE_NODEPORTS, format!("{proto} . {np} : goto {ext}")));
+        let rules = if p.external_local {
+            // Only this node's endpoints, and the client's address kept (no masquerade).
+            pick(p, &p.local_endpoints, &l)
+        } else {
+            vec![
+                Rule::new(&l, "jump mark-for-masquerade".into()),
+                Rule::new(&l, format!("goto {svc}")),
+            ]
+        };
+        f.chains.push((
+            ext,
+            Chain {
+                header: None,
+                rules,
+            },
+        ));
+    }
+    f
+}
+
+/// Rules choosing one of `eps`: a client seen lately goes back to its endpoint, the
+/// rest by the cascade; none to choose: drop.
+fn pick(p: &ServicePort, eps: &[(Ipv4Addr, u16)], l: &str) -> Vec<Rule> {
+    if eps.is_empty() {
+        return vec![Rule::new(l, "drop".into())];
+    }
+    let proto = p.protocol.name();
+    let mut rules = Vec::new();
+    if p.affinity_seconds.is_some() {
+        rules.push(Rule::new(l, "jump affinity-lookup".into()));
+    }
+    let n = eps.len();
+    for (i, (ip, port)) in eps.iter().enumerate() {
+        let chance = if i + 1 < n {
+            format!(" numgen random mod {} 0", n - i)
+        } else {
+            String::new()
+        };
+        let remember = match p.affinity_seconds {
+            Some(t) => format!(
+                " update @{AFFINITY} {{ ip saddr . ip daddr . th dport timeout {t}s : {ip} . {port} }}"
+            ),
+            None => String::new(),
+        };
+        rules.push(Rule::new(
+            l,
+            format!("meta l4proto {proto}{chance}{remember} dnat to {ip}:{port}"),
+        ));
+    }
+    rules
+}
+
+/// The table's fixed part: hooks, masquerading, rejecting, and the shared maps.
+pub fn fixed() -> Table {
+    let mut t = Table::default();
+    let ip_key = "ipv4_addr . inet_proto . inet_service";
+    let port_key = "inet_proto . inet_service";
+    for (name, key) in [
+        (SERVICE_IPS, ip_key),
+        (SERVICE_NODEPORTS, port_key),
+        (NO_ENDPOINT_SERVICES, ip_key),
+        (NO_ENDPOINT_NODEPORTS, port_key),
+    ] {
+        t.sets.insert(
+            name.into(),
+            Set {
+                decl: format!("type {key} : verdict;"),
+                ..Set::default()
+            },
+        );
+    }
+    t.sets.insert(
+        HAIRPIN.into(),
+        Set {
+            decl: "type ipv4_addr . ipv4_addr;".into(),
+            ..Set::default()
+        },
+    );
+    t.sets.insert(
+        AFFINITY.into(),
+        Set {
+            decl: "type ipv4_addr . ipv4_addr . inet_service : ipv4_addr . inet_service; \
+                   flags dynamic,timeout; timeout 3h;"
+                .into(),
+            dynamic: true,
+            ..Set::default()
+        },
+    );
+    let chain = |rules: &[&str]| Chain {
+        header: None,
+        rules: rules
+            .iter()
+            .map(|r| Rule::new(FIXED, r.to_string()))
+            .collect(),
+    };
+    let base = |header: String, rules: &[&str]| {
+        let mut c = Chain::base(&header);
+        c.rules = chain(rules).rules;
+        c
+    };
+    let local = "fib daddr type local ip daddr != 127.0.0.0/8";
+    let chains = [
+        (
+            "mark-for-masquerade",
+            chain(&["meta mark set meta mark | 0x4000"]),
+        ),
+        (
+            "masquerading",
+            chain(&[
+                // A pod that reached itself through its Service: its reply must come
+                // back through the node, so the source is rewritten.
+                "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade",
+                "meta mark & 0x4000 == 0 return",
+                "meta mark set meta mark ^ 0x4000",
+                "masquerade fully-random",
+            ]),
+        ),
+        (
+            "nat-prerouting",
+            base(
+                "type nat hook prerouting priority -100; policy accept;".into(),
+                &["jump services"],
+            ),
+        ),
+        (
+            "nat-output",
+            base(
+                "type nat hook output priority -100; policy accept;".into(),
+                &["jump services"],
+            ),
+        ),
+        (
+            "nat-postrouting",
+            base(
+                "type nat hook postrouting priority 100; policy accept;".into(),
+                &["jump masquerading"],
+            ),
+        ),
+        ("reject-chain", chain(&["reject"])),
+        (
+            "endpoints-check",
+            chain(&[
+                "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+                &format!("{local} meta l4proto . th dport vmap @no-endpoint-nodeports"),
+            ]),
+        ),
+        (
+            "services",
+            chain(&[
+                "ip daddr . meta l4proto . th dport vmap @service-ips",
+                &format!("{local} meta l4proto . th dport vmap @service-nodeports"),
+            ]),
+        ),
+        (
+            "affinity-lookup",
+            chain(&[
+                "meta l4proto { tcp, udp, sctp } dnat ip to ip saddr . ip daddr . th dport map @affinity",
+            ]),
+        ),
+    ];
+    for (name, c) in chains {
+        t.chains.insert(name.into(), c);
+    }
+    // Before DNAT (priority -100): a service with no endpoints is refused.
+    for hook in ["input", "forward", "output"] {
+        t.chains.insert(
+            format!("filter-{hook}"),
+            base(
+                format!("type filter hook {hook} priority -110; policy accept;"),
+                &["ct state new jump endpoints-check"],
+            ),
+        );
+    }
+    t
+}
+
+/// The whole table these service ports want.
+pub fn desired<'a>(ports: impl IntoIterator<Item = &'a ServicePort>, o: &Options) -> Table {
+    let mut t = fixed();
+    let mut hairpins = BTreeSet::new();
+    for p in ports {
+        let f = fragment(p, o);
+        for (name, c) in f.chains {
+            t.chains.insert(name, c);
+        }
+        for (set, e) in f.elements {
+            t.sets.get_mut(set).expect("fixed set").elements.insert(e);
+        }
+        hairpins.extend(p.endpoints.iter().map(|(ip, _)| hairpin(*ip)));
+    }
+    t.sets.get_mut(HAIRPIN).expect("fixed set").elements = hairpins;
+    t
+}

@@ -1,0 +1,288 @@
+//! The nftables mode: a table of our own (layout in [`layout`]), changed one
+//! transaction at a time and only where it differs from what is wanted.
+//!
+//! After the first sync the proxier remembers each service port's fragment; a sync
+//! compares the new service ports with the remembered ones and edits only the chains
+//! and elements of those that changed. A resync (every --sync-period) first asks the
+//! kernel for the ruleset generation: unchanged since our last commit means nobody
+//! touched any rule, and there is nothing to read. Otherwise, and at start and after a
+//! failed transaction, the table is read back (`nft list table`) and repaired in place:
+//! only what differs is rewritten, and the table itself is never deleted (services
+//! keep working across a restart). `--cleanup` is the only thing that removes it.
+
+pub mod layout;
+pub mod table;
+
+use crate::apply::{run, ApplyError};
+use crate::generation;
+use crate::model::ServicePort;
+use crate::Options;
+use layout::{fragment, Fragment};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use table::{Edits, Table};
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Chains written or removed.
+    pub chains: usize,
+    /// Map and set elements added or removed.
+    pub elements: usize,
+    /// The table was read back from the kernel and compared.
+    pub read_back: bool,
+}
+
+impl Outcome {
+    pub fn changed(&self) -> bool {
+        self.chains + self.elements > 0
+    }
+}
+
+/// The service ports last programmed, with their fragments and the hairpin set's
+/// reference counts (one element per endpoint address, shared by service ports).
+#[derive(Default)]
+struct Programmed {
+    ports: BTreeMap<String, (ServicePort, Fragment)>,
+    hairpin: BTreeMap<Ipv4Addr, usize>,
+}
+
+pub struct Nftables {
+    opts: Options,
+    /// None until the table has been read back and repaired (start, failure).
+    programmed: Option<Programmed>,
+    /// The ruleset generation our last commit left.
+    generation: Option<u32>,
+}
+
+fn addresses(p: &ServicePort) -> BTreeSet<Ipv4Addr> {
+    p.endpoints.iter().map(|(ip, _)| *ip).collect()
+}
+
+impl Nftables {
+    pub fn new(opts: Options) -> Nftables {
+        Nftables {
+            opts,
+            programmed: None,
+            generation: None,
+        }
+    }
+
+    /// Program these service ports, editing only what changed since the last sync.
+    pub fn sync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        let Some(mut prog) = self.programmed.take() else {
+            return self.repair(ports);
+        };
+        let new: BTreeMap<String, &ServicePort> = ports.iter().map(|p| (p.id(), p)).collect();
+        let mut edits = Edits::default();
+        let mut forgotten = BTreeSet::new();
+        let mut hairpin_delta: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
+        let gone: Vec<String> = prog
+            .ports
+            .keys()
+            .filter(|id| !new.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut changes: Vec<(String, Option<&ServicePort>)> =
+            gone.into_iter().map(|id| (id, None)).collect();
+        for (id, p) in &new {
+            if prog.ports.get(id).map(|(old, _)| old) != Some(*p) {
+                changes.push((id.clone(), Some(*p)));
+            }
+        }
+        let mut next = Vec::new();
+        for (id, p) in changes {
+            let old = prog.ports.remove(&id);
+            let new_frag = p.map(|p| fragment(p, &self.opts));
+            let empty = Fragment::default();
+            let (old_p, old_frag) = match &old {
+                Some((p, f)) => (Some(p), f),
+                None => (None, &empty),
+            };
+            let new_f = new_frag.as_ref().unwrap_or(&empty);
+            diff_fragments(&mut edits, old_frag, new_f);
+            let (before, after) = (
+                old_p.map(addresses).unwrap_or_default(),
+                p.map(addresses).unwrap_or_default(),
+            );
+            for ip in before.difference(&after) {
+                *hairpin_delta.entry(*ip).or_default() -= 1;
+            }
+            for ip in after.difference(&before) {
+                *hairpin_delta.entry(*ip).or_default() += 1;
+            }
+            if let (Some(o), Some(n)) = (old_p, p) {
+                if o.affinity_seconds.is_some() {
+                    forgotten.extend(o.endpoints.iter().filter(|e| !n.endpoints.contains(e)));
+                }
+            }
+            if let (Some(p), Some(f)) = (p, new_frag) {
+                next.push((id, (p.clone(), f)));
+            }
+        }
+        for (ip, d) in hairpin_delta {
+            let count = prog.hairpin.entry(ip).or_default();
+            let before = *count;
+            *count = count.saturating_add_signed(d);
+            match (before, *count) {
+                (0, n) if n > 0 => edits.add_element(layout::HAIRPIN, &layout::hairpin(ip)),
+                (b, 0) if b > 0 => edits.delete_element(layout::HAIRPIN, &layout::hairpin(ip)),
+                _ => {}
+            }
+            if *count == 0 {
+                prog.hairpin.remove(&ip);
+            }
+        }
+        prog.ports.extend(next);
+        let outcome = Outcome {
+            chains: edits.chains_touched,
+            elements: edits.elements_touched,
+            read_back: false,
+        };
+        if !edits.is_empty() {
+            // On failure the table is read back and repaired by the next sync.
+            self.commit(&edits.render(&self.opts.table))?;
+        }
+        if !forgotten.is_empty() {
+            self.forget_affinity(&forgotten)?;
+        }
+        self.programmed = Some(prog);
+        Ok(outcome)
+    }
+
+    /// The periodic check: if any rule in the kernel changed since our last commit,
+    /// read the table back and repair what differs; then sync as usual.
+    pub fn resync(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        let now = generation::current().map_err(|e| ApplyError::Spawn("GETGEN".into(), e))?;
+        if self.generation != Some(now) {
+            self.programmed = None;
+        }
+        self.sync(ports)
+    }
+
+    /// Read the table back and bring it to these service ports, touching only what
+    /// differs (the table is made if it is missing).
+    fn repair(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
+        let t = self.opts.table.clone();
+        let kernel = match run("nft", &["list", "table", "ip", &t], None) {
+            Ok(text) => table::parse_listing(&text),
+            Err(ApplyError::Failed(_, e)) if e.contains("No such file or directory") => {
+                Table::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let desired = layout::desired(ports, &self.opts);
+        let edits = Edits::between(&kernel, &desired);
+        let mut prog = Programmed::default();
+        for p in ports {
+            prog.ports
+                .insert(p.id(), (p.clone(), fragment(p, &self.opts)));
+            for ip in addresses(p) {
+                *prog.hairpin.entry(ip).or_default() += 1;
+            }
+        }
+        if !edits.is_empty() {
+            self.commit(&format!("add table ip {t}\n{}", edits.render(&t)))?;
+        } else {
+            self.generation = generation::current().ok();
+        }
+        self.programmed = Some(prog);
+        Ok(Outcome {
+            chains: edits.chains_touched,
+            elements: edits.elements_touched,
+            read_back: true,
+        })
+    }
+
+    /// One transaction; remembers the generation it produced when no one else
+    /// committed in between (otherwise the next resync reads the table back).
+    fn commit(&mut self, text: &str) -> Result<(), ApplyError> {
+        let before = generation::current().ok();
+        self.generation = None;
+        run("nft", &["-f", "-"], Some(text))?;
+        let after = generation::current().ok();
+        if let (Some(b), Some(a)) = (before, after) {
+            if a == b.wrapping_add(1) {
+                self.generation = Some(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clients remembered for endpoints that are gone would keep being sent there
+    /// until their entry times out: remove those entries.
+    fn forget_affinity(&mut self, gone: &BTreeSet<(Ipv4Addr, u16)>) -> Result<(), ApplyError> {
+        let t = self.opts.table.clone();
+        let text = run("nft", &["list", "map", "ip", &t, layout::AFFINITY], None)?;
+        let set = table::parse_listing(&text);
+        let mut edits = Edits::default();
+        for e in set
+            .sets
+            .get(layout::AFFINITY)
+            .map(|s| s.elements.iter())
+            .into_iter()
+            .flatten()
+        {
+            // `client . vip . port timeout 10m expires 9m : ip . port`
+            let Some((key, data)) = e.split_once(" : ") else {
+                continue;
+            };
+            let mut d = data.split(" . ");
+            let target = (
+                d.next().and_then(|s| s.trim().parse().ok()),
+                d.next().and_then(|s| s.trim().parse().ok()),
+            );
+            if let (Some(ip), Some(port)) = target {
+                if gone.contains(&(ip, port)) {
+                    let key = key.split(" timeout ").next().unwrap_or(key);
+                    let key = key.split(" expires ").next().unwrap_or(key);
+                    edits.delete_element(layout::AFFINITY, key);
+                }
+            }
+        }
+        if !edits.is_empty() {
+            self.commit(&edits.render(&t))?;
+        }
+        Ok(())
+    }
+}
+
+/// Chains and elements of one service port, from its old fragment to its new one.
+fn diff_fragments(edits: &mut Edits, old: &Fragment, new: &Fragment) {
+    let names: BTreeSet<&String> = old
+        .chains
+        .iter()
+        .chain(&new.chains)
+        .map(|(n, _)| n)
+        .collect();
+    for name in names {
+        let find = |f: &'_ Fragment| {
+            f.chains
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.clone())
+        };
+        edits.chain(name, find(old).as_ref(), find(new).as_ref());
+    }
+    let sets: BTreeSet<&str> = old
+        .elements
+        .iter()
+        .chain(&new.elements)
+        .map(|(s, _)| *s)
+        .collect();
+    for set in sets {
+        let of = |f: &Fragment| -> BTreeSet<String> {
+            f.elements
+                .iter()
+                .filter(|(s, _)| *s == set)
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        edits.elements(set, &of(old), &of(new));
+    }
+}
+
+/// The `nft -f` input that removes the table.
+pub fn cleanup(o: &Options) -> String {
+    format!("add table ip {t}\ndelete table ip {t}\n", t = o.table)
+}

@@ -1,0 +1,410 @@
+//! The rules in the kernel as a whole, in a private network namespace: what the nftables
+//! proxier reads back equals what it wrote; a sync or resync with nothing changed, and a
+//! restart, touch nothing (the kernel's rule handles stay); a change touches only its
+//! service's chain; changes made behind the proxy's back are repaired exactly by the
+//! resync; affinity entries of a removed endpoint are forgotten. The iptables mode's
+//! partial syncs likewise leave unchanged services' chains alone. Needs root, nft and
+//! iptables.
+
+use skiff_proxy::apply::{cleanup, Applier, Mode};
+use skiff_proxy::nftables::{layout, table};
+use skiff_proxy::{Options, Protocol, ServicePort};
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::process::Command;
+
+/// A network namespace, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("pxt{tag}{}", std::process::id() % 100000);
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name} (needs root)");
+        Netns(name)
+    }
+
+    /// Run `f` on a thread inside the namespace (the nft it runs too).
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(path).unwrap();
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn sh(&self, cmd: &str) -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn require() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    for tool in ["nft", "iptables-restore"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "needs {tool}"
+        );
+    }
+}
+
+fn port(name: &str, ip: &str, eps: &[&str]) -> ServicePort {
+    ServicePort {
+        namespace: "ns".into(),
+        name: name.into(),
+        port_name: "http".into(),
+        protocol: Protocol::Tcp,
+        cluster_ip: Some(ip.parse().unwrap()),
+        external_ips: Vec::new(),
+        port: 80,
+        node_port: None,
+        affinity_seconds: None,
+        local_endpoints: Vec::new(),
+        external_local: false,
+        internal_local: false,
+        endpoints: eps.iter().map(|e| (e.parse().unwrap(), 8080)).collect(),
+    }
+}
+
+/// Every shape of service port the layout has.
+fn ports() -> Vec<ServicePort> {
+    let mut a = port("a", "10.96.0.1", &["10.1.0.1", "10.1.0.2"]);
+    a.node_port = Some(30001);
+    a.affinity_seconds = Some(600);
+    let mut b = port("b", "10.96.0.2", &["10.1.0.3"]);
+    b.protocol = Protocol::Udp;
+    b.port_name = String::new();
+    b.port = 53;
+    b.external_ips = vec!["192.0.2.10".parse().unwrap()];
+    b.internal_local = true;
+    b.local_endpoints = b.endpoints.clone();
+    let mut c = port("c", "10.96.0.3", &[]);
+    c.node_port = Some(30003);
+    let mut d = port("d", "10.96.0.4", &["10.1.0.1", "10.1.0.4"]);
+    d.node_port = Some(30004);
+    d.external_local = true;
+    let e = port("e", "10.96.0.5", &["10.1.0.5", "10.1.0.6", "10.1.0.7"]);
+    vec![a, b, c, d, e]
+}
+
+fn opts() -> Options {
+    Options {
+        cluster_cidr: Some("10.1.0.0/16".into()),
+        table: "skiff-proxy-test".into(),
+    }
+}
+
+/// Chain name → its listing lines (with handles), from `nft -a list table`.
+fn chains_with_handles(listing: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in listing.lines() {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("chain ").and_then(|h| h.split(" {").next()) {
+            current = Some((name.to_string(), vec![l.to_string()]));
+        } else if l == "}" {
+            if let Some((n, lines)) = current.take() {
+                out.insert(n, lines);
+            }
+        } else if let Some((_, lines)) = current.as_mut() {
+            lines.push(l.to_string());
+        }
+    }
+    out
+}
+
+/// The listing's sets and chains, each as its lines, sorted by name, with elements
+/// sorted (the kernel lists chains in creation order and elements in hash order).
+fn normalized(listing: &str) -> Vec<Vec<String>> {
+    let joined = listing.replace(",\n", ", ");
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    for line in joined.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with("table ") || (l == "}" && line.starts_with('}')) {
+            continue;
+        }
+        if l.starts_with("chain ") || l.starts_with("set ") || l.starts_with("map ") {
+            blocks.push(Vec::new());
+        }
+        let l = match l.strip_prefix("elements = { ") {
+            Some(rest) => {
+                let inner = rest.trim_end_matches(" }").trim_end_matches('}');
+                let mut items: Vec<&str> = inner.split(',').map(str::trim).collect();
+                items.sort();
+                format!("elements = {{ {} }}", items.join(", "))
+            }
+            None => l.to_string(),
+        };
+        if let Some(b) = blocks.last_mut() {
+            b.push(l);
+        }
+    }
+    blocks.sort();
+    blocks
+}
+
+#[test]
+#[ignore = "needs root and nft"]
+fn nftables_reads_back_what_it_wrote_and_touches_nothing_unchanged() {
+    require();
+    let ns = Netns::new("rb");
+    let o = opts();
+    let list = format!("nft -a list table ip {}", o.table);
+    let (first, mut a) = ns.run({
+        let o = o.clone();
+        move || {
+            let mut a = Applier::new(Mode::Nftables, o);
+            let r = a.sync(&ports()).unwrap();
+            (r, a)
+        }
+    });
+    assert!(first.changed() && first.read_back, "{first:?}");
+    // The kernel's table, read back, is exactly what the layout wants.
+    let kernel = table::parse_listing(&ns.sh(&format!("nft list table ip {}", o.table)));
+    let desired = layout::desired(&ports(), &o);
+    let edits = table::Edits::between(&kernel, &desired);
+    assert!(edits.is_empty(), "{}", edits.render(&o.table));
+    let before = ns.sh(&list);
+    // Same ports: nothing to do, by a sync, a resync, or a restarted proxier.
+    a = ns.run(move || {
+        assert!(!a.sync(&ports()).unwrap().changed());
+        assert!(!a.resync(&ports()).unwrap().changed());
+        a
+    });
+    let restarted = ns.run({
+        let o = o.clone();
+        move || Applier::new(Mode::Nftables, o).sync(&ports()).unwrap()
+    });
+    assert!(restarted.read_back && !restarted.changed(), "{restarted:?}");
+    assert_eq!(
+        ns.sh(&list),
+        before,
+        "handles changed with nothing to change"
+    );
+
+    // One endpoint of e changes: only e's chain is rewritten.
+    let mut changed = ports();
+    changed[4].endpoints[1].0 = "10.1.0.9".parse().unwrap();
+    let (r, _a) = ns.run(move || {
+        let r = a.sync(&changed).unwrap();
+        (r, a)
+    });
+    assert_eq!((r.chains, r.read_back), (1, false), "{r:?}");
+    let (old, new) = (
+        chains_with_handles(&before),
+        chains_with_handles(&ns.sh(&list)),
+    );
+    assert_eq!(old.len(), new.len());
+    let differing: Vec<&String> = old.keys().filter(|k| old[*k] != new[*k]).collect();
+    assert_eq!(differing.len(), 1, "{differing:?}");
+    assert!(differing[0].ends_with("ns/e/tcp/http"), "{differing:?}");
+    assert!(new[differing[0]]
+        .iter()
+        .any(|l| l.contains("dnat to 10.1.0.9:8080")));
+    let hairpin = ns.sh(&format!("nft list set ip {} hairpin", o.table));
+    assert!(hairpin.contains("10.1.0.9 . 10.1.0.9") && !hairpin.contains("10.1.0.6 . 10.1.0.6"));
+    ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
+}
+
+#[test]
+#[ignore = "needs root and nft"]
+fn nftables_resync_repairs_changes_made_behind_its_back() {
+    require();
+    let ns = Netns::new("rs");
+    let o = opts();
+    let t = o.table.clone();
+    let mut a = ns.run({
+        let o = o.clone();
+        move || {
+            let mut a = Applier::new(Mode::Nftables, o);
+            a.sync(&ports()).unwrap();
+            a
+        }
+    });
+    let good = ns.sh(&format!("nft list table ip {t}"));
+    let handles = chains_with_handles(&ns.sh(&format!("nft -a list table ip {t}")));
+    // Someone deletes a rule, adds one, flushes a chain, and edits the maps and sets.
+    let chain_b = handles
+        .keys()
+        .find(|k| k.ends_with("ns/b/udp/p53"))
+        .unwrap()
+        .clone();
+    let handle = handles[&chain_b][1]
+        .rsplit("# handle ")
+        .next()
+        .unwrap()
+        .to_string();
+    ns.sh(&format!(
+        "nft delete rule ip {t} {chain_b} handle {handle} && \
+         nft insert rule ip {t} services ip daddr 10.96.0.99 drop && \
+         nft flush chain ip {t} masquerading && \
+         nft delete element ip {t} service-ips '{{ 10.96.0.1 . tcp . 80 }}' && \
+         nft add element ip {t} service-ips '{{ 10.96.0.98 . tcp . 80 : goto reject-chain }}' && \
+         nft delete element ip {t} hairpin '{{ 10.1.0.3 . 10.1.0.3 }}'"
+    ));
+    assert_ne!(
+        normalized(&ns.sh(&format!("nft list table ip {t}"))),
+        normalized(&good)
+    );
+    // A plain sync trusts what it wrote; the periodic resync notices and repairs.
+    let (r, mut a) = ns.run(move || {
+        assert!(!a.sync(&ports()).unwrap().changed());
+        let r = a.resync(&ports()).unwrap();
+        (r, a)
+    });
+    assert!(r.read_back && r.changed(), "{r:?}");
+    assert_eq!(r.chains, 3, "b's chain, services and masquerading: {r:?}");
+    assert_eq!(r.elements, 3, "{r:?}");
+    assert_eq!(
+        normalized(&ns.sh(&format!("nft list table ip {t}"))),
+        normalized(&good)
+    );
+    // Repaired: the next resync has nothing to read back or change.
+    let r = ns.run(move || a.resync(&ports()).unwrap());
+    assert!(!r.read_back && !r.changed(), "{r:?}");
+    // A missing chain (and with it its map element) comes back too.
+    let chain_e = handles
+        .keys()
+        .find(|k| k.ends_with("ns/e/tcp/http"))
+        .unwrap()
+        .clone();
+    ns.sh(&format!(
+        "nft delete element ip {t} service-ips '{{ 10.96.0.5 . tcp . 80 }}' && nft flush chain ip {t} {chain_e} && nft delete chain ip {t} {chain_e}"
+    ));
+    let r = ns.run({
+        let o = o.clone();
+        move || Applier::new(Mode::Nftables, o).sync(&ports()).unwrap()
+    });
+    assert_eq!((r.chains, r.elements), (1, 1), "{r:?}");
+    assert_eq!(
+        normalized(&ns.sh(&format!("nft list table ip {t}"))),
+        normalized(&good)
+    );
+    ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
+}
+
+#[test]
+#[ignore = "needs root and nft"]
+fn nftables_forgets_affinity_of_removed_endpoints() {
+    require();
+    let ns = Netns::new("af");
+    let t = opts().table;
+    let mut a = ns.run(move || {
+        let mut a = Applier::new(Mode::Nftables, opts());
+        a.sync(&ports()).unwrap();
+        a
+    });
+    // Two clients remembered for service a: one on each endpoint.
+    ns.sh(&format!(
+        "nft add element ip {t} affinity '{{ 10.2.0.1 . 10.96.0.1 . 80 timeout 1h : 10.1.0.1 . 8080, 10.2.0.2 . 10.96.0.1 . 80 timeout 1h : 10.1.0.2 . 8080 }}'"
+    ));
+    let mut fewer = ports();
+    fewer[0].endpoints.remove(0);
+    ns.run(move || a.sync(&fewer).unwrap());
+    let left = ns.sh(&format!("nft list map ip {t} affinity"));
+    assert!(!left.contains("10.2.0.1 . 10.96.0.1"), "{left}");
+    assert!(left.contains("10.2.0.2 . 10.96.0.1"), "{left}");
+    ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
+}
+
+#[test]
+#[ignore = "needs root and iptables"]
+fn iptables_partial_sync_leaves_unchanged_services_alone() {
+    require();
+    let ns = Netns::new("ip");
+    let mut a = ns.run(move || {
+        let mut a = Applier::new(Mode::Iptables, opts());
+        a.sync(&ports()).unwrap();
+        a
+    });
+    // iptables-nft keeps its rules in nf_tables: its handles show what was rewritten.
+    let list = "nft -a list table ip nat";
+    let before = chains_with_handles(&ns.sh(list));
+    let mut changed = ports();
+    changed[4].endpoints[1].0 = "10.1.0.9".parse().unwrap();
+    let r = ns.run(move || {
+        let r = a.sync(&changed).unwrap();
+        assert!(!a.sync(&changed).unwrap().changed(), "nothing more to do");
+        (r, a)
+    });
+    let (r, a) = r;
+    assert!(r.changed());
+    let after = chains_with_handles(&ns.sh(list));
+    let touched: std::collections::BTreeSet<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    // e's service chain and its endpoint chains (one gone, one new), and the
+    // top-level chains, which partial syncs write whole (as kube-proxy does).
+    assert!(
+        touched.iter().all(|c| c.contains("-SVC-")
+            || c.contains("-SEP-")
+            || c.starts_with("SKIFF-SERVICES")
+            || c.starts_with("SKIFF-NODEPORTS")
+            || c.starts_with("SKIFF-P")
+            || c.starts_with("SKIFF-MARK")),
+        "{touched:?}"
+    );
+    let svc_touched = touched.iter().filter(|c| c.contains("-SVC-")).count();
+    let sep_touched = touched.iter().filter(|c| c.contains("-SEP-")).count();
+    assert_eq!((svc_touched, sep_touched), (1, 4), "{touched:?}");
+    // Someone flushes a chain of b: the resync (ruleset generation moved) restores it.
+    let save = || {
+        let s = ns.sh("iptables-save -t nat");
+        let mut l: Vec<String> = s
+            .lines()
+            .filter(|l| l.contains("SKIFF"))
+            .map(|l| l.split(" [").next().unwrap().to_string())
+            .collect();
+        l.sort();
+        l
+    };
+    let good = save();
+    let svc_b = good
+        .iter()
+        .find(|l| l.contains("ns/b:") && l.contains("-j SKIFF-SVC-"))
+        .and_then(|l| l.rsplit("-j ").next())
+        .unwrap()
+        .to_string();
+    ns.sh(&format!("iptables -t nat -F {svc_b}"));
+    assert_ne!(save(), good);
+    let r = ns.run(move || {
+        let mut a = a;
+        a.resync(&ports_changed()).unwrap()
+    });
+    assert!(r.read_back, "{r:?}");
+    assert_eq!(save(), good);
+    ns.run(move || cleanup(Mode::Iptables, &opts()).unwrap());
+    assert!(!ns.sh("iptables-save -t nat").contains("SKIFF-"));
+}
+
+fn ports_changed() -> Vec<ServicePort> {
+    let mut p = ports();
+    p[4].endpoints[1].0 = "10.1.0.9".parse().unwrap();
+    p
+}
