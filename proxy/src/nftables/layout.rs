@@ -15,6 +15,7 @@
 //! - session affinity is one shared dynamic map (client, service address, port) →
 //!   endpoint, read by one rule and filled by the chosen endpoint's rule.
 
+use super::service_rule::{parse_cidr, ServiceRule};
 use super::table::{Chain, Rule, Set, Table};
 use crate::model::{hash, ServicePort};
 use crate::Options;
@@ -96,13 +97,21 @@ pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
         ));
     }
     let mut rules = Vec::new();
-    if let (Some(cidr), Some(ip)) = (&o.cluster_cidr, p.cluster_ip) {
-        rules.push(Rule::new(
+    // A /0 cluster CIDR leaves no one outside it.
+    let cidr = o
+        .cluster_cidr
+        .as_deref()
+        .and_then(parse_cidr)
+        .filter(|c| c.1 > 0);
+    if let (Some(cidr), Some(ip)) = (cidr, p.cluster_ip) {
+        rules.push(Rule::service(
             &l,
-            format!(
-                "ip daddr {ip} {proto} dport {} ip saddr != {cidr} jump mark-for-masquerade",
-                p.port
-            ),
+            ServiceRule::MasqueradeOutside {
+                ip,
+                protocol: p.protocol,
+                port: p.port,
+                cidr,
+            },
         ));
     }
     let cluster = if p.internal_local {
@@ -127,8 +136,8 @@ pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
             pick(p, &p.local_endpoints, &l)
         } else {
             vec![
-                Rule::new(&l, "jump mark-for-masquerade".into()),
-                Rule::new(&l, format!("goto {svc}")),
+                Rule::service(&l, ServiceRule::Jump("mark-for-masquerade".into())),
+                Rule::service(&l, ServiceRule::Goto(svc.clone())),
             ]
         };
         f.chains.push((
@@ -146,29 +155,26 @@ pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
 /// rest by the cascade; none to choose: drop.
 fn pick(p: &ServicePort, eps: &[(Ipv4Addr, u16)], l: &str) -> Vec<Rule> {
     if eps.is_empty() {
-        return vec![Rule::new(l, "drop".into())];
+        return vec![Rule::service(l, ServiceRule::Drop)];
     }
-    let proto = p.protocol.name();
     let mut rules = Vec::new();
     if p.affinity_seconds.is_some() {
-        rules.push(Rule::new(l, "jump affinity-lookup".into()));
+        rules.push(Rule::service(
+            l,
+            ServiceRule::Jump("affinity-lookup".into()),
+        ));
     }
     let n = eps.len();
     for (i, (ip, port)) in eps.iter().enumerate() {
-        let chance = if i + 1 < n {
-            format!(" numgen random mod {} 0", n - i)
-        } else {
-            String::new()
-        };
-        let remember = match p.affinity_seconds {
-            Some(t) => format!(
-                " update @{AFFINITY} {{ ip saddr . ip daddr . th dport timeout {t}s : {ip} . {port} }}"
-            ),
-            None => String::new(),
-        };
-        rules.push(Rule::new(
+        rules.push(Rule::service(
             l,
-            format!("meta l4proto {proto}{chance}{remember} dnat to {ip}:{port}"),
+            ServiceRule::Dnat {
+                protocol: p.protocol,
+                of: (i + 1 < n).then_some((n - i) as u32),
+                affinity: p.affinity_seconds,
+                ip: *ip,
+                port: *port,
+            },
         ));
     }
     rules

@@ -11,6 +11,8 @@
 //! keep working across a restart). `--cleanup` is the only thing that removes it.
 
 pub mod layout;
+pub mod netlink;
+pub mod service_rule;
 pub mod table;
 
 use crate::apply::{run, ApplyError};
@@ -18,7 +20,7 @@ use crate::generation;
 use crate::model::ServicePort;
 use crate::Options;
 use layout::{fragment, Fragment};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use table::{Edits, Table};
 
@@ -43,7 +45,7 @@ impl Outcome {
 /// reference counts (one element per endpoint address, shared by service ports).
 #[derive(Default)]
 struct Programmed {
-    ports: BTreeMap<String, (ServicePort, Fragment)>,
+    ports: HashMap<String, (ServicePort, Fragment)>,
     hairpin: BTreeMap<Ipv4Addr, usize>,
 }
 
@@ -73,7 +75,7 @@ impl Nftables {
         let Some(mut prog) = self.programmed.take() else {
             return self.repair(ports);
         };
-        let new: BTreeMap<String, &ServicePort> = ports.iter().map(|p| (p.id(), p)).collect();
+        let new: HashMap<String, &ServicePort> = ports.iter().map(|p| (p.id(), p)).collect();
         let mut edits = Edits::default();
         let mut forgotten = BTreeSet::new();
         let mut hairpin_delta: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
@@ -141,7 +143,7 @@ impl Nftables {
         };
         if !edits.is_empty() {
             // On failure the table is read back and repaired by the next sync.
-            self.commit(&edits.render(&self.opts.table))?;
+            self.commit(edits, false)?;
         }
         if !forgotten.is_empty() {
             self.forget_affinity(&forgotten)?;
@@ -164,10 +166,10 @@ impl Nftables {
     /// differs (the table is made if it is missing).
     fn repair(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
         let t = self.opts.table.clone();
-        let kernel = match run("nft", &["list", "table", "ip", &t], None) {
-            Ok(text) => table::parse_listing(&text),
+        let (kernel, missing) = match run("nft", &["list", "table", "ip", &t], None) {
+            Ok(text) => (table::parse_listing(&text), false),
             Err(ApplyError::Failed(_, e)) if e.contains("No such file or directory") => {
-                Table::default()
+                (Table::default(), true)
             }
             Err(e) => return Err(e),
         };
@@ -181,28 +183,56 @@ impl Nftables {
                 *prog.hairpin.entry(ip).or_default() += 1;
             }
         }
+        let outcome = Outcome {
+            chains: edits.chains_touched,
+            elements: edits.elements_touched,
+            read_back: true,
+        };
         if !edits.is_empty() {
-            self.commit(&format!("add table ip {t}\n{}", edits.render(&t)))?;
+            self.commit(edits, missing)?;
         } else {
             self.generation = generation::current().ok();
         }
         self.programmed = Some(prog);
-        Ok(Outcome {
-            chains: edits.chains_touched,
-            elements: edits.elements_touched,
-            read_back: true,
-        })
+        Ok(outcome)
     }
 
-    /// One transaction; remembers the generation it produced when no one else
-    /// committed in between (otherwise the next resync reads the table back).
-    fn commit(&mut self, text: &str) -> Result<(), ApplyError> {
+    /// Commits the edits: what only nft can write through `nft -f` (`create`: the
+    /// table is made first), then the service-port edits as one netlink batch. Remembers
+    /// the generation this produced when no one else committed in between (otherwise
+    /// the next resync reads the table back).
+    fn commit(&mut self, edits: Edits, create: bool) -> Result<(), ApplyError> {
+        let t = self.opts.table.clone();
         let before = generation::current().ok();
         self.generation = None;
-        run("nft", &["-f", "-"], Some(text))?;
+        let (text, batch) = if self.opts.netlink {
+            let (text, service) = edits.split();
+            match service.batch(&t) {
+                Some(b) => (text, Some(b)),
+                // Something a batch cannot say: everything through nft, in one go.
+                None => (text.merge(service), None),
+            }
+        } else {
+            (edits, None)
+        };
+        let mut commits = 0u32;
+        if create || !text.is_empty() {
+            let prefix = if create {
+                format!("add table ip {t}\n")
+            } else {
+                String::new()
+            };
+            run("nft", &["-f", "-"], Some(&(prefix + &text.render(&t))))?;
+            commits += 1;
+        }
+        if let Some(b) = batch.filter(|b| !b.is_empty()) {
+            b.commit()
+                .map_err(|e| ApplyError::Failed("nf_tables batch".into(), e.to_string()))?;
+            commits += 1;
+        }
         let after = generation::current().ok();
         if let (Some(b), Some(a)) = (before, after) {
-            if a == b.wrapping_add(1) {
+            if a == b.wrapping_add(commits) {
                 self.generation = Some(a);
             }
         }
@@ -241,7 +271,7 @@ impl Nftables {
             }
         }
         if !edits.is_empty() {
-            self.commit(&edits.render(&t))?;
+            self.commit(edits, false)?;
         }
         Ok(())
     }

@@ -9,6 +9,8 @@
 //! rule changed, added or removed behind our back shows up as a different comment
 //! sequence. Base chains carry their header's fingerprint as the chain's comment.
 
+use super::netlink::{self, Batch};
+use super::service_rule::ServiceRule;
 use crate::model::hash;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -19,6 +21,8 @@ pub struct Rule {
     pub text: String,
     /// What the rule is for (a Service, or the table's fixed part).
     pub label: String,
+    /// A service port's rule as data (what netlink batches are made from).
+    pub service: Option<ServiceRule>,
 }
 
 impl Rule {
@@ -26,6 +30,15 @@ impl Rule {
         Rule {
             text,
             label: label.to_string(),
+            service: None,
+        }
+    }
+
+    pub fn service(label: &str, rule: ServiceRule) -> Rule {
+        Rule {
+            text: rule.text(),
+            label: label.to_string(),
+            service: Some(rule),
         }
     }
 
@@ -202,6 +215,117 @@ impl Edits {
         e
     }
 
+    /// These edits followed by `other`'s, kind by kind.
+    pub fn merge(mut self, other: Edits) -> Edits {
+        self.del_elems.extend(other.del_elems);
+        self.flush.extend(other.flush);
+        self.del_chains.extend(other.del_chains);
+        self.del_sets.extend(other.del_sets);
+        self.add_sets.extend(other.add_sets);
+        self.add_chains.extend(other.add_chains);
+        self.add_rules.extend(other.add_rules);
+        self.add_elems.extend(other.add_elems);
+        self.chains_touched += other.chains_touched;
+        self.elements_touched += other.elements_touched;
+        self
+    }
+
+    /// Splits the edits into what only nft can write (sets, base chains, the fixed
+    /// part's rules; committed first) and the service-port edits a netlink batch can
+    /// carry (committed second: they refer to the fixed part, never the reverse).
+    pub fn split(self) -> (Edits, Edits) {
+        let fixed: BTreeSet<String> = self
+            .add_chains
+            .iter()
+            .filter(|(_, h)| h.is_some())
+            .map(|(c, _)| c.clone())
+            .chain(
+                self.add_rules
+                    .iter()
+                    .filter(|(_, r)| r.service.is_none())
+                    .map(|(c, _)| c.clone()),
+            )
+            .collect();
+        let mut text = Edits {
+            add_sets: self.add_sets,
+            del_sets: self.del_sets,
+            ..Edits::default()
+        };
+        let mut batch = Edits::default();
+        let side = |c: &String| fixed.contains(c);
+        for c in self.flush {
+            if side(&c) {
+                text.flush.push(c)
+            } else {
+                batch.flush.push(c)
+            }
+        }
+        for c in self.del_chains {
+            if side(&c) {
+                text.del_chains.push(c)
+            } else {
+                batch.del_chains.push(c)
+            }
+        }
+        for (c, h) in self.add_chains {
+            if side(&c) {
+                text.add_chains.push((c, h))
+            } else {
+                batch.add_chains.push((c, h))
+            }
+        }
+        for (c, r) in self.add_rules {
+            if side(&c) {
+                text.add_rules.push((c, r))
+            } else {
+                batch.add_rules.push((c, r))
+            }
+        }
+        for (set, e) in self.del_elems {
+            if netlink::element(&e).is_some() {
+                batch.del_elems.push((set, e));
+            } else {
+                text.del_elems.push((set, e));
+            }
+        }
+        batch.add_elems = self.add_elems;
+        (text, batch)
+    }
+
+    /// The same edits as one netlink batch, when they are all service-port edits
+    /// (chains without hooks, rules made from [`ServiceRule`]s, elements in our
+    /// formats); None otherwise.
+    pub fn batch(&self, t: &str) -> Option<Batch> {
+        if !self.add_sets.is_empty()
+            || !self.del_sets.is_empty()
+            || self.add_chains.iter().any(|(_, h)| h.is_some())
+            || self.add_rules.iter().any(|(_, r)| r.service.is_none())
+        {
+            return None;
+        }
+        let (del, add) = (group(&self.del_elems)?, group(&self.add_elems)?);
+        let mut b = Batch::new(t);
+        for (set, elems) in &del {
+            b.elements(set, false, elems);
+        }
+        for c in &self.flush {
+            b.flush_chain(c);
+        }
+        for c in &self.del_chains {
+            b.delete_chain(c);
+        }
+        for (c, _) in &self.add_chains {
+            b.add_chain(c);
+        }
+        for (c, r) in &self.add_rules {
+            b.add_rule(c, r.service.as_ref()?, &r.comment());
+        }
+        for (set, elems) in &add {
+            b.elements(set, true, elems);
+        }
+        Some(b)
+    }
+
     /// The `nft -f` input for table `t` (which must exist).
     pub fn render(&self, t: &str) -> String {
         let mut s = String::new();
@@ -267,6 +391,17 @@ impl Edits {
     }
 }
 
+/// Elements by set, encoded; None if one is not in a format we write.
+type Encoded<'a> = BTreeMap<&'a str, Vec<(Vec<u8>, Option<String>)>>;
+
+fn group(list: &[(String, String)]) -> Option<Encoded<'_>> {
+    let mut by_set: Encoded = BTreeMap::new();
+    for (set, e) in list {
+        by_set.entry(set).or_default().push(netlink::element(e)?);
+    }
+    Some(by_set)
+}
+
 /// An element's key: what `delete element` names.
 fn key_of(element: &str) -> &str {
     element.split(" : ").next().unwrap_or(element)
@@ -307,6 +442,7 @@ pub fn parse_listing(text: &str) -> Table {
                     chain.rules.push(Rule {
                         text: String::new(),
                         label,
+                        service: None,
                     });
                 }
             }
@@ -314,6 +450,7 @@ pub fn parse_listing(text: &str) -> Table {
                 chain.header = Some(Rule {
                     text: String::new(),
                     label: comment.unwrap_or_else(|| "? no comment".into()),
+                    service: None,
                 });
             }
             t.chains.insert(name, chain);
