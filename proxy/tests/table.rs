@@ -444,3 +444,75 @@ fn netlink_batches_write_what_nft_writes() {
     };
     assert_eq!(listing(true), listing(false));
 }
+
+/// Thousands of service ports in one batch (element lists far beyond one netlink
+/// attribute) all arrive: the table read back is complete.
+#[test]
+#[ignore = "needs root and nft"]
+fn thousands_of_service_ports_arrive_complete() {
+    require();
+    let ns = Netns::new("big");
+    let many: Vec<ServicePort> = (0..3000u32)
+        .map(|i| {
+            let mut p = port(
+                &format!("s{i}"),
+                &std::net::Ipv4Addr::from(0x0a60_0000 + i).to_string(),
+                &[],
+            );
+            p.node_port = (i < 2000).then_some(30000 + i as u16);
+            p.endpoints = (0..2)
+                .map(|e| (std::net::Ipv4Addr::from(0x0a01_0000 + 2 * i + e), 8080))
+                .collect();
+            p
+        })
+        .collect();
+    let o = opts();
+    let t = o.table.clone();
+    let ports = many.clone();
+    let r = ns.run(move || Applier::new(Mode::Nftables, o).sync(&ports).unwrap());
+    assert!(r.changed());
+    let kernel = table::parse_listing(&ns.sh(&format!("nft list table ip {t}")));
+    assert_eq!(kernel.sets["service-ips"].elements.len(), 3000);
+    assert_eq!(kernel.sets["hairpin"].elements.len(), 6000);
+    let edits = table::Edits::between(&kernel, &layout::desired(&many, &opts()));
+    assert!(
+        edits.is_empty(),
+        "{} edits",
+        edits.chains_touched + edits.elements_touched
+    );
+    ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
+}
+
+/// Two Services given the same external IP and port (the API does not forbid it): both
+/// are programmed, the key goes to one of them (the smallest service port id) and,
+/// when that one goes, to the other; nothing fails.
+#[test]
+#[ignore = "needs root and nft"]
+fn colliding_external_ips_do_not_break_the_sync() {
+    require();
+    let ns = Netns::new("co");
+    let t = opts().table;
+    let mut x = port("x", "10.96.0.20", &["10.1.0.20"]);
+    x.external_ips = vec!["192.0.2.1".parse().unwrap()];
+    let mut y = port("y", "10.96.0.21", &["10.1.0.21"]);
+    y.external_ips = x.external_ips.clone();
+    let both = vec![x, y.clone()];
+    let mut a = ns.run(move || {
+        let mut a = Applier::new(Mode::Nftables, opts());
+        a.sync(&both).unwrap();
+        a
+    });
+    let map = || ns.sh(&format!("nft list map ip {t} service-ips"));
+    assert!(
+        map().contains("192.0.2.1 . tcp . 80 : goto service-") && map().contains("ns/x/tcp/http")
+    );
+    let m = map();
+    let line = m.lines().find(|l| l.contains("192.0.2.1")).unwrap();
+    assert!(line.contains("ns/x/"), "{line}");
+    // x goes: y gets the key.
+    ns.run(move || a.sync(&[y]).unwrap());
+    let m = map();
+    let line = m.lines().find(|l| l.contains("192.0.2.1")).unwrap();
+    assert!(line.contains("ns/y/"), "{line}");
+    ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
+}

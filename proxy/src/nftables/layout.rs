@@ -16,10 +16,11 @@
 //!   endpoint, read by one rule and filled by the chosen endpoint's rule.
 
 use super::service_rule::{parse_cidr, ServiceRule};
+use super::table::Edits;
 use super::table::{Chain, Rule, Set, Table};
 use crate::model::{hash, ServicePort};
 use crate::Options;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 pub const SERVICE_IPS: &str = "service-ips";
@@ -64,6 +65,97 @@ pub fn hairpin(ip: Ipv4Addr) -> String {
     format!("{ip} . {ip}")
 }
 
+/// An element's key: the part before ` : `.
+fn key_of(element: &str) -> &str {
+    element.split(" : ").next().unwrap_or(element)
+}
+
+/// Who claims each element key. Service ports share elements (two ports of one
+/// endpoint address claim the same hairpin element) and, with bad input, collide (two
+/// Services given the same external IP and port): a key holds one element, the claim
+/// of the smallest service port id, whichever order the claims came in, so a sync and
+/// a read-back agree. Losing a claim hands the key to the next claimant.
+#[derive(Debug, Default)]
+pub struct Claims {
+    keys: HashMap<(&'static str, String), BTreeMap<String, String>>,
+}
+
+/// The element a key held before a sync touched it: (set, key) → element.
+pub type Touched = BTreeMap<(&'static str, String), Option<String>>;
+
+impl Claims {
+    fn winner(&self, k: &(&'static str, String)) -> Option<String> {
+        self.keys.get(k).and_then(|c| c.values().next().cloned())
+    }
+
+    /// Service port `id` goes from the elements of `old` to those of `new`.
+    /// `touched` records, for each key this changes, the element it held before.
+    pub fn change(
+        &mut self,
+        id: &str,
+        old: &Fragment,
+        new: &Fragment,
+        mut touched: Option<&mut Touched>,
+    ) {
+        for (set, e) in old.elements.iter().chain(&new.elements) {
+            let Some(touched) = touched.as_deref_mut() else {
+                break;
+            };
+            let k = (*set, key_of(e).to_string());
+            if let std::collections::btree_map::Entry::Vacant(v) = touched.entry(k) {
+                let before = self.winner(v.key());
+                v.insert(before);
+            }
+        }
+        for (set, e) in &old.elements {
+            let k = (*set, key_of(e).to_string());
+            if let Some(c) = self.keys.get_mut(&k) {
+                c.remove(id);
+                if c.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        for (set, e) in &new.elements {
+            let claims = self.keys.entry((*set, key_of(e).to_string())).or_default();
+            if claims.values().any(|other| other != e) {
+                tracing::warn!(
+                    set,
+                    element = e.as_str(),
+                    service_port = id,
+                    "another service port claims this key; the smallest id keeps it"
+                );
+            }
+            claims.insert(id.to_string(), e.clone());
+        }
+    }
+
+    /// The element edits for the touched keys.
+    pub fn edits(&self, touched: Touched, edits: &mut Edits) {
+        for (k, before) in touched {
+            let after = self.winner(&k);
+            if before == after {
+                continue;
+            }
+            if let Some(b) = before {
+                edits.delete_element(k.0, &b);
+            }
+            if let Some(a) = after {
+                edits.add_element(k.0, &a);
+            }
+        }
+    }
+
+    /// Every element, in its set.
+    fn fill(&self, t: &mut Table) {
+        for (k, _) in self.keys.iter() {
+            if let (Some(set), Some(e)) = (t.sets.get_mut(k.0), self.winner(k)) {
+                set.elements.insert(e);
+            }
+        }
+    }
+}
+
 pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
     let proto = p.protocol.name();
     let addrs: Vec<Ipv4Addr> = p
@@ -90,6 +182,11 @@ pub fn fragment(p: &ServicePort, o: &Options) -> Fragment {
     }
     let l = label(p);
     let svc = service_chain(p);
+    let mut addresses: Vec<Ipv4Addr> = p.endpoints.iter().map(|(ip, _)| *ip).collect();
+    addresses.dedup();
+    for ip in addresses {
+        f.elements.push((HAIRPIN, hairpin(ip)));
+    }
     for a in &addrs {
         f.elements.push((
             SERVICE_IPS,
@@ -304,20 +401,29 @@ pub fn fixed() -> Table {
     t
 }
 
-/// The whole table these service ports want.
-pub fn desired<'a>(ports: impl IntoIterator<Item = &'a ServicePort>, o: &Options) -> Table {
+/// The whole table these service ports want, with each port's fragment and the
+/// claims on the shared elements.
+pub fn assemble<'a>(
+    ports: impl IntoIterator<Item = &'a ServicePort>,
+    o: &Options,
+) -> (Table, HashMap<String, (ServicePort, Fragment)>, Claims) {
     let mut t = fixed();
-    let mut hairpins = BTreeSet::new();
+    let mut claims = Claims::default();
+    let mut frags = HashMap::new();
     for p in ports {
         let f = fragment(p, o);
-        for (name, c) in f.chains {
-            t.chains.insert(name, c);
+        let id = p.id();
+        claims.change(&id, &Fragment::default(), &f, None);
+        for (name, c) in &f.chains {
+            t.chains.insert(name.clone(), c.clone());
         }
-        for (set, e) in f.elements {
-            t.sets.get_mut(set).expect("fixed set").elements.insert(e);
-        }
-        hairpins.extend(p.endpoints.iter().map(|(ip, _)| hairpin(*ip)));
+        frags.insert(id, (p.clone(), f));
     }
-    t.sets.get_mut(HAIRPIN).expect("fixed set").elements = hairpins;
-    t
+    claims.fill(&mut t);
+    (t, frags, claims)
+}
+
+/// The whole table these service ports want.
+pub fn desired<'a>(ports: impl IntoIterator<Item = &'a ServicePort>, o: &Options) -> Table {
+    assemble(ports, o).0
 }

@@ -19,7 +19,7 @@ use crate::apply::{run, ApplyError};
 use crate::generation;
 use crate::model::ServicePort;
 use crate::Options;
-use layout::{fragment, Fragment};
+use layout::{fragment, Claims, Fragment};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use table::{Edits, Table};
@@ -41,12 +41,12 @@ impl Outcome {
     }
 }
 
-/// The service ports last programmed, with their fragments and the hairpin set's
-/// reference counts (one element per endpoint address, shared by service ports).
+/// The service ports last programmed, with their fragments and who claims each
+/// element.
 #[derive(Default)]
 struct Programmed {
     ports: HashMap<String, (ServicePort, Fragment)>,
-    hairpin: BTreeMap<Ipv4Addr, usize>,
+    claims: Claims,
 }
 
 pub struct Nftables {
@@ -55,10 +55,6 @@ pub struct Nftables {
     programmed: Option<Programmed>,
     /// The ruleset generation our last commit left.
     generation: Option<u32>,
-}
-
-fn addresses(p: &ServicePort) -> BTreeSet<Ipv4Addr> {
-    p.endpoints.iter().map(|(ip, _)| *ip).collect()
 }
 
 impl Nftables {
@@ -78,7 +74,6 @@ impl Nftables {
         let new: HashMap<String, &ServicePort> = ports.iter().map(|p| (p.id(), p)).collect();
         let mut edits = Edits::default();
         let mut forgotten = BTreeSet::new();
-        let mut hairpin_delta: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
         let gone: Vec<String> = prog
             .ports
             .keys()
@@ -92,50 +87,25 @@ impl Nftables {
                 changes.push((id.clone(), Some(*p)));
             }
         }
-        let mut next = Vec::new();
+        let mut touched = BTreeMap::new();
         for (id, p) in changes {
             let old = prog.ports.remove(&id);
             let new_frag = p.map(|p| fragment(p, &self.opts));
             let empty = Fragment::default();
-            let (old_p, old_frag) = match &old {
-                Some((p, f)) => (Some(p), f),
-                None => (None, &empty),
-            };
+            let old_frag = old.as_ref().map_or(&empty, |(_, f)| f);
             let new_f = new_frag.as_ref().unwrap_or(&empty);
-            diff_fragments(&mut edits, old_frag, new_f);
-            let (before, after) = (
-                old_p.map(addresses).unwrap_or_default(),
-                p.map(addresses).unwrap_or_default(),
-            );
-            for ip in before.difference(&after) {
-                *hairpin_delta.entry(*ip).or_default() -= 1;
-            }
-            for ip in after.difference(&before) {
-                *hairpin_delta.entry(*ip).or_default() += 1;
-            }
-            if let (Some(o), Some(n)) = (old_p, p) {
+            diff_chains(&mut edits, old_frag, new_f);
+            prog.claims.change(&id, old_frag, new_f, Some(&mut touched));
+            if let (Some((o, _)), Some(n)) = (&old, p) {
                 if o.affinity_seconds.is_some() {
                     forgotten.extend(o.endpoints.iter().filter(|e| !n.endpoints.contains(e)));
                 }
             }
             if let (Some(p), Some(f)) = (p, new_frag) {
-                next.push((id, (p.clone(), f)));
+                prog.ports.insert(id, (p.clone(), f));
             }
         }
-        for (ip, d) in hairpin_delta {
-            let count = prog.hairpin.entry(ip).or_default();
-            let before = *count;
-            *count = count.saturating_add_signed(d);
-            match (before, *count) {
-                (0, n) if n > 0 => edits.add_element(layout::HAIRPIN, &layout::hairpin(ip)),
-                (b, 0) if b > 0 => edits.delete_element(layout::HAIRPIN, &layout::hairpin(ip)),
-                _ => {}
-            }
-            if *count == 0 {
-                prog.hairpin.remove(&ip);
-            }
-        }
-        prog.ports.extend(next);
+        prog.claims.edits(touched, &mut edits);
         let outcome = Outcome {
             chains: edits.chains_touched,
             elements: edits.elements_touched,
@@ -173,16 +143,9 @@ impl Nftables {
             }
             Err(e) => return Err(e),
         };
-        let desired = layout::desired(ports, &self.opts);
+        let (desired, ports, claims) = layout::assemble(ports, &self.opts);
         let edits = Edits::between(&kernel, &desired);
-        let mut prog = Programmed::default();
-        for p in ports {
-            prog.ports
-                .insert(p.id(), (p.clone(), fragment(p, &self.opts)));
-            for ip in addresses(p) {
-                *prog.hairpin.entry(ip).or_default() += 1;
-            }
-        }
+        let prog = Programmed { ports, claims };
         let outcome = Outcome {
             chains: edits.chains_touched,
             elements: edits.elements_touched,
@@ -277,8 +240,8 @@ impl Nftables {
     }
 }
 
-/// Chains and elements of one service port, from its old fragment to its new one.
-fn diff_fragments(edits: &mut Edits, old: &Fragment, new: &Fragment) {
+/// The chains of one service port, from its old fragment to its new one.
+fn diff_chains(edits: &mut Edits, old: &Fragment, new: &Fragment) {
     let names: BTreeSet<&String> = old
         .chains
         .iter()
@@ -293,22 +256,6 @@ fn diff_fragments(edits: &mut Edits, old: &Fragment, new: &Fragment) {
                 .map(|(_, c)| c.clone())
         };
         edits.chain(name, find(old).as_ref(), find(new).as_ref());
-    }
-    let sets: BTreeSet<&str> = old
-        .elements
-        .iter()
-        .chain(&new.elements)
-        .map(|(s, _)| *s)
-        .collect();
-    for set in sets {
-        let of = |f: &Fragment| -> BTreeSet<String> {
-            f.elements
-                .iter()
-                .filter(|(s, _)| *s == set)
-                .map(|(_, e)| e.clone())
-                .collect()
-        };
-        edits.elements(set, &of(old), &of(new));
     }
 }
 

@@ -430,7 +430,14 @@ impl Batch {
             // SAFETY: the buffer is valid for its length.
             let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    // More replies than the socket holds: only errors are sent unasked.
+                    return Err(io::Error::other(
+                        "nf_tables rejected the batch (more errors than could be read)",
+                    ));
+                }
+                return Err(e);
             }
             let mut at = 0usize;
             let n = n as usize;
