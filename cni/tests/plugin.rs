@@ -8,23 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
-fn ready() -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root");
-        return false;
-    }
+/// These tests are `#[ignore = "needs root, ip, nft and busybox"]`: once asked for, an
+/// unmet need is a failure.
+fn require() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root");
     for tool in ["ip", "nft", "busybox"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            eprintln!("SKIP: {tool} is not installed");
-            return false;
-        }
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "needs {tool}"
+        );
     }
-    true
 }
 
 /// Network namespaces and a data dir owned by one test; removed on drop.
@@ -144,10 +140,9 @@ fn version_reports_supported_versions() {
 }
 
 #[test]
+#[ignore = "needs root, ip, nft and busybox"]
 fn add_check_del_and_pods_talk() {
-    if !ready() {
-        return;
-    }
+    require();
     let mut lab = Lab::new();
     let (p1, p2) = (lab.netns("p1"), lab.netns("p2"));
     let conf = lab.conf("10.123.0.0/24");
@@ -219,10 +214,9 @@ fn add_check_del_and_pods_talk() {
 }
 
 #[test]
+#[ignore = "needs root, ip, nft and busybox"]
 fn errors_follow_the_spec() {
-    if !ready() {
-        return;
-    }
+    require();
     let mut lab = Lab::new();
     let p = lab.netns("p");
     let (code, e) = lab.cni("ADD", &json!({"cniVersion": "1.0.0"}), "x", Some(&p));
@@ -273,10 +267,9 @@ fn errors_follow_the_spec() {
 }
 
 #[test]
+#[ignore = "needs root, ip, nft and busybox"]
 fn port_mappings_forward_host_ports_until_del() {
-    if !ready() {
-        return;
-    }
+    require();
     let mut lab = Lab::new();
     let (p1, p2) = (lab.netns("pm1"), lab.netns("pm2"));
     let mut conf = lab.conf("10.124.0.0/24");

@@ -161,17 +161,16 @@ fn deployment_replicaset_pods_scheduling_and_gc() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn deployment_replicaset_pods_scheduling_and_gc_on_etcd() {
-    if let Some(b) = Backend::etcd("deployment_replicaset_pods_scheduling_an") {
+    {
+        let b = Backend::etcd("deployment_replicaset_pods_scheduling_an");
         deployment_replicaset_pods_scheduling_and_gc_on(b);
     }
 }
 
 fn deployment_replicaset_pods_scheduling_and_gc_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let (cp, _server, store) = start_cp(k, &backend, skiff_control::controllers::Config::default());
     // Deleted pods on nodes wait for their kubelet's final delete.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -282,17 +281,16 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on_etcd() {
-    if let Some(b) = Backend::etcd("node_whose_lease_stops_goes_not_ready_an") {
+    {
+        let b = Backend::etcd("node_whose_lease_stops_goes_not_ready_an");
         node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(b);
     }
 }
 
 fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     // Short timings instead of kube's 40 s grace and 300 s toleration.
     let cfg = skiff_control::controllers::Config {
         node_grace: Duration::from_secs(2),
@@ -427,17 +425,16 @@ fn rolling_update_rollout_status_undo_restart() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn rolling_update_rollout_status_undo_restart_on_etcd() {
-    if let Some(b) = Backend::etcd("rolling_update_rollout_status_undo_resta") {
+    {
+        let b = Backend::etcd("rolling_update_rollout_status_undo_resta");
         rolling_update_rollout_status_undo_restart_on(b);
     }
 }
 
 fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
@@ -572,17 +569,16 @@ fn deletion_finalizers_cascades_and_namespaces() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn deletion_finalizers_cascades_and_namespaces_on_etcd() {
-    if let Some(b) = Backend::etcd("deletion_finalizers_cascades_and_namespa") {
+    {
+        let b = Backend::etcd("deletion_finalizers_cascades_and_namespa");
         deletion_finalizers_cascades_and_namespaces_on(b);
     }
 }
 
 fn deletion_finalizers_cascades_and_namespaces_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let count = |prefix: &str| store.list(prefix).unwrap().0.len();
 
@@ -720,17 +716,16 @@ fn endpoints_slices_events_and_node_cidrs() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn endpoints_slices_events_and_node_cidrs_on_etcd() {
-    if let Some(b) = Backend::etcd("endpoints_slices_events_and_node_cidrs") {
+    {
+        let b = Backend::etcd("endpoints_slices_events_and_node_cidrs");
         endpoints_slices_events_and_node_cidrs_on(b);
     }
 }
 
 fn endpoints_slices_events_and_node_cidrs_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     // Node IPAM: distinct pod CIDRs from the cluster range.
     cp.apply(&node("n1"));
@@ -831,17 +826,16 @@ fn daemonset_runs_one_pod_per_eligible_node() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn daemonset_runs_one_pod_per_eligible_node_on_etcd() {
-    if let Some(b) = Backend::etcd("daemonset_runs_one_pod_per_eligible_node") {
+    {
+        let b = Backend::etcd("daemonset_runs_one_pod_per_eligible_node");
         daemonset_runs_one_pod_per_eligible_node_on(b);
     }
 }
 
 fn daemonset_runs_one_pod_per_eligible_node_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
@@ -932,17 +926,16 @@ fn graceful_pod_deletion_and_pod_gc() {
 }
 
 #[test]
+#[ignore = "needs etcd"]
 fn graceful_pod_deletion_and_pod_gc_on_etcd() {
-    if let Some(b) = Backend::etcd("graceful_pod_deletion_and_pod_gc") {
+    {
+        let b = Backend::etcd("graceful_pod_deletion_and_pod_gc");
         graceful_pod_deletion_and_pod_gc_on(b);
     }
 }
 
 fn graceful_pod_deletion_and_pod_gc_on(backend: Backend) {
-    let Some(k) = kubectl() else {
-        eprintln!("SKIP: no kubectl installed");
-        return;
-    };
+    let k = kubectl().expect("needs no kubectl installed");
     let cfg = skiff_control::controllers::Config {
         pod_gc_quarantine: Duration::from_secs(1),
         ..Default::default()

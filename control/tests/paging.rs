@@ -95,7 +95,7 @@ fn pages_share_the_first_revision_on_the_embedded_store() {
 #[test]
 #[ignore = "needs kubectl and etcd"]
 fn pages_share_the_first_revision_on_etcd() {
-    let b = Backend::etcd("paging").expect("etcd (apt-get install etcd-server)");
+    let b = Backend::etcd("paging");
     let Backend::Etcd(c) = &b else { unreachable!() };
     let eps = c.endpoints.join(",");
     paging(&["--etcd-servers", &eps], "etcd");

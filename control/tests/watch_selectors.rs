@@ -99,7 +99,7 @@ fn selector_transitions_on_the_embedded_store() {
 #[test]
 #[ignore = "needs kubectl and etcd"]
 fn selector_transitions_on_etcd() {
-    let b = Backend::etcd("watchsel").expect("etcd (apt-get install etcd-server)");
+    let b = Backend::etcd("watchsel");
     let Backend::Etcd(c) = &b else { unreachable!() };
     let eps = c.endpoints.join(",");
     transitions(&["--etcd-servers", &eps]);

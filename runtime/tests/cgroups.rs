@@ -15,10 +15,9 @@ fn cgroup_file(id: &str, controller: &str, file: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn memory_limit_ooms() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&[
         "sh",
@@ -36,10 +35,9 @@ fn memory_limit_ooms() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pids_limit_refuses_forks() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&[
         "sh",
@@ -54,10 +52,9 @@ fn pids_limit_refuses_forks() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn cpu_quota_throttles_and_stats_report_it() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "while :; do :; done"]);
     b.config["linux"]["resources"]["cpu"] =
@@ -100,10 +97,9 @@ fn cpu_quota_throttles_and_stats_report_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn update_changes_limits() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.config["linux"]["resources"]["pids"] = json!({"limit": 50});
@@ -144,10 +140,9 @@ fn update_changes_limits() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn device_cgroup_denies_unlisted_devices() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     // /dev/mem-like node (1:1) created in the container, but not allowed by the cgroup.
     let mut b = Bundle::new(&[

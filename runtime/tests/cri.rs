@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[test]
+#[ignore = "needs root"]
 fn pods_containers_logs_exec_through_skiffctl() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let node = Node::start(false);
     node.import_busybox();
     let images = node.ok(&["images"]);
@@ -208,10 +207,9 @@ fn pods_containers_logs_exec_through_skiffctl() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn server_kill9_keeps_pods_containers_and_exits() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut node = Node::start(false);
     node.import_busybox();
     let (pod, long) = node.run("db", &busybox("long", "echo up; sleep 1000"));
@@ -252,10 +250,9 @@ fn server_kill9_keeps_pods_containers_and_exits() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pods_get_addresses_and_serve_http() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let node = Node::start(true);
     node.import_busybox();
     let info = node.json(&["info"]);
@@ -377,14 +374,11 @@ fn pods_get_addresses_and_serve_http() {
 }
 
 #[test]
+#[ignore = "needs root, docker-registry and skopeo"]
 fn pull_through_cri_from_loopback_registry() {
-    if !require_root() {
-        return;
-    }
-    let Some(reg) = Registry::start() else {
-        eprintln!("SKIP: docker-registry or skopeo not installed (apt-get install docker-registry skopeo)");
-        return;
-    };
+    require_root();
+    let reg = Registry::start()
+        .expect("needs docker-registry and skopeo (apt-get install docker-registry skopeo)");
     let tar = reg.dir.join("bb.tar");
     build_image(&tar, true);
     reg.push(&tar, "team/busybox:1.0", &[]);
@@ -421,10 +415,9 @@ fn pull_through_cri_from_loopback_registry() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn containers_of_a_pod_share_its_pid_namespace_by_default() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let node = Node::start(false);
     node.import_busybox();
     // A pod config without namespace options: PID mode POD, the CRI's zero value.
@@ -466,10 +459,9 @@ fn containers_of_a_pod_share_its_pid_namespace_by_default() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exec_attach_and_port_forward_stream_over_websocket_and_spdy() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let node = Node::start(false);
     node.import_busybox();
     for transport in ["websocket", "spdy"] {
@@ -574,10 +566,9 @@ fn streams(node: &Node, transport: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stats_update_follow_and_log_rotation() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let node = Node::start(false);
     node.import_busybox();
     let (pod, ticker) = node.run(

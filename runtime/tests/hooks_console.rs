@@ -12,10 +12,9 @@ fn hook(log: &str, name: &str) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn all_hooks_run_in_order_with_state() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["true"]);
     let logdir = b.dir.join("hooklog");
@@ -70,10 +69,9 @@ fn all_hooks_run_in_order_with_state() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn failing_or_slow_hook_fails_create_cleanly() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["true"]);
     b.config["hooks"] =
@@ -102,10 +100,9 @@ fn failing_or_slow_hook_fails_create_cleanly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn console_socket_receives_the_pty_master() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "tty; stty size; echo done"]);
     b.config["process"]["terminal"] = json!(true);

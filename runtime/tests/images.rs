@@ -61,10 +61,9 @@ fn overlay(lowers: &[std::path::PathBuf], at: &Path) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn busybox_archive_runs_on_overlay() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let dir = std::env::temp_dir().join(unique("skiff-img"));
     std::fs::create_dir_all(&dir).unwrap();
     let archive = dir.join("busybox.tar");
@@ -168,10 +167,9 @@ fn busybox_archive_runs_on_overlay() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn whiteouts_and_opaque_dirs_across_layers() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let dir = std::env::temp_dir().join(unique("skiff-wh"));
     let store = Store::open(dir.join("store")).unwrap();
     let l1 = layer(&[
@@ -233,10 +231,9 @@ fn whiteouts_and_opaque_dirs_across_layers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn docker_archive_import() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let dir = std::env::temp_dir().join(unique("skiff-docker"));
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();

@@ -19,10 +19,9 @@ fn host_ns(kind: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_namespace_kind_is_new() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let script = "for n in pid net ipc uts mnt cgroup time; do echo $n $(readlink /proc/self/ns/$n); done; echo host $(hostname); echo pid $$; ls /sys/class/net; cat /proc/self/cgroup | head -1";
     let mut b = Bundle::new(&["sh", "-c", script]);
@@ -63,10 +62,9 @@ fn every_namespace_kind_is_new() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn namespaces_joined_by_path() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     // A holder container whose uts and net namespaces a second container joins (as pods do).
     let mut holder = Bundle::new(&["sleep", "1000"]);
@@ -96,10 +94,9 @@ fn namespaces_joined_by_path() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn user_namespace_with_mappings() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /data/made-inside; ls -ln /data/made-inside"]);
     let data = b.dir.join("data");
@@ -134,10 +131,9 @@ fn user_namespace_with_mappings() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn mounts_masked_and_readonly_paths() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let host = b"from the host\n";
     let mut b = Bundle::new(&["sh", "-c", "cat /ro/file; echo x > /ro/file 2>/dev/null && echo ro-writable; \
@@ -174,10 +170,9 @@ fn mounts_masked_and_readonly_paths() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn capabilities_follow_the_config() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["grep", "^Cap", "/proc/self/status"]);
     let out = run_ok(&cli, &b);
@@ -207,10 +202,9 @@ fn capabilities_follow_the_config() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rlimits_and_umask() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; umask"]);
     b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}, {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}]);
@@ -220,10 +214,9 @@ fn rlimits_and_umask() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn seccomp_denies_with_errno() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/x; echo mkdir=$?; readlink /proc/self/exe >/dev/null; echo readlink=$?"]);
     b.config["root"]["readonly"] = json!(false);
@@ -253,10 +246,9 @@ fn seccomp_denies_with_errno() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sysctl_hostname_domainname_env() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward; hostname; cat /proc/sys/kernel/domainname; echo $HOME $GREETING; pwd"]);
     b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
@@ -273,10 +265,9 @@ fn sysctl_hostname_domainname_env() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn devices_from_config() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "stat -c '%t:%T %a' /dev/fuse-like; head -c 4 /dev/zero | wc -c; head -c 1 /dev/mem 2>&1 | head -c 0; echo mem=$?"]);
     b.config["linux"]["devices"] = json!([{"path": "/dev/fuse-like", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600, "uid": 0, "gid": 0}]);
@@ -286,10 +277,9 @@ fn devices_from_config() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn no_pivot_oom_score_and_personality() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["sh", "-c", "cat /proc/self/oom_score_adj; uname -m; ls /"]);
     b.config["process"]["oomScoreAdj"] = json!(500);
@@ -317,10 +307,9 @@ fn no_pivot_oom_score_and_personality() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn negative_oom_score_needs_cap_sys_resource() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let has_sys_resource = caps::has_cap(
         None,
         caps::CapSet::Effective,
@@ -345,10 +334,9 @@ fn negative_oom_score_needs_cap_sys_resource() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exec_with_tty_allocates_a_terminal() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("exectty");

@@ -6,10 +6,9 @@ use common::*;
 use serde_json::json;
 
 #[test]
+#[ignore = "needs root"]
 fn create_start_kill_delete() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("life");
@@ -76,10 +75,9 @@ fn create_start_kill_delete() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_returns_exit_status_and_output() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 7"]);
     let (code, out, err) = cli.run_bundle(&unique("exit"), &b);
@@ -101,10 +99,9 @@ fn run_returns_exit_status_and_output() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn delete_created_container_kills_it() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["true"]);
     let id = unique("delc");
@@ -118,10 +115,9 @@ fn delete_created_container_kills_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn force_delete_and_kill_all() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     // No pid namespace: the children of init survive init unless the whole cgroup is killed.
     let mut b = Bundle::new(&["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]);
@@ -163,10 +159,9 @@ fn force_delete_and_kill_all() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exec_into_running_container() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("exec");
@@ -225,10 +220,9 @@ fn exec_into_running_container() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pause_and_resume() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("pause");
@@ -251,10 +245,9 @@ fn pause_and_resume() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn list_formats() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("list");
@@ -270,10 +263,9 @@ fn list_formats() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn concurrent_starts_serialize() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["sleep", "1000"]);
     let id = unique("race");
@@ -299,10 +291,9 @@ fn concurrent_starts_serialize() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn failed_create_leaves_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let b = Bundle::new(&["/no/such/binary"]);
     let id = unique("fail");
@@ -333,10 +324,9 @@ fn failed_create_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invalid_configs_are_rejected_by_name() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     let mut b = Bundle::new(&["true"]);
     let id = unique("inv");
@@ -416,10 +406,9 @@ fn spec_and_features() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn preserve_fds_passes_extra_descriptors() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let cli = Cli::new();

@@ -12,14 +12,11 @@ use std::net::TcpListener;
 use std::process::Command;
 
 #[test]
+#[ignore = "needs root, docker-registry and skopeo"]
 fn pull_gzip_and_zstd_from_loopback_registry() {
-    if !require_root() {
-        return;
-    }
-    let Some(reg) = Registry::start() else {
-        eprintln!("SKIP: docker-registry or skopeo not installed (apt-get install docker-registry skopeo)");
-        return;
-    };
+    require_root();
+    let reg = Registry::start()
+        .expect("needs docker-registry and skopeo (apt-get install docker-registry skopeo)");
     let (gz, raw) = (reg.dir.join("gz.tar"), reg.dir.join("raw.tar"));
     build_image(&gz, true);
     build_image(&raw, false);
@@ -156,10 +153,9 @@ fn bearer_registry(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bearer_token_challenge() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let dir = std::env::temp_dir().join(unique("skiff-bearer"));
     std::fs::create_dir_all(dir.join("layout")).unwrap();
     build_image(&dir.join("img.tar"), true);

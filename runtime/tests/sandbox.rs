@@ -30,10 +30,9 @@ fn pod_container(b: &mut Bundle, sb: &sandbox::Sandbox, name: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn containers_of_a_pod_share_network_and_talk_over_localhost() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     std::fs::create_dir_all(&cli.root).unwrap();
     let id = unique("pod");
@@ -100,10 +99,9 @@ fn containers_of_a_pod_share_network_and_talk_over_localhost() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn removal_tolerates_parts_already_gone() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let cli = Cli::new();
     std::fs::create_dir_all(&cli.root).unwrap();
     let id = unique("pod");
@@ -124,10 +122,9 @@ fn skiff_cni() -> Option<std::path::PathBuf> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_pods_reach_each_other_by_ip() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let Some(plugin) = skiff_cni() else {
         panic!("target/debug/skiff-cni is missing: run `cargo build --workspace --bins` first (scripts/test-all.sh does)");
     };

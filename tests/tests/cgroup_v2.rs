@@ -5,19 +5,17 @@
 use serde_json::json;
 use skiff_tests::*;
 
-fn skip() -> bool {
+/// These tests are `#[ignore = "needs a VM"]`: once asked for, a missing VM is a failure.
+fn require_vm() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
-        return true;
+        panic!("needs a VM: {why}");
     }
-    false
 }
 
 #[test]
+#[ignore = "needs a VM (QEMU)"]
 fn memory_max_ooms() {
-    if skip() {
-        return;
-    }
+    require_vm();
     let vm = cluster();
     let mut cfg = config(&[
         "sh",
@@ -40,10 +38,9 @@ fn memory_max_ooms() {
 }
 
 #[test]
+#[ignore = "needs a VM (QEMU)"]
 fn pids_max_and_memory_files() {
-    if skip() {
-        return;
-    }
+    require_vm();
     let vm = cluster();
     let mut cfg = config(&["sleep", "1000"]);
     cfg["linux"]["resources"]["pids"] = json!({"limit": 6});
@@ -95,10 +92,9 @@ fn pids_max_and_memory_files() {
 }
 
 #[test]
+#[ignore = "needs a VM (QEMU)"]
 fn cpu_max_throttles() {
-    if skip() {
-        return;
-    }
+    require_vm();
     let vm = cluster();
     let mut cfg = config(&["sh", "-c", "while :; do :; done"]);
     cfg["linux"]["resources"]["cpu"] = json!({"quota": 10000, "period": 100000});
@@ -130,10 +126,9 @@ fn cpu_max_throttles() {
 }
 
 #[test]
+#[ignore = "needs a VM (QEMU)"]
 fn ebpf_device_filter_denies() {
-    if skip() {
-        return;
-    }
+    require_vm();
     let vm = cluster();
     let mut cfg = config(&[
         "sh",
@@ -157,10 +152,9 @@ fn ebpf_device_filter_denies() {
 }
 
 #[test]
+#[ignore = "needs a VM (QEMU)"]
 fn pause_resume_and_negative_oom_score() {
-    if skip() {
-        return;
-    }
+    require_vm();
     let vm = cluster();
     let mut cfg = config(&["sleep", "1000"]);
     cfg["process"]["oomScoreAdj"] = json!(-998);
