@@ -179,41 +179,83 @@ async fn main() -> Result<()> {
         cfg.node_name, version.runtime_name, version.runtime_version
     );
 
-    // The heartbeat, and Node status now and then.
+    // The heartbeat, the Node's pod CIDR handed to the runtime, and Node status now
+    // and then.
     let leases: Api<Lease> = Api::namespaced(client.clone(), lease::NAMESPACE);
     {
         let (cfg, cri, machine) = (cfg.clone(), cri.clone(), machine.clone());
         tokio::spawn(async move {
             let mut since_status = Duration::ZERO;
-            let mut was_ready = true;
+            let mut was_ready: Option<String> = None;
+            let mut sent_cidr: Option<String> = None;
+            let mut since_lease = cfg.lease_renew;
             loop {
-                if let Err(e) = lease::renew(&leases, &cfg, &node_uid).await {
-                    eprintln!("skiff-kubelet: renew lease: {e}");
+                if since_lease >= cfg.lease_renew {
+                    since_lease = Duration::ZERO;
+                    if let Err(e) = lease::renew(&leases, &cfg, &node_uid).await {
+                        eprintln!("skiff-kubelet: renew lease: {e}");
+                    }
                 }
-                tokio::time::sleep(cfg.lease_renew).await;
-                since_status += cfg.lease_renew;
-                // The runtime's health is checked at every heartbeat; a change is posted
-                // at once, the rest every status period.
-                let ready = cri
-                    .rt
-                    .clone()
-                    .status(v1::StatusRequest::default())
-                    .await
-                    .is_ok();
+                let api_node = nodes.get_status(&cfg.node_name).await.ok();
+                // As the kubelet does with containerd: the Node's spec.podCIDR (from
+                // the node IPAM controller) goes to the runtime, whose CNI allocates
+                // pod addresses from it.
+                let cidr = api_node
+                    .as_ref()
+                    .and_then(|n| n.spec.as_ref())
+                    .and_then(|s| s.pod_cidr.clone());
+                if let Some(c) = cidr.filter(|c| sent_cidr.as_ref() != Some(c)) {
+                    let req = v1::UpdateRuntimeConfigRequest {
+                        runtime_config: Some(v1::RuntimeConfig {
+                            network_config: Some(v1::NetworkConfig {
+                                pod_cidr: c.clone(),
+                            }),
+                        }),
+                    };
+                    match cri.rt.clone().update_runtime_config(req).await {
+                        Ok(_) => {
+                            eprintln!("skiff-kubelet: pod CIDR {c} handed to the runtime");
+                            sent_cidr = Some(c);
+                        }
+                        Err(e) => {
+                            eprintln!("skiff-kubelet: update runtime config: {}", e.message())
+                        }
+                    }
+                }
+                // The runtime's health (and its network's) is checked at every
+                // heartbeat; a change is posted at once, the rest every status period.
+                let not_ready = node::runtime_not_ready(
+                    cri.rt
+                        .clone()
+                        .status(v1::StatusRequest::default())
+                        .await
+                        .map(|r| r.into_inner()),
+                );
                 // As the kubelet does: the Node's Ready as the API has it (the node
                 // lifecycle controller sets Unknown while the lease is stale) is
                 // corrected at the next heartbeat, not at the next status period.
-                let api_ready = node::api_ready(&nodes, &cfg.node_name).await;
+                let api_ready = api_node.as_ref().and_then(node::api_ready);
                 if since_status >= cfg.status_period
-                    || ready != was_ready
-                    || api_ready.is_some_and(|r| r != ready)
+                    || not_ready != was_ready
+                    || api_ready.is_some_and(|r| r != not_ready.is_none())
                 {
                     since_status = Duration::ZERO;
-                    was_ready = ready;
-                    if let Err(e) = node::post_status(&nodes, &cfg, &machine, ready, port).await {
+                    was_ready = not_ready.clone();
+                    if let Err(e) =
+                        node::post_status(&nodes, &cfg, &machine, not_ready.as_deref(), port).await
+                    {
                         eprintln!("skiff-kubelet: post node status: {e}");
                     }
                 }
+                // Until the node has its pod CIDR, look again soon.
+                let pause = if sent_cidr.is_none() {
+                    cfg.lease_renew.min(Duration::from_secs(1))
+                } else {
+                    cfg.lease_renew
+                };
+                tokio::time::sleep(pause).await;
+                since_status += pause;
+                since_lease += pause;
             }
         });
     }

@@ -75,8 +75,9 @@ fn labels(cfg: &Config) -> BTreeMap<String, String> {
     l
 }
 
-/// The status the kubelet reports; `ready` says whether the runtime answered.
-pub fn status(cfg: &Config, m: &Machine, ready: bool, port: i32) -> NodeStatus {
+/// The status the kubelet reports; `not_ready` says why the node is not Ready (the
+/// runtime down, or its network not ready).
+pub fn status(cfg: &Config, m: &Machine, not_ready: Option<&str>, port: i32) -> NodeStatus {
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(m.cpus.to_string())),
         ("memory".to_string(), Quantity(format!("{}Ki", m.memory_ki))),
@@ -123,20 +124,14 @@ pub fn status(cfg: &Config, m: &Machine, ready: bool, port: i32) -> NodeStatus {
                 "KubeletHasSufficientPID",
                 "kubelet has sufficient PID available",
             ),
-            if ready {
-                cond(
+            match not_ready {
+                None => cond(
                     "Ready",
                     true,
                     "KubeletReady",
                     "kubelet is posting ready status",
-                )
-            } else {
-                cond(
-                    "Ready",
-                    false,
-                    "KubeletNotReady",
-                    "container runtime is down",
-                )
+                ),
+                Some(why) => cond("Ready", false, "KubeletNotReady", why),
             },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
@@ -187,19 +182,42 @@ pub async fn register(
         }
         Err(e) => return Err(e),
     }
-    let n = post_status(api, cfg, m, true, port).await?;
+    let n = post_status(api, cfg, m, None, port).await?;
     Ok(n.metadata.uid.unwrap_or_default())
 }
 
-/// The Node's Ready condition as the API server has it (None if it cannot be read).
-pub async fn api_ready(api: &Api<Node>, name: &str) -> Option<bool> {
-    let n = api.get_status(name).await.ok()?;
-    let conds = n.status?.conditions?;
+/// The Node's Ready condition as the API server has it.
+pub fn api_ready(n: &Node) -> Option<bool> {
+    let conds = n.status.as_ref()?.conditions.as_ref()?;
     Some(
         conds
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True"),
     )
+}
+
+/// Why the runtime makes the node not Ready, from its CRI Status (as the kubelet words
+/// it), or None when it and its network are ready.
+pub fn runtime_not_ready(
+    status: Result<skiff_runtime::cri::v1::StatusResponse, tonic::Status>,
+) -> Option<String> {
+    let st = match status {
+        Ok(s) => s,
+        Err(e) => return Some(format!("container runtime is down: {}", e.message())),
+    };
+    let conds = st.status.map(|s| s.conditions).unwrap_or_default();
+    for (kind, what) in [
+        ("RuntimeReady", "container runtime"),
+        ("NetworkReady", "container runtime network"),
+    ] {
+        if let Some(c) = conds.iter().find(|c| c.r#type == kind && !c.status) {
+            return Some(format!(
+                "{what} not ready: {kind}=false reason:{} message:{}",
+                c.reason, c.message
+            ));
+        }
+    }
+    None
 }
 
 /// Keep each condition's lastTransitionTime from `old` while its status is the same:
@@ -225,10 +243,10 @@ pub async fn post_status(
     api: &Api<Node>,
     cfg: &Config,
     m: &Machine,
-    ready: bool,
+    not_ready: Option<&str>,
     port: i32,
 ) -> Result<Node, kube::Error> {
-    let mut st = status(cfg, m, ready, port);
+    let mut st = status(cfg, m, not_ready, port);
     // What the API has now; without it (unreadable) every condition starts now.
     let current = api.get_status(&cfg.node_name).await.ok();
     keep_transitions(&mut st, current.as_ref().and_then(|n| n.status.as_ref()));
@@ -277,6 +295,41 @@ mod tests {
         assert_eq!(
             changed.conditions.unwrap()[0].last_transition_time,
             Some(Time("2026-06-01T00:00:00Z".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn runtime_readiness_as_the_kubelet_words_it() {
+        use skiff_runtime::cri::v1;
+        let status = |net: bool| {
+            Ok(v1::StatusResponse {
+                status: Some(v1::RuntimeStatus {
+                    conditions: vec![
+                        v1::RuntimeCondition {
+                            r#type: "RuntimeReady".into(),
+                            status: true,
+                            ..Default::default()
+                        },
+                        v1::RuntimeCondition {
+                            r#type: "NetworkReady".into(),
+                            status: net,
+                            reason: "NetworkPluginNotReady".into(),
+                            message: "no CIDR".into(),
+                        },
+                    ],
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(runtime_not_ready(status(true)), None);
+        assert_eq!(
+            runtime_not_ready(status(false)).as_deref(),
+            Some("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:no CIDR")
+        );
+        let down = runtime_not_ready(Err(tonic::Status::unavailable("connection refused")));
+        assert_eq!(
+            down.as_deref(),
+            Some("container runtime is down: connection refused")
         );
     }
 }

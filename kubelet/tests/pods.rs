@@ -1101,20 +1101,22 @@ fn sh(script: &str) {
 #[ignore = "needs root"]
 fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
     require_root();
-    let base = 100 + std::process::id() % 100;
-    let (sub_a, sub_b) = (format!("10.128.{base}.0/24"), format!("10.129.{base}.0/24"));
-    let a = Node::start_with(Some(&sub_a));
-    let b = Node::start_with(Some(&sub_b));
+    // The pod network comes from the Nodes: node IPAM gives each a podCIDR out of the
+    // cluster CIDR, the kubelet hands it to the runtime (CRI UpdateRuntimeConfig), the
+    // CNI allocates from it, and skiff-proxy (--pod-network host-gw) routes each node's
+    // podCIDR through its InternalIP. No route or subnet is set by hand.
+    let cluster = format!("10.{}.0.0/16", 150 + std::process::id() % 50);
+    let a = Node::start_in_cluster(&cluster);
+    let b = Node::start_in_cluster(&cluster);
     a.import_busybox();
     b.import_busybox();
     let (na, nb) = (a.netns.clone().unwrap(), b.netns.clone().unwrap());
-    // The underlay: one link between the two nodes, routes to each other's pods.
+    // The underlay: one link between the two nodes.
     let link = format!("ul{}", std::process::id() % 100000);
     sh(&format!(
         "ip link add {link}a netns {na} type veth peer name {link}b netns {nb} && \
          ip -n {na} addr add 10.126.0.1/24 dev {link}a && ip -n {na} link set {link}a up && \
          ip -n {nb} addr add 10.126.0.2/24 dev {link}b && ip -n {nb} link set {link}b up && \
-         ip -n {na} route add {sub_b} via 10.126.0.2 && ip -n {nb} route add {sub_a} via 10.126.0.1 && \
          ip netns exec {na} sysctl -qw net.ipv4.ip_forward=1 && ip netns exec {nb} sysctl -qw net.ipv4.ip_forward=1 && \
          ip -n {na} route add 10.96.0.0/12 dev lo && ip -n {nb} route add 10.96.0.0/12 dev lo"
     ));
@@ -1131,6 +1133,8 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
             "6s",
             "--default-unreachable-toleration-seconds",
             "2",
+            "--cluster-cidr",
+            &cluster,
         ],
     );
     let kc = control.kubeconfig("admin.kubeconfig");
@@ -1161,9 +1165,11 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
                 .arg(&kc)
                 .args([
                     "--cluster-cidr",
-                    "10.128.0.0/15",
+                    &cluster,
                     "--min-sync-period",
                     "100ms",
+                    "--pod-network",
+                    "host-gw",
                 ])
                 .args(["--hostname-override", name])
                 .stdout(Stdio::null())
@@ -1203,6 +1209,23 @@ fn two_nodes_one_cluster_and_a_lost_nodes_pods_move() {
         on("na") > 0 && on("nb") > 0,
         "spread over both nodes: {pods:?}"
     );
+    // Each pod's address is in its Node's podCIDR (the only place a subnet comes from).
+    for p in &pods {
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        let cidr = c.json(&["get", "node", node])["spec"]["podCIDR"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{node} has no podCIDR"))
+            .to_string();
+        let (net, len) = cidr.split_once('/').unwrap();
+        let (net, len): (std::net::Ipv4Addr, u32) = (net.parse().unwrap(), len.parse().unwrap());
+        let ip: std::net::Ipv4Addr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
+        let mask = u32::MAX << (32 - len);
+        assert_eq!(
+            u32::from(ip) & mask,
+            u32::from(net),
+            "{ip} of a pod on {node} in {cidr}"
+        );
+    }
     // Across nodes: every pod answers from node a, by its IP.
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap();

@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod nftables;
+pub mod routes;
 pub mod runner;
 
 pub use model::{Protocol, ServicePort};

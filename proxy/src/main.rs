@@ -1,9 +1,10 @@
-//! skiff-proxy: the node's service proxy. Flags are named as kube-proxy names them.
+//! skiff-proxy: the node's service proxy, and (`--pod-network host-gw`) the routes of
+//! the pod network between nodes. Flags are named as kube-proxy names them.
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -12,7 +13,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::runner::{self, Kind, Runner};
-use skiff_proxy::{model, Options};
+use skiff_proxy::{model, routes, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,14 @@ use tracing::{debug, error, info, warn};
 enum ProxyMode {
     Nftables,
     Iptables,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PodNetwork {
+    /// Routes between nodes are someone else's business.
+    None,
+    /// Every other node's podCIDR is routed through its InternalIP (nodes share a link).
+    HostGw,
 }
 
 #[derive(Parser, Debug)]
@@ -63,6 +72,10 @@ struct Args {
     /// (default: twice --sync-period).
     #[arg(long, value_parser = humantime::parse_duration)]
     healthz_timeout: Option<Duration>,
+    /// The pod network between nodes: `host-gw` routes every other Node's podCIDR
+    /// through its InternalIP, following the Node objects.
+    #[arg(long, value_enum, default_value = "none")]
+    pod_network: PodNetwork,
     /// Log verbosity: 0-1 info (one line per sync that changed rules), 2-3 debug,
     /// 4+ trace. RUST_LOG, when set, takes precedence.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
@@ -92,7 +105,13 @@ fn init_logs(args: &Args) {
     }
 }
 
-fn reflect<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>, metrics: Arc<Metrics>) -> Store<K>
+/// A reflector of `K`; `changed` is notified on every change, and `metrics` (for the
+/// service rules' inputs) told a change is queued.
+fn reflect<K>(
+    api: Api<K>,
+    changed: Arc<tokio::sync::Notify>,
+    metrics: Option<Arc<Metrics>>,
+) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -118,7 +137,9 @@ where
                         name = obj.meta().name.as_deref().unwrap_or(""),
                         "changed"
                     );
-                    metrics.queued(Instant::now());
+                    if let Some(m) = &metrics {
+                        m.queued(Instant::now());
+                    }
                     changed.notify_one();
                 }
                 Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
@@ -170,6 +191,33 @@ async fn serve(args: &Args, metrics: Arc<Metrics>, bound: Duration) -> Result<()
     Ok(())
 }
 
+/// host-gw: routes to the other nodes' pod CIDRs follow the Node objects (within
+/// 100 ms of a change), and are checked every `period` (repairing outside changes).
+fn spawn_routes(client: kube::Client, me: String, period: Duration) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let nodes = reflect::<Node>(Api::all(client), changed.clone(), None);
+    tokio::spawn(async move {
+        if let Err(e) = nodes.wait_until_ready().await {
+            error!(error = %e, "list nodes; no pod routes");
+            return;
+        }
+        loop {
+            let wanted = routes::desired(&nodes.state(), &me);
+            let n = wanted.len();
+            match tokio::task::spawn_blocking(move || routes::reconcile(&wanted)).await {
+                Ok(Ok(0)) => debug!(routes = n, "pod routes as wanted"),
+                Ok(Ok(changed)) => info!(routes = n, changed, "pod routes programmed"),
+                Ok(Err(e)) => error!(error = %e, "pod routes"),
+                Err(e) => error!(error = %e, "pod routes task"),
+            }
+            tokio::select! {
+                _ = changed.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+    });
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -216,14 +264,22 @@ async fn main() -> Result<()> {
     let bound = args.healthz_timeout.unwrap_or(args.sync_period * 2);
     serve(&args, metrics.clone(), bound).await?;
     let changed = Arc::new(tokio::sync::Notify::new());
-    let services = reflect::<Service>(Api::all(client.clone()), changed.clone(), metrics.clone());
-    let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone(), metrics.clone());
+    let services = reflect::<Service>(
+        Api::all(client.clone()),
+        changed.clone(),
+        Some(metrics.clone()),
+    );
+    let client_for_routes = client.clone();
+    let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone(), Some(metrics.clone()));
     services.wait_until_ready().await.context("list services")?;
     slices
         .wait_until_ready()
         .await
         .context("list endpointslices")?;
-    info!(?mode, node, "started");
+    if args.pod_network == PodNetwork::HostGw {
+        spawn_routes(client_for_routes, node.clone(), args.sync_period);
+    }
+    info!(?mode, node, pod_network = ?args.pod_network, "started");
     let applier = Arc::new(Mutex::new(Applier::new(mode, opts)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {

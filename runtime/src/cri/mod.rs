@@ -56,7 +56,13 @@ pub struct Inner {
     pub images: Store,
     pub records: Mutex<Records>,
     pub events: events::Events,
+    /// This node's pod CIDR, from the kubelet (CRI UpdateRuntimeConfig); kept on disk.
+    pub pod_cidr: Mutex<Option<String>>,
 }
+
+/// In a CNI configuration, `"subnet": "usePodCidr"` stands for the node's pod CIDR (the
+/// kubenet convention), filled in from what the kubelet sent.
+pub const USE_POD_CIDR: &str = "usePodCidr";
 
 impl Inner {
     pub fn open(cfg: Config) -> crate::Result<Inner> {
@@ -67,13 +73,41 @@ impl Inner {
         let rt = Runtime::new(&cfg.root)?;
         let images = Store::open(&cfg.image_dir)?;
         let records = Mutex::new(Records::open(&cfg.root.join("cri"))?);
+        let pod_cidr = std::fs::read_to_string(cfg.root.join("cri").join("pod-cidr"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
         Ok(Inner {
             cfg,
             rt,
             images,
             records,
             events: events::Events::new(),
+            pod_cidr: Mutex::new(pod_cidr),
         })
+    }
+
+    /// Remember the node's pod CIDR (written before it is used: a restarted server
+    /// allocates from the same range).
+    pub fn set_pod_cidr(&self, cidr: &str) -> crate::Result<()> {
+        let valid = cidr.split_once('/').is_some_and(|(a, p)| {
+            a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 30)
+        });
+        if !valid {
+            return Err(Error::InvalidConfig(format!(
+                "pod CIDR {cidr:?} is not an IPv4 CIDR of at least 4 addresses"
+            )));
+        }
+        let path = self.cfg.root.join("cri").join("pod-cidr");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, cidr)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::Io {
+                step: format!("write {}", path.display()),
+                err: e,
+            })?;
+        *self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()) = Some(cidr.to_string());
+        Ok(())
     }
 
     pub fn records(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -109,6 +143,22 @@ impl Inner {
             p["name"] = conf["name"].clone();
             p["cniVersion"] = conf["cniVersion"].clone();
             conf = p;
+        }
+        if conf["ipam"]["subnet"] == USE_POD_CIDR {
+            let cidr = self
+                .pod_cidr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            conf["ipam"]["subnet"] = match cidr {
+                Some(c) => c.into(),
+                None => {
+                    return Err(format!(
+                        "{}: the pod CIDR is not known yet (the kubelet sends it once its Node has spec.podCIDR)",
+                        file.display()
+                    ))
+                }
+            };
         }
         let typ = conf["type"]
             .as_str()

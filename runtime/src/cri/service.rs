@@ -392,10 +392,22 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _: Request<v1::UpdateRuntimeConfigRequest>,
+        r: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Rsp<v1::UpdateRuntimeConfigResponse> {
-        // The pod CIDR lives in the CNI configuration; nothing to change here.
-        Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
+        // The pod CIDR fills a CNI configuration's `"subnet": "usePodCidr"`.
+        let cidr = r
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.run(move |i| {
+            if !cidr.is_empty() {
+                i.set_pod_cidr(&cidr).map_err(super::status)?;
+            }
+            Ok(v1::UpdateRuntimeConfigResponse {})
+        })
+        .await
     }
 
     async fn status(&self, r: Request<v1::StatusRequest>) -> Rsp<v1::StatusResponse> {

@@ -30,8 +30,18 @@ impl Node {
         Node::start_with(network.then_some(subnet.as_str()))
     }
 
+    /// A node of a cluster whose pods are in `cluster_cidr`: its own range is the pod
+    /// CIDR the kubelet hands over from its Node (`"subnet": "usePodCidr"`).
+    pub fn start_in_cluster(cluster_cidr: &str) -> Node {
+        Node::start_network(Some("usePodCidr"), Some(cluster_cidr))
+    }
+
     /// A node whose pod network (if any) is `subnet`: nodes of one cluster need distinct ones.
     pub fn start_with(subnet: Option<&str>) -> Node {
+        Node::start_network(subnet, None)
+    }
+
+    fn start_network(subnet: Option<&str>, cluster_cidr: Option<&str>) -> Node {
         let network = subnet.is_some();
         let root = std::env::temp_dir().join(unique("skiff-cri"));
         std::fs::create_dir_all(root.join("cni")).unwrap();
@@ -48,11 +58,14 @@ impl Node {
                 .status()
                 .unwrap()
                 .success());
-            let conf = json!({
+            let mut conf = json!({
                 "cniVersion": "1.0.0", "name": "crinet", "type": "skiff-cni",
                 "bridge": format!("skc{}", std::process::id() % 100000),
                 "ipam": {"type": "host-local", "subnet": subnet, "dataDir": root.join("ipam")}
             });
+            if let Some(c) = cluster_cidr {
+                conf["clusterCidr"] = c.into();
+            }
             std::fs::write(root.join("cni/10-skiff.conf"), conf.to_string()).unwrap();
             name
         });

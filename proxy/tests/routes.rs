@@ -1,0 +1,154 @@
+//! The host-gw pod network in the kernel: two "nodes" (network namespaces on one
+//! bridge), each with a pod address of its pod CIDR (on its loopback). Routes made from the Node objects
+//! let each reach the other's pod; a node that leaves loses its route; a route deleted
+//! or changed behind our back comes back; routes that are not ours stay. Needs root,
+//! ip and busybox.
+
+use k8s_openapi::api::core::v1::Node;
+use skiff_proxy::routes::{self, desired, reconcile};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Arc;
+
+fn require() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    for tool in ["ip", "busybox"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "needs {tool}"
+        );
+    }
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", cmd]).output().unwrap()
+}
+
+fn ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A switch namespace with a bridge, and two node namespaces on it.
+struct Lab {
+    tag: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let tag = format!("{}", std::process::id() % 100000);
+        let lab = Lab { tag: tag.clone() };
+        ok(&format!(
+            "ip netns add rsw{tag} && ip -n rsw{tag} link add br0 type bridge && ip -n rsw{tag} link set br0 up"
+        ));
+        for (i, n) in ["a", "b"].iter().enumerate() {
+            let (ns, k) = (format!("rn{n}{tag}"), i + 1);
+            ok(&format!(
+                "ip netns add {ns} && ip -n {ns} link set lo up && \
+                 ip link add eth0 netns {ns} type veth peer name p{n} netns rsw{tag} && \
+                 ip -n rsw{tag} link set p{n} master br0 && ip -n rsw{tag} link set p{n} up && \
+                 ip -n {ns} addr add 192.168.77.{k}/24 dev eth0 && ip -n {ns} link set eth0 up && \
+                 ip -n {ns} addr add 10.244.{k}.1/32 dev lo && \
+                 ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1"
+            ));
+        }
+        lab
+    }
+
+    fn ns(&self, n: &str) -> String {
+        format!("rn{n}{}", self.tag)
+    }
+
+    /// Reconcile node `n`'s routes from these Nodes, inside its namespace.
+    fn reconcile(&self, n: &str, nodes: &[Arc<Node>]) -> usize {
+        let wanted = desired(nodes, n);
+        let path = format!("/run/netns/{}", self.ns(n));
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(path).unwrap();
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            reconcile(&wanted).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn ping(&self, from: &str, to: &str) -> bool {
+        sh(&format!(
+            "ip netns exec {} timeout 5 busybox ping -c 1 -W 2 {to}",
+            self.ns(from)
+        ))
+        .status
+        .success()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [self.ns("a"), self.ns("b"), format!("rsw{}", self.tag)] {
+            let _ = sh(&format!("ip netns del {ns}"));
+        }
+    }
+}
+
+fn node(name: &str, cidr: &str, ip: &str) -> Arc<Node> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+        }))
+        .unwrap(),
+    )
+}
+
+#[test]
+#[ignore = "needs root, ip and busybox"]
+fn host_gw_routes_follow_the_nodes() {
+    require();
+    let lab = Lab::new();
+    let nodes = vec![
+        node("a", "10.244.1.0/24", "192.168.77.1"),
+        node("b", "10.244.2.0/24", "192.168.77.2"),
+    ];
+    assert!(!lab.ping("a", "10.244.2.1"), "no route yet");
+    // Someone else's route stays whatever we do.
+    ok(&format!(
+        "ip -n {} route add 10.99.0.0/16 via 192.168.77.2",
+        lab.ns("a")
+    ));
+    assert_eq!(lab.reconcile("a", &nodes), 1);
+    assert_eq!(lab.reconcile("b", &nodes), 1);
+    assert!(lab.ping("a", "10.244.2.1"), "a reaches b's pod");
+    assert!(lab.ping("b", "10.244.1.1"), "b reaches a's pod");
+    assert_eq!(lab.reconcile("a", &nodes), 0, "nothing to change");
+    let show = format!(
+        "ip -n {} -4 route show proto {}",
+        lab.ns("a"),
+        routes::PROTO
+    );
+    assert_eq!(ok(&show).trim(), "10.244.2.0/24 via 192.168.77.2 dev eth0");
+    // Changed and deleted behind our back: put back.
+    ok(&format!(
+        "ip -n {} route replace 10.244.2.0/24 via 192.168.77.9 proto {}",
+        lab.ns("a"),
+        routes::PROTO
+    ));
+    assert_eq!(lab.reconcile("a", &nodes), 1);
+    assert!(lab.ping("a", "10.244.2.1"));
+    ok(&format!("ip -n {} route del 10.244.2.0/24", lab.ns("a")));
+    assert_eq!(lab.reconcile("a", &nodes), 1);
+    assert!(lab.ping("a", "10.244.2.1"));
+    // Node b leaves: its route goes; the foreign route stays.
+    assert_eq!(lab.reconcile("a", &nodes[..1]), 1);
+    assert_eq!(ok(&show).trim(), "");
+    assert!(!lab.ping("a", "10.244.2.1"));
+    assert!(ok(&format!("ip -n {} route", lab.ns("a"))).contains("10.99.0.0/16 via 192.168.77.2"));
+}
