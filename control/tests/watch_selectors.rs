@@ -104,3 +104,57 @@ fn selector_transitions_on_etcd() {
     let eps = c.endpoints.join(",");
     transitions(&["--etcd-servers", &eps]);
 }
+
+/// kubectl's `-l` in kube's grammar: set-based requirements select what kube-apiserver
+/// selects, and a malformed selector is a 400 that kubectl reports (not an empty list).
+#[test]
+#[ignore = "needs kubectl"]
+fn label_selectors_in_kube_grammar() {
+    let dir = std::env::temp_dir().join(format!("skiff-labelsel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Control::start(&dir, &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig");
+    let kcs = kc.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kcs.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&all, None)
+    };
+    for (name, labels) in [("a", "tier=web,n=1"), ("b", "tier=db,n=5"), ("c", "n=9")] {
+        assert!(run(&["create", "configmap", name]).status.success());
+        let mut args = vec!["label", "configmap", name];
+        args.extend(labels.split(','));
+        assert!(run(&args).status.success());
+    }
+    let names = |sel: &str| {
+        let o = run(&["get", "configmaps", "-l", sel, "-o", "name"]);
+        assert!(o.status.success(), "{sel}: {o:?}");
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim_start_matches("configmap/").to_string())
+            .filter(|n| n != "kube-root-ca.crt")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("tier in (web,db)"), ["a", "b"]);
+    assert_eq!(names("tier notin (web)"), ["b", "c"]);
+    assert_eq!(names("tier,tier!=db"), ["a"]);
+    assert_eq!(names("!tier"), ["c"]);
+    assert_eq!(names("n>4"), ["b", "c"]);
+    let o = run(&["get", "configmaps", "-l", "tier in web"]);
+    assert!(!o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unable to parse requirement"), "{err}");
+    // The server's answer, not kubectl's: 400 with the reason.
+    let o = run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier+in+web",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unable to parse requirement"),
+        "{err}"
+    );
+}

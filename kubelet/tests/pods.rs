@@ -606,6 +606,34 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         &kubelet,
     );
     assert_eq!(noimage["status"]["phase"], "Pending");
+    // What `kubectl get pods` shows is kube's pod printer: the reason, not the phase,
+    // and when the last restart was.
+    let table = c.k(&["get", "pods", "-l", "t in (crash,done,failed,noimage)"]);
+    let status_of = |label: &str| {
+        let name = c.pods(&format!("t={label}")).pop().unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} in {table}"))
+            .to_string();
+        let cols: Vec<String> = line.split_whitespace().map(String::from).collect();
+        (cols[2].clone(), line)
+    };
+    let (crash_status, crash_line) = status_of("crash");
+    assert!(
+        crash_status == "CrashLoopBackOff" || crash_status == "Error",
+        "{table}"
+    );
+    assert!(
+        crash_line.contains(" ago)"),
+        "restarts say when: {crash_line}"
+    );
+    assert_eq!(status_of("done").0, "Completed", "{table}");
+    assert_eq!(status_of("failed").0, "Error", "{table}");
+    assert_eq!(status_of("noimage").0, "ErrImageNeverPull", "{table}");
 
     // Probes: readiness follows the HTTP answer (not ready, then ready, never restarted);
     // a failed liveness probe restarts the container in place, with events.

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
+mod selector;
 pub(crate) mod status;
 mod strategic;
 pub(crate) mod table;

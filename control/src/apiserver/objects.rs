@@ -2,6 +2,7 @@
 //! selectors on list, and watch streams.
 
 use super::resources::{self, Resource};
+use super::selector::LabelSelector;
 use super::status::ApiError;
 use super::table::{table, TABLE_CONTENT_TYPE};
 use super::{body_stream, json_response};
@@ -486,22 +487,6 @@ pub fn get(c: &Ctx, name: &str) -> Result<Response, ApiError> {
     Ok(respond(c, StatusCode::OK, &decode(&kv), kv.mod_revision))
 }
 
-/// Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`.
-fn label_match(sel: &str, labels: &Value) -> bool {
-    sel.split(',').filter(|t| !t.is_empty()).all(|t| {
-        let t = t.trim();
-        if let Some((k, v)) = t.split_once("!=") {
-            labels[k.trim()].as_str() != Some(v.trim())
-        } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
-            labels[k.trim()].as_str() == Some(v.trim())
-        } else if let Some(k) = t.strip_prefix('!') {
-            labels[k].is_null()
-        } else {
-            !labels[t].is_null()
-        }
-    })
-}
-
 fn field_value<'a>(o: &'a Value, path: &str) -> Option<&'a str> {
     path.split('.')
         .try_fold(o, |v, k| v.get(k))
@@ -520,10 +505,32 @@ fn field_match(sel: &str, o: &Value) -> bool {
     })
 }
 
-fn selected(q: &HashMap<String, String>, o: &Value) -> bool {
-    q.get("labelSelector")
-        .is_none_or(|s| label_match(s, &o["metadata"]["labels"]))
-        && q.get("fieldSelector").is_none_or(|s| field_match(s, o))
+/// What a list or watch selects (`labelSelector`, `fieldSelector`), parsed once.
+#[derive(Clone)]
+struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Option<String>,
+}
+
+impl Filter {
+    fn new(q: &HashMap<String, String>) -> Result<Filter, ApiError> {
+        let labels = q
+            .get("labelSelector")
+            .map(|s| LabelSelector::parse(s))
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        Ok(Filter {
+            labels,
+            fields: q.get("fieldSelector").cloned(),
+        })
+    }
+
+    fn selects(&self, o: &Value) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|l| l.matches(&o["metadata"]["labels"]))
+            && self.fields.as_ref().is_none_or(|s| field_match(s, o))
+    }
 }
 
 /// A continue token: where the next page starts (after `start`) and the revision the
@@ -564,6 +571,7 @@ pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> 
             .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
         None => 0,
     };
+    let filter = Filter::new(q)?;
     let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
     let prefix = c.r.prefix(c.ns);
     // Later pages are read at the first page's revision (kube's consistent paging).
@@ -605,7 +613,7 @@ pub fn list(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> 
             }
             last_key = kv.key.clone();
             let o = decode(kv);
-            if selected(q, &o) {
+            if filter.selects(&o) {
                 items.push(o);
             }
         }
@@ -1198,6 +1206,7 @@ fn orphan_dependents(store: &Store, uid: &str) -> Result<(), StoreError> {
 /// Newline-delimited watch events; from `resourceVersion` (history replay) or, without
 /// one, the current objects as ADDED first. Ends after timeoutSeconds.
 pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let filter = Filter::new(q)?;
     let from: i64 = q
         .get("resourceVersion")
         .and_then(|s| s.parse().ok())
@@ -1221,7 +1230,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
         Err(e) => return Err(store_err(c.r, "", e)),
     };
     let store = c.store.clone();
-    let (kind, table_mode, q2, r) = (c.r.kind, c.table, q.clone(), c.r);
+    let (kind, table_mode, r) = (c.r.kind, c.table, c.r);
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -1240,7 +1249,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
     // A task, not a thread: an idle watch costs a few hundred bytes.
     tokio::spawn(async move {
         for o in &initial {
-            if selected(&q2, o) && tx.send(Ok(frame("ADDED", o, start))).await.is_err() {
+            if filter.selects(o) && tx.send(Ok(frame("ADDED", o, start))).await.is_err() {
                 return;
             }
         }
@@ -1282,7 +1291,7 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
             for ev in queued {
                 last_rv = last_rv.max(ev.revision());
                 // As the client sees it through its selectors.
-                if let Some((typ, obj)) = watch_event(&q2, &ev) {
+                if let Some((typ, obj)) = watch_event(&filter, &ev) {
                     if tx.send(Ok(frame(typ, &obj, ev.revision()))).await.is_err() {
                         return;
                     }
@@ -1313,11 +1322,8 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
 /// rules): an object that starts matching is ADDED, one that stops matching is DELETED
 /// (its last matching state, at the event's revision), and one that never matched is
 /// not sent.
-fn watch_event(
-    q: &HashMap<String, String>,
-    ev: &crate::store::Event,
-) -> Option<(&'static str, Value)> {
-    let old = ev.prev.as_ref().map(decode).filter(|o| selected(q, o));
+fn watch_event(filter: &Filter, ev: &crate::store::Event) -> Option<(&'static str, Value)> {
+    let old = ev.prev.as_ref().map(decode).filter(|o| filter.selects(o));
     let gone = |mut o: Value| {
         o["metadata"]["resourceVersion"] = json!(ev.revision().to_string());
         ("DELETED", o)
@@ -1326,7 +1332,7 @@ fn watch_event(
         EventKind::Delete => old.map(gone),
         EventKind::Put => {
             let new = decode(&ev.kv);
-            match (old, selected(q, &new)) {
+            match (old, filter.selects(&new)) {
                 (Some(_), true) => Some(("MODIFIED", new)),
                 (None, true) => Some(("ADDED", new)),
                 (Some(o), false) => Some(gone(o)),

@@ -4,19 +4,180 @@
 use serde_json::{json, Value};
 
 fn age(obj: &Value, now: std::time::SystemTime) -> String {
-    let Some(ts) = obj["metadata"]["creationTimestamp"].as_str() else {
+    since(&obj["metadata"]["creationTimestamp"], now)
+}
+
+/// How long ago an RFC 3339 time was, as kubectl prints it ("<unknown>" without one).
+fn since(ts: &Value, now: std::time::SystemTime) -> String {
+    let Some(t) = ts.as_str().and_then(|ts| humantime_parse(ts).ok()) else {
         return "<unknown>".into();
     };
-    let Ok(t) = humantime_parse(ts) else {
-        return "<unknown>".into();
-    };
-    let secs = now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 3600 * 2 => format!("{}m", s / 60),
-        s if s < 86400 * 2 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+    match now.duration_since(t) {
+        Ok(d) => human_duration(d.as_secs()),
+        // A little in the future (clock skew) reads as now; more is invalid.
+        Err(e) if e.duration().as_secs() < 1 => "0s".into(),
+        Err(_) => "<invalid>".into(),
     }
+}
+
+/// apimachinery's duration.HumanDuration: two units while the larger is small.
+pub(crate) fn human_duration(secs: u64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    let y = d / 365;
+    let pair = |a: u64, ua: &str, b: u64, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua}{b}{ub}")
+        }
+    };
+    if secs < 120 {
+        format!("{secs}s")
+    } else if m < 10 {
+        pair(m, "m", secs % 60, "s")
+    } else if m < 180 {
+        format!("{m}m")
+    } else if h < 8 {
+        pair(h, "h", m % 60, "m")
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        pair(d, "d", h % 24, "h")
+    } else if h < 24 * 365 * 2 {
+        format!("{d}d")
+    } else if y < 8 {
+        pair(y, "y", d % 365, "d")
+    } else {
+        format!("{y}y")
+    }
+}
+
+/// kube's pod printer: READY counts ready containers (and started restartable init
+/// containers), STATUS is the most telling reason (an init container's progress or
+/// failure, a container's waiting or terminated reason, Terminating), RESTARTS says
+/// when the last one was.
+fn pod_columns(o: &Value, now: std::time::SystemTime) -> (String, String, String) {
+    let (spec, st) = (&o["spec"], &o["status"]);
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let inits = list(&spec["initContainers"]);
+    let restartable = |name: &Value| {
+        inits
+            .iter()
+            .any(|c| &c["name"] == name && c["restartPolicy"] == "Always")
+    };
+    let total = list(&spec["containers"]).len()
+        + inits
+            .iter()
+            .filter(|c| c["restartPolicy"] == "Always")
+            .count();
+    let phase = st["phase"].as_str().unwrap_or("");
+    let mut reason = match st["reason"].as_str() {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => phase.to_string(),
+    };
+    if list(&st["conditions"])
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated")
+    {
+        reason = "SchedulingGated".into();
+    }
+    let mut restarts = 0i64;
+    let mut sidecar_restarts = 0i64;
+    let mut ready = 0usize;
+    let mut last_restart: Option<String> = None;
+    let mut sidecar_last: Option<String> = None;
+    let later = |a: &Option<String>, b: &Value| -> Option<String> {
+        match (a, b.as_str()) {
+            (Some(x), Some(y)) if y > x.as_str() => Some(y.to_string()),
+            (None, Some(y)) => Some(y.to_string()),
+            (x, _) => x.clone(),
+        }
+    };
+    let init_statuses = list(&st["initContainerStatuses"]);
+    let mut initializing = false;
+    for (i, c) in init_statuses.iter().enumerate() {
+        restarts += int(&c["restartCount"]);
+        let finished = &c["lastState"]["terminated"]["finishedAt"];
+        last_restart = later(&last_restart, finished);
+        if restartable(&c["name"]) {
+            sidecar_restarts += int(&c["restartCount"]);
+            sidecar_last = later(&sidecar_last, finished);
+        }
+        let (term, wait) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+        if term.is_object() && int(&term["exitCode"]) == 0 {
+            continue;
+        }
+        if restartable(&c["name"]) && c["started"] == true {
+            if c["ready"] == true {
+                ready += 1;
+            }
+            continue;
+        }
+        initializing = true;
+        reason = if term.is_object() {
+            match term["reason"].as_str() {
+                Some(r) if !r.is_empty() => format!("Init:{r}"),
+                _ if int(&term["signal"]) != 0 => format!("Init:Signal:{}", int(&term["signal"])),
+                _ => format!("Init:ExitCode:{}", int(&term["exitCode"])),
+            }
+        } else if wait["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "PodInitializing")
+        {
+            format!("Init:{}", str_of(&wait["reason"]))
+        } else {
+            format!("Init:{i}/{}", inits.len())
+        };
+        break;
+    }
+    let initialized = list(&st["conditions"])
+        .iter()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        restarts = sidecar_restarts;
+        last_restart = sidecar_last;
+        let mut running = false;
+        for c in list(&st["containerStatuses"]).iter().rev() {
+            restarts += int(&c["restartCount"]);
+            last_restart = later(&last_restart, &c["lastState"]["terminated"]["finishedAt"]);
+            let (term, wait) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+            if wait["reason"].as_str().is_some_and(|r| !r.is_empty()) {
+                reason = str_of(&wait["reason"]);
+            } else if term["reason"].as_str().is_some_and(|r| !r.is_empty()) {
+                reason = str_of(&term["reason"]);
+            } else if term.is_object() {
+                reason = if int(&term["signal"]) != 0 {
+                    format!("Signal:{}", int(&term["signal"]))
+                } else {
+                    format!("ExitCode:{}", int(&term["exitCode"]))
+                };
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            let pod_ready = list(&st["conditions"])
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if pod_ready { "Running" } else { "NotReady" }.into();
+        }
+    }
+    if o["metadata"]["deletionTimestamp"].is_string() {
+        if st["reason"] == "NodeLost" {
+            reason = "Unknown".into();
+        } else if phase != "Succeeded" && phase != "Failed" {
+            reason = "Terminating".into();
+        }
+    }
+    if reason.is_empty() {
+        reason = "Pending".into();
+    }
+    let restarts = match (&last_restart, restarts) {
+        (Some(t), n) if n != 0 => format!("{n} ({} ago)", since(&Value::from(t.as_str()), now)),
+        (_, n) => n.to_string(),
+    };
+    (format!("{ready}/{total}"), reason, restarts)
 }
 
 pub(crate) fn humantime_parse(ts: &str) -> Result<std::time::SystemTime, ()> {
@@ -207,21 +368,11 @@ fn row(kind: &str, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
     let (spec, st) = (&o["spec"], &o["status"]);
     match kind {
         "Pod" => {
-            let statuses = st["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let total = spec["containers"].as_array().map_or(0, Vec::len);
-            let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-            let restarts: i64 = statuses.iter().map(|s| int(&s["restartCount"])).sum();
-            let phase = match o["metadata"]["deletionTimestamp"].is_string() {
-                true => "Terminating".to_string(),
-                false => st["phase"].as_str().unwrap_or("Pending").to_string(),
-            };
+            let (ready, status, restarts) = pod_columns(o, now);
             vec![
                 name,
-                c("Ready", format!("{ready}/{total}")),
-                c("Status", phase),
+                c("Ready", ready),
+                c("Status", status),
                 c("Restarts", restarts),
                 a,
                 w("IP", or_none(str_of(&st["podIP"]))),
@@ -424,3 +575,168 @@ pub fn table(kind: &str, objects: &[Value], resource_version: i64) -> Value {
 }
 
 pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+#[cfg(test)]
+mod pod_printer_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(secs_ago: u64, now: std::time::SystemTime) -> String {
+        let t = now - std::time::Duration::from_secs(secs_ago);
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        // Back to RFC 3339 (civil from days, Howard Hinnant).
+        let (days, rem) = (d.div_euclid(86400), d.rem_euclid(86400));
+        let z = days + 719468;
+        let era = z.div_euclid(146097);
+        let doe = z - era * 146097;
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
+    #[test]
+    fn durations_as_apimachinery_prints_them() {
+        for (secs, want) in [
+            (0, "0s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (180, "3m"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (9 * 3600, "9h"),
+            (50 * 3600, "2d2h"),
+            (10 * 86400, "10d"),
+            (800 * 86400, "2y70d"),
+            (3000 * 86400, "8y"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn pod_status_column_as_kube_prints_it() {
+        let now = std::time::SystemTime::now();
+        let pod = |spec: Value, status: Value| json!({"metadata": {"name": "p"}, "spec": spec, "status": status});
+        let one = json!({"containers": [{"name": "c"}]});
+        let cases = [
+            (
+                pod(one.clone(), json!({"phase": "Pending"})),
+                ("0/1", "Pending", "0"),
+            ),
+            (
+                pod(
+                    one.clone(),
+                    json!({"phase": "Pending", "containerStatuses": [
+                    {"name": "c", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+                ),
+                ("0/1", "ContainerCreating", "0"),
+            ),
+            (
+                pod(
+                    one.clone(),
+                    json!({"phase": "Pending", "containerStatuses": [
+                    {"name": "c", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}),
+                ),
+                ("0/1", "ImagePullBackOff", "0"),
+            ),
+            (
+                pod(
+                    one.clone(),
+                    json!({"phase": "Running", "containerStatuses": [
+                    {"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
+                ),
+                ("1/1", "Running", "0"),
+            ),
+            (
+                pod(
+                    one.clone(),
+                    json!({"phase": "Succeeded", "containerStatuses": [
+                    {"name": "c", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+                ),
+                ("0/1", "Completed", "0"),
+            ),
+            (
+                pod(
+                    one.clone(),
+                    json!({"phase": "Failed", "containerStatuses": [
+                    {"name": "c", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 7}}}]}),
+                ),
+                ("0/1", "ExitCode:7", "0"),
+            ),
+            (
+                pod(
+                    json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "c"}]}),
+                    json!({"phase": "Pending", "initContainerStatuses": [
+                        {"name": "i1", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                        {"name": "i2", "restartCount": 0, "state": {"running": {}}}],
+                      "containerStatuses": [{"name": "c", "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+                ),
+                ("0/1", "Init:1/2", "0"),
+            ),
+            (
+                pod(
+                    json!({"initContainers": [{"name": "i1"}], "containers": [{"name": "c"}]}),
+                    json!({"phase": "Pending", "initContainerStatuses": [
+                        {"name": "i1", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+                ),
+                ("0/1", "Init:CrashLoopBackOff", "2"),
+            ),
+            (
+                pod(
+                    json!({"initContainers": [{"name": "i1"}], "containers": [{"name": "c"}]}),
+                    json!({"phase": "Failed", "initContainerStatuses": [
+                        {"name": "i1", "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+                ),
+                ("0/1", "Init:Error", "0"),
+            ),
+            (
+                pod(
+                    json!({"initContainers": [{"name": "side", "restartPolicy": "Always"}], "containers": [{"name": "c"}]}),
+                    json!({"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}],
+                      "initContainerStatuses": [{"name": "side", "restartCount": 0, "started": true, "ready": true, "state": {"running": {}}}],
+                      "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
+                ),
+                ("2/2", "Running", "0"),
+            ),
+        ];
+        for (p, (ready, status, restarts)) in cases {
+            let got = pod_columns(&p, now);
+            assert_eq!(
+                (got.0.as_str(), got.1.as_str(), got.2.as_str()),
+                (ready, status, restarts),
+                "{p}"
+            );
+        }
+        // A crash loop: the restarts say when the last one ended.
+        let crash = pod(
+            one.clone(),
+            json!({"phase": "Running", "containerStatuses": [
+            {"name": "c", "ready": false, "restartCount": 3,
+             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"exitCode": 3, "finishedAt": at(90, now)}}}]}),
+        );
+        assert_eq!(
+            pod_columns(&crash, now),
+            (
+                "0/1".into(),
+                "CrashLoopBackOff".into(),
+                "3 (90s ago)".into()
+            )
+        );
+        // Deleted: Terminating, unless it already finished.
+        let mut t = pod(one.clone(), json!({"phase": "Running"}));
+        t["metadata"]["deletionTimestamp"] = at(1, now).into();
+        assert_eq!(pod_columns(&t, now).1, "Terminating");
+        t["status"]["phase"] = "Succeeded".into();
+        assert_eq!(pod_columns(&t, now).1, "Succeeded");
+    }
+}
