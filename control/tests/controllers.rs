@@ -170,7 +170,7 @@ fn deployment_replicaset_pods_scheduling_and_gc_on_etcd() {
 }
 
 fn deployment_replicaset_pods_scheduling_and_gc_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let (cp, _server, store) = start_cp(k, &backend, skiff_control::controllers::Config::default());
     // Deleted pods on nodes wait for their kubelet's final delete.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -290,7 +290,7 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on_etcd() {
 }
 
 fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     // Short timings instead of kube's 40 s grace and 300 s toleration.
     let cfg = skiff_control::controllers::Config {
         node_grace: Duration::from_secs(2),
@@ -322,6 +322,31 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) 
         |o| o.contains("node-1") && o.contains("node-2"),
     );
     assert_eq!(placed.lines().count(), 2);
+    // The pod on node-1 is Ready (as its kubelet would report).
+    let (_, on1) = cp.run(
+        &[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=node-1",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    let (ok, out) = cp.run(
+        &[
+            "patch",
+            "pod",
+            &on1,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
     // node-2 keeps renewing its lease; node-1 has gone silent. Its pod is evicted: it
     // stays Terminating (nobody can confirm it stopped) and a replacement runs on node-2.
     let placement = [
@@ -391,6 +416,34 @@ fn node_whose_lease_stops_goes_not_ready_and_its_pods_move_on(backend: Backend) 
         events.contains("NodeNotReady: Node node-1 status is now: NodeNotReady"),
         "{events}"
     );
+    // Its pod was marked not Ready as soon as the node stopped reporting (kube's
+    // MarkPodsNotReady), with the pod's own NodeNotReady event.
+    let (_, ready) = cp.run(
+        &[
+            "get",
+            "pod",
+            &on1,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        None,
+    );
+    assert_eq!(ready.trim(), "False", "{on1}");
+    let (_, pod_events) = cp.run(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={on1}"),
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(
+        pod_events.contains("Warning NodeNotReady: Node is not ready"),
+        "{pod_events}"
+    );
     // The operator declares node-1 dead (out-of-service taint): the pod GC deletes the
     // Terminating pod at once.
     let (ok, out) = cp.run(
@@ -434,7 +487,7 @@ fn rolling_update_rollout_status_undo_restart_on_etcd() {
 }
 
 fn rolling_update_rollout_status_undo_restart_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
@@ -578,7 +631,7 @@ fn deletion_finalizers_cascades_and_namespaces_on_etcd() {
 }
 
 fn deletion_finalizers_cascades_and_namespaces_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let count = |prefix: &str| store.list(prefix).unwrap().0.len();
 
@@ -725,7 +778,7 @@ fn endpoints_slices_events_and_node_cidrs_on_etcd() {
 }
 
 fn endpoints_slices_events_and_node_cidrs_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     // Node IPAM: distinct pod CIDRs from the cluster range.
     cp.apply(&node("n1"));
@@ -835,7 +888,7 @@ fn daemonset_runs_one_pod_per_eligible_node_on_etcd() {
 }
 
 fn daemonset_runs_one_pod_per_eligible_node_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let (cp, _server, store) = start_cp(k, &backend, Default::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kubelet = fake_kubelet(store.clone(), stop.clone());
@@ -935,7 +988,7 @@ fn graceful_pod_deletion_and_pod_gc_on_etcd() {
 }
 
 fn graceful_pod_deletion_and_pod_gc_on(backend: Backend) {
-    let k = kubectl().expect("needs no kubectl installed");
+    let k = kubectl().expect("needs kubectl");
     let cfg = skiff_control::controllers::Config {
         pod_gc_quarantine: Duration::from_secs(1),
         ..Default::default()

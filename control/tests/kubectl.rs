@@ -428,7 +428,7 @@ fn apply_updates_merge_lists_by_key() {
 #[test]
 fn paging_with_limit_and_continue() {
     let bins = kubectls();
-    let k = bins.last().expect("needs no kubectl installed");
+    let k = bins.last().expect("needs kubectl");
     let dir = std::env::temp_dir().join(format!("skiff-page-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Server::start(&dir);
@@ -512,7 +512,7 @@ fn paging_with_limit_and_continue() {
 #[test]
 fn pod_binding_subresource() {
     let bins = kubectls();
-    let k = bins.last().expect("needs no kubectl installed");
+    let k = bins.last().expect("needs kubectl");
     let dir = std::env::temp_dir().join(format!("skiff-bind-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Server::start(&dir);
@@ -614,7 +614,7 @@ fn aggregated_discovery_saves_per_group_requests() {
 #[test]
 fn immutable_fields_are_refused() {
     let bins = kubectls();
-    let k = bins.last().expect("needs no kubectl installed");
+    let k = bins.last().expect("needs kubectl");
     let dir = std::env::temp_dir().join(format!("skiff-immut-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Server::start(&dir);
@@ -657,7 +657,7 @@ fn immutable_fields_are_refused() {
 #[test]
 fn typed_create_with_protobuf_bodies() {
     let bins = kubectls();
-    let k = bins.last().expect("needs no kubectl installed");
+    let k = bins.last().expect("needs kubectl");
     let dir = std::env::temp_dir().join(format!("skiff-pb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Server::start(&dir);
@@ -784,7 +784,7 @@ fn typed_create_with_protobuf_bodies() {
 #[test]
 fn server_side_apply_owns_fields() {
     let bins = kubectls();
-    let k = bins.last().expect("needs no kubectl installed");
+    let k = bins.last().expect("needs kubectl");
     let dir = std::env::temp_dir().join(format!("skiff-ssa-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Server::start(&dir);

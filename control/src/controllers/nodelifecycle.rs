@@ -39,6 +39,47 @@ fn node_event(store: &Store, node: &Value, reason: &str, what: &str) {
     record_event(store, node, "Normal", reason, &msg, "node-controller");
 }
 
+/// Ready=False on a pod that says Ready=True (its transition time now), with kube's
+/// NodeNotReady event.
+fn mark_not_ready(store: &Store, pod: &Value) -> Result<(), StoreError> {
+    let Some(conds) = pod["status"]["conditions"].as_array() else {
+        return Ok(());
+    };
+    if !conds
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    {
+        return Ok(());
+    }
+    let mut next = pod.clone();
+    for c in next["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["type"] == "Ready" {
+            c["status"] = json!("False");
+            c["lastTransitionTime"] = json!(now_rfc3339());
+        }
+    }
+    tracing::info!(
+        pod = %format!("{}/{}", pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or("")),
+        node = pod["spec"]["nodeName"].as_str().unwrap_or(""),
+        "node not ready: pod marked not Ready"
+    );
+    if update_status(store, &key_of(pod, "core", "pods"), &next)?.is_some() {
+        record_event(
+            store,
+            pod,
+            "Warning",
+            "NodeNotReady",
+            "Node is not ready",
+            "node-controller",
+        );
+    }
+    Ok(())
+}
+
 pub fn reconcile(
     store: &Store,
     cfg: &Config,
@@ -127,14 +168,23 @@ pub fn reconcile(
             next["spec"]["taints"] = json!(t);
             update(store, &key_of(&node, "core", "nodes"), &next)?;
         }
+        let pods: Vec<Value> = list(store, "/registry/core/pods/")?
+            .into_iter()
+            .filter(|p| p["spec"]["nodeName"] == name.as_str())
+            .collect();
+        // As kube's MarkPodsNotReady: the pods of a node that stopped reporting are not
+        // Ready any more, so Services stop sending them traffic at once (not when they
+        // are evicted, minutes later).
+        if stale {
+            for pod in &pods {
+                mark_not_ready(store, pod)?;
+            }
+        }
         // Evict pods whose toleration of the taint has run out.
         let Some(taint) = tainted else { continue };
         let since = time_of(&taint["timeAdded"]).unwrap_or(now);
         let elapsed = now.duration_since(since).unwrap_or_default();
-        for pod in list(store, "/registry/core/pods/")?
-            .into_iter()
-            .filter(|p| p["spec"]["nodeName"] == name.as_str())
-        {
+        for pod in pods {
             if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
                 tracing::info!(node = %name, pod = %format!("{}/{}", pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or("")), "evicting pod from an unreachable node");
                 delete_object(store, &key_of(&pod, "core", "pods"), None)?;
