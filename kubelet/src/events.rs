@@ -1,5 +1,6 @@
-//! Events about pods (probe failures, kills), as `kubectl describe` and `kubectl get
-//! events` show them. Posting is best effort: an event that cannot be written is logged.
+//! Events about pods (probe failures, kills) and about the node (Starting, NodeReady,
+//! NodeNotReady), as `kubectl describe` and `kubectl get events` show them. Posting is
+//! best effort: an event that cannot be written is logged.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -21,22 +22,54 @@ pub async fn record(
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        uid: pod.metadata.uid.clone(),
+        field_path,
+        ..Default::default()
+    };
+    post(client, node, &ns, involved, warning, reason, message).await;
+}
+
+/// An event about this node, as the kubelet records them (its node reference's uid is
+/// the node's name).
+pub async fn record_node(
+    client: &kube::Client,
+    node: &str,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    let involved = ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        uid: Some(node.into()),
+        ..Default::default()
+    };
+    post(client, node, "default", involved, warning, reason, message).await;
+}
+
+async fn post(
+    client: &kube::Client,
+    node: &str,
+    ns: &str,
+    involved: ObjectReference,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    let name = involved.name.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let ev = Event {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}.")),
-            namespace: Some(ns.clone()),
+            namespace: Some(ns.to_string()),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            field_path,
-            ..Default::default()
-        },
+        involved_object: involved,
         reason: Some(reason.into()),
         message: Some(message),
         type_: Some(if warning { "Warning" } else { "Normal" }.into()),
@@ -51,7 +84,7 @@ pub async fn record(
         reporting_instance: Some(node.into()),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
         eprintln!("skiff-kubelet: event {reason} for {ns}/{name}: {e}");
     }

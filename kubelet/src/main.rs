@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use skiff_kubelet::{lease, node, pods::Kubelet, server, Config};
+use skiff_kubelet::{events, lease, node, pods::Kubelet, server, Config};
 use skiff_runtime::cri::client::Clients;
 use skiff_runtime::cri::v1;
 use std::net::IpAddr;
@@ -178,15 +178,26 @@ async fn main() -> Result<()> {
         "skiff-kubelet: node {} registered ({} {})",
         cfg.node_name, version.runtime_name, version.runtime_version
     );
+    events::record_node(
+        &client,
+        &cfg.node_name,
+        false,
+        "Starting",
+        "Starting kubelet.".into(),
+    )
+    .await;
 
     // The heartbeat, the Node's pod CIDR handed to the runtime, and Node status now
     // and then.
     let leases: Api<Lease> = Api::namespaced(client.clone(), lease::NAMESPACE);
     {
         let (cfg, cri, machine) = (cfg.clone(), cri.clone(), machine.clone());
+        let client = client.clone();
         tokio::spawn(async move {
             let mut since_status = Duration::ZERO;
-            let mut was_ready: Option<String> = None;
+            // What was last posted: None before the first post (registration posts
+            // Ready, which the first heartbeat confirms or corrects).
+            let mut posted: Option<Option<String>> = None;
             let mut sent_cidr: Option<String> = None;
             let mut since_lease = cfg.lease_renew;
             loop {
@@ -236,15 +247,29 @@ async fn main() -> Result<()> {
                 // corrected at the next heartbeat, not at the next status period.
                 let api_ready = api_node.as_ref().and_then(node::api_ready);
                 if since_status >= cfg.status_period
-                    || not_ready != was_ready
+                    || posted.as_ref() != Some(&not_ready)
                     || api_ready.is_some_and(|r| r != not_ready.is_none())
                 {
                     since_status = Duration::ZERO;
-                    was_ready = not_ready.clone();
-                    if let Err(e) =
-                        node::post_status(&nodes, &cfg, &machine, not_ready.as_deref(), port).await
+                    match node::post_status(&nodes, &cfg, &machine, not_ready.as_deref(), port)
+                        .await
                     {
-                        eprintln!("skiff-kubelet: post node status: {e}");
+                        Ok(_) => {
+                            // As the kubelet: an event when Ready changes (and at start).
+                            let was = posted.as_ref().map(Option::is_none);
+                            if was != Some(not_ready.is_none()) {
+                                let reason = if not_ready.is_none() {
+                                    "NodeReady"
+                                } else {
+                                    "NodeNotReady"
+                                };
+                                let msg = format!("Node {} status is now: {reason}", cfg.node_name);
+                                events::record_node(&client, &cfg.node_name, false, reason, msg)
+                                    .await;
+                            }
+                            posted = Some(not_ready.clone());
+                        }
+                        Err(e) => eprintln!("skiff-kubelet: post node status: {e}"),
                     }
                 }
                 // Until the node has its pod CIDR, look again soon.

@@ -433,6 +433,26 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         |c| renew(c).filter(|t| *t != first),
         &kubelet,
     );
+    // The kubelet's own events about its node, as kube's: Starting, then NodeReady.
+    let node_events = c.wait(
+        10,
+        "the kubelet's node events",
+        |c| {
+            let e = c.k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=Node,involvedObject.name=n1,source=kubelet",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+            ]);
+            (e.contains("Starting: Starting kubelet.")
+                && e.contains("NodeReady: Node n1 status is now: NodeReady"))
+            .then_some(e)
+        },
+        &kubelet,
+    );
+    assert!(!node_events.contains("NodeNotReady"), "{node_events}");
 
     // A Deployment: the scheduler binds, the kubelet runs, reports IPs and readiness.
     c.apply(WEB);

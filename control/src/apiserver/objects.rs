@@ -488,6 +488,12 @@ pub fn get(c: &Ctx, name: &str) -> Result<Response, ApiError> {
 }
 
 fn field_value<'a>(o: &'a Value, path: &str) -> Option<&'a str> {
+    // Events' `source` field label is the reporting component (kube's
+    // event field label conversion).
+    let path = match path {
+        "source" if o["kind"] == "Event" => "source.component",
+        p => p,
+    };
     path.split('.')
         .try_fold(o, |v, k| v.get(k))
         .and_then(Value::as_str)
