@@ -1,5 +1,7 @@
-//! Crash-loop back-off, as the kubelet does it: the first restart is immediate, then
-//! 10 s, doubling up to 5 minutes; a container that ran 10 minutes starts over.
+//! Back-off, as the kubelet does it. Crash loops: the first restart is immediate, then
+//! 10 s, doubling up to 5 minutes; a container that ran 10 minutes starts over. Failed
+//! image pulls and container creates ([`Retry`]): the next try waits 10 s, doubling up to
+//! 5 minutes, until one succeeds.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,14 +43,54 @@ impl Backoff {
         }
     }
 
-    /// Forget one entry (its pull or run succeeded).
-    pub fn forget_key(&mut self, key: &(String, String)) {
-        self.delays.remove(key);
+    /// Forget a pod (it was deleted).
+    pub fn forget(&mut self, uid: &str) {
+        self.delays.retain(|(u, _), _| u != uid);
+    }
+}
+
+/// Back-off for operations that fail before a container runs (image pull, create).
+#[derive(Default)]
+pub struct Retry {
+    /// key → (no try before this, the delay that set it, the back-off was announced).
+    next: HashMap<(String, String), (std::time::Instant, Duration, bool)>,
+}
+
+impl Retry {
+    /// Ok when a try may go ahead now; Err(left, first) while backing off, `first`
+    /// true the first time this window is asked about (to announce it once).
+    pub fn check(
+        &mut self,
+        key: &(String, String),
+        now: std::time::Instant,
+    ) -> Result<(), (Duration, bool)> {
+        match self.next.get_mut(key) {
+            Some((at, _, announced)) if now < *at => {
+                let first = !*announced;
+                *announced = true;
+                Err((*at - now, first))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A try failed at `now`: the next waits 10 s, then twice the last wait, up to 5 min.
+    pub fn failed(&mut self, key: (String, String), now: std::time::Instant) -> Duration {
+        let delay = match self.next.get(&key) {
+            Some((_, d, _)) => (*d * 2).min(MAX),
+            None => INITIAL,
+        };
+        self.next.insert(key, (now + delay, delay, false));
+        delay
+    }
+
+    pub fn succeeded(&mut self, key: &(String, String)) {
+        self.next.remove(key);
     }
 
     /// Forget a pod (it was deleted).
     pub fn forget(&mut self, uid: &str) {
-        self.delays.retain(|(u, _), _| u != uid);
+        self.next.retain(|(u, _), _| u != uid);
     }
 }
 
@@ -77,5 +119,34 @@ mod tests {
         assert_eq!(b.check(k(), s(700), s(0)), Verdict::RestartNow);
         b.forget("u");
         assert_eq!(b.check(k(), s(1), s(0)), Verdict::RestartNow);
+    }
+
+    #[test]
+    fn failed_tries_wait_10s_doubling_to_5_minutes() {
+        let mut r = Retry::default();
+        let t0 = std::time::Instant::now();
+        let s = Duration::from_secs;
+        let key = k();
+        assert_eq!(r.check(&key, t0), Ok(()));
+        assert_eq!(r.failed(key.clone(), t0), s(10));
+        assert_eq!(r.check(&key, t0 + s(4)), Err((s(6), true)));
+        assert_eq!(
+            r.check(&key, t0 + s(5)),
+            Err((s(5), false)),
+            "announced once"
+        );
+        assert_eq!(r.check(&key, t0 + s(10)), Ok(()));
+        assert_eq!(r.failed(key.clone(), t0 + s(10)), s(20));
+        let mut at = t0 + s(30);
+        for _ in 0..10 {
+            r.failed(key.clone(), at);
+            at += s(400);
+        }
+        assert_eq!(r.failed(key.clone(), at), s(300), "capped");
+        r.succeeded(&key);
+        assert_eq!(r.check(&key, at), Ok(()));
+        assert_eq!(r.failed(key.clone(), at), s(10), "starts over");
+        r.forget("u");
+        assert_eq!(r.check(&key, at), Ok(()));
     }
 }

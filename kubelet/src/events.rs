@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 pub async fn record(
     client: &kube::Client,
@@ -63,9 +63,17 @@ async fn post(
 ) {
     let name = involved.name.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
+    // The same event again (object, field, reason, message) is one Event whose count
+    // and lastTimestamp grow, as kube's event recorder aggregates: named after them.
+    let id = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&involved.uid, &involved.field_path, reason, &message).hash(&mut h);
+        format!("{name}.{:016x}", h.finish())
+    };
     let ev = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{name}.")),
+            name: Some(id.clone()),
             namespace: Some(ns.to_string()),
             ..Default::default()
         },
@@ -85,7 +93,22 @@ async fn post(
         ..Default::default()
     };
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+    let r = match api.create(&PostParams::default(), &ev).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&id).await {
+            Ok(old) => {
+                let patch = serde_json::json!({
+                    "count": old.count.unwrap_or(1) + 1,
+                    "lastTimestamp": ev.last_timestamp,
+                });
+                api.patch(&id, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        },
+        r => r.map(|_| ()),
+    };
+    if let Err(e) = r {
         eprintln!("skiff-kubelet: event {reason} for {ns}/{name}: {e}");
     }
 }

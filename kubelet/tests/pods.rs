@@ -339,6 +339,12 @@ fn others() -> String {
          containers:\n  - {name: c, image: docker.io/skiff/nothere:1, imagePullPolicy: Never}\n"
             .to_string(),
     );
+    // A registry that refuses connections: every pull fails at once.
+    docs.push(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: badpull, labels: {t: badpull}}\nspec:\n  \
+         containers:\n  - {name: c, image: 127.0.0.1:9/nothere:1, imagePullPolicy: Always}\n"
+            .to_string(),
+    );
     docs.join("---\n")
 }
 
@@ -592,6 +598,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
 
     // Restarts in place per restartPolicy, with back-off; Never pods end Succeeded or
     // Failed; a missing image with pull policy Never is reported, not retried.
+    let applied = Instant::now();
     c.apply(&others());
     let crash = c.wait(
         60,
@@ -626,6 +633,46 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         &kubelet,
     );
     assert_eq!(noimage["status"]["phase"], "Pending");
+    // A failing pull backs off (ImagePullBackOff, 10 s then 20 s), not a pull a second;
+    // its repeated events are one Event with a count, as kube's recorder aggregates.
+    c.wait(
+        30,
+        "ImagePullBackOff",
+        |c| {
+            let p = c.pods("t=badpull").pop()?;
+            (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "ImagePullBackOff")
+                .then_some(())
+        },
+        &kubelet,
+    );
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(applied.elapsed()));
+    let elapsed = applied.elapsed().as_secs() + 2;
+    let pulls = c.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=badpull,reason=Pulling",
+        "-o",
+        "jsonpath={range .items[*]}{.count}{\"\\n\"}{end}",
+    ]);
+    let attempts: i64 = pulls
+        .lines()
+        .filter_map(|l| l.trim().parse::<i64>().ok())
+        .sum();
+    // Tries at 0, 10, 30, 70, 150 s...: at most this many by now.
+    let most = (0..20)
+        .take_while(|k| 10 * ((1u64 << k) - 1) <= elapsed)
+        .count() as i64;
+    assert!(
+        attempts >= 2 && attempts <= most,
+        "pull attempts in {elapsed} s: {attempts}, at most {most} ({pulls:?})"
+    );
+    assert_eq!(
+        pulls.lines().count(),
+        1,
+        "one aggregated Pulling event: {pulls:?}"
+    );
     // What `kubectl get pods` shows is kube's pod printer: the reason, not the phase,
     // and when the last restart was.
     let table = c.k(&["get", "pods", "-l", "t in (crash,done,failed,noimage)"]);

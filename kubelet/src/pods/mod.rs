@@ -13,7 +13,7 @@ pub mod spec;
 pub mod status;
 pub mod volumes;
 
-use crate::backoff::{Backoff, Verdict};
+use crate::backoff::{Backoff, Retry, Verdict};
 use crate::labels;
 use crate::Config;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -76,6 +76,8 @@ impl Observed {
 #[derive(Default)]
 struct State {
     backoff: Backoff,
+    /// Failed image pulls and container creates wait before the next try.
+    retry: Retry,
     /// Pods with a task working on them.
     busy: HashSet<String>,
     /// uid → the status last posted.
@@ -245,6 +247,7 @@ impl Kubelet {
         let mut st = self.state.lock().unwrap();
         st.refreshed.remove(uid);
         st.backoff.forget(uid);
+        st.retry.forget(uid);
         st.reported.remove(uid);
         st.waiting.remove(uid);
     }
@@ -864,6 +867,12 @@ impl Kubelet {
                 return Ok(false);
             }
         };
+        // A create that failed waits before the next try (the reason stays).
+        let key = (spec::pod_uid(pod).to_string(), format!("create:{}", c.name));
+        let now = std::time::Instant::now();
+        if self.state.lock().unwrap().retry.check(&key, now).is_err() {
+            return Ok(false);
+        }
         let r = self
             .cri
             .rt
@@ -876,6 +885,7 @@ impl Kubelet {
             .await;
         match r {
             Ok(r) => {
+                self.state.lock().unwrap().retry.succeeded(&key);
                 let name = &c.name;
                 self.event(
                     pod,
@@ -889,6 +899,11 @@ impl Kubelet {
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
+                self.state
+                    .lock()
+                    .unwrap()
+                    .retry
+                    .failed(key, std::time::Instant::now());
                 self.fail(
                     pod,
                     &c.name,
@@ -944,6 +959,23 @@ impl Kubelet {
             }
             _ => {}
         }
+        // After a failed pull the next waits (10 s doubling to 5 min), as the kubelet's
+        // image back-off: ImagePullBackOff meanwhile, announced once per wait.
+        let key = (spec::pod_uid(pod).to_string(), format!("pull:{}", c.name));
+        let waiting = self
+            .state
+            .lock()
+            .unwrap()
+            .retry
+            .check(&key, std::time::Instant::now());
+        if let Err((_, first)) = waiting {
+            let msg = format!("Back-off pulling image \"{image}\"");
+            if first {
+                self.event(pod, &c.name, false, "BackOff", msg.clone())
+                    .await;
+            }
+            return Ok(Err(("ImagePullBackOff", msg)));
+        }
         self.event(
             pod,
             &c.name,
@@ -953,7 +985,6 @@ impl Kubelet {
         )
         .await;
         let t0 = std::time::Instant::now();
-        let key = (spec::pod_uid(pod).to_string(), format!("image:{}", c.name));
         let r = img
             .pull_image(v1::PullImageRequest {
                 image: Some(spec),
@@ -963,7 +994,7 @@ impl Kubelet {
             .await;
         match r {
             Ok(_) => {
-                self.state.lock().unwrap().backoff.forget_key(&key);
+                self.state.lock().unwrap().retry.succeeded(&key);
                 let msg = format!(
                     "Successfully pulled image \"{image}\" in {:?}",
                     t0.elapsed()
@@ -972,10 +1003,17 @@ impl Kubelet {
                 Ok(Ok(()))
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
-            Err(e) => Ok(Err((
-                "ErrImagePull",
-                format!("pull {image}: {}", e.message()),
-            ))),
+            Err(e) => {
+                self.state
+                    .lock()
+                    .unwrap()
+                    .retry
+                    .failed(key, std::time::Instant::now());
+                Ok(Err((
+                    "ErrImagePull",
+                    format!("pull {image}: {}", e.message()),
+                )))
+            }
         }
     }
 
