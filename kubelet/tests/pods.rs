@@ -616,6 +616,15 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
     assert_eq!(crash["status"]["phase"], "Running", "{crash}");
     c.wait_phase("done", "Succeeded", &kubelet);
+    // A Job runs its pod to completion on the node: kubectl wait sees it complete.
+    c.apply("apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo job-done']}\n");
+    c.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    assert_eq!(c.k(&["logs", "job/once"]).trim(), "job-done");
     let failed = c.wait_phase("failed", "Failed", &kubelet);
     assert_eq!(
         failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],

@@ -74,7 +74,14 @@ fn aggregated_resource(r: &Resource) -> Value {
     let mut subs = Vec::new();
     if matches!(
         r.kind,
-        "Pod" | "Service" | "Node" | "Namespace" | "Deployment" | "ReplicaSet" | "DaemonSet"
+        "Pod"
+            | "Service"
+            | "Node"
+            | "Namespace"
+            | "Deployment"
+            | "ReplicaSet"
+            | "DaemonSet"
+            | "Job"
     ) {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
     }
@@ -96,7 +103,7 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if matches!(
         r.kind,
-        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet"
+        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job"
     ) {
         e["categories"] = json!(["all"]);
     }

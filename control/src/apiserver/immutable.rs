@@ -26,6 +26,7 @@ fn invalid(kind: &str, name: &str, field: &str, value: &Value, why: &str) -> Api
 pub fn check(kind: &str, cur: &Value, next: &Value) -> Result<(), ApiError> {
     let name = cur["metadata"]["name"].as_str().unwrap_or("");
     match kind {
+        "Job" => return super::job::immutable(cur, next),
         "Deployment" | "ReplicaSet" | "DaemonSet" if changed(cur, next, &["spec", "selector"]) => {
             return Err(invalid(
                 kind,

@@ -10,6 +10,7 @@ mod apply;
 mod defaults;
 mod discovery;
 mod immutable;
+pub mod job;
 pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;

@@ -257,6 +257,10 @@ fn typed(r: &Resource, v: &Value) -> Result<Option<Value>, ApiError> {
         "Deployment" => through::<apps::Deployment>(v),
         "ReplicaSet" => through::<apps::ReplicaSet>(v),
         "DaemonSet" => through::<apps::DaemonSet>(v),
+        "Job" => {
+            super::job::validate(v)?;
+            through::<k8s_openapi::api::batch::v1::Job>(v)
+        }
         _ => Ok(None),
     };
     res.map_err(|e| ApiError::invalid(r.kind, &name, &e.to_string()))
@@ -441,6 +445,9 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
+    if c.r.kind == "Job" {
+        super::job::prepare_for_create(&mut v);
+    }
     v["apiVersion"] = json!(c.r.api_version());
     v["kind"] = json!(c.r.kind);
     // A first server-side apply arrives with its managedFields; other creates are Updates.

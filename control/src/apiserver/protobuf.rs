@@ -1,5 +1,5 @@
 //! Request bodies in the Kubernetes protobuf encoding, which kubectl's typed clients send
-//! (`kubectl create namespace|configmap|secret|serviceaccount|deployment|service`): the `k8s\0`
+//! (`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job`): the `k8s\0`
 //! envelope around a runtime.Unknown, whose raw bytes are the object. The object is
 //! decoded into JSON by a table of the wire schema (field numbers from the API's
 //! generated.proto) for the kinds those commands create; any field the table does not
@@ -125,7 +125,10 @@ const CONTAINER: &[Field] = &[
     f(8, "resources", Kind::Msg(RESOURCES)),
     f(14, "imagePullPolicy", Kind::Str),
 ];
-const POD_SPEC: &[Field] = &[f(2, "containers", Kind::RepMsg(CONTAINER))];
+const POD_SPEC: &[Field] = &[
+    f(2, "containers", Kind::RepMsg(CONTAINER)),
+    f(3, "restartPolicy", Kind::Str),
+];
 const POD_TEMPLATE: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(POD_SPEC)),
@@ -141,6 +144,25 @@ const DEPLOYMENT_SPEC: &[Field] = &[
 const DEPLOYMENT: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(DEPLOYMENT_SPEC)),
+    f(3, "status", Kind::Skip),
+];
+
+// batch/v1 (`kubectl create job`).
+const JOB_SPEC: &[Field] = &[
+    f(1, "parallelism", Kind::Int),
+    f(2, "completions", Kind::Int),
+    f(3, "activeDeadlineSeconds", Kind::Int),
+    f(4, "selector", Kind::Msg(LABEL_SELECTOR)),
+    f(5, "manualSelector", Kind::Bool),
+    f(6, "template", Kind::Msg(POD_TEMPLATE)),
+    f(7, "backoffLimit", Kind::Int),
+    f(8, "ttlSecondsAfterFinished", Kind::Int),
+    f(9, "completionMode", Kind::Str),
+    f(10, "suspend", Kind::Bool),
+];
+const JOB: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(JOB_SPEC)),
     f(3, "status", Kind::Skip),
 ];
 
@@ -193,6 +215,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "ServiceAccount" => SERVICE_ACCOUNT,
         "Deployment" => DEPLOYMENT,
         "Service" => SERVICE,
+        "Job" => JOB,
         _ => return None,
     })
 }

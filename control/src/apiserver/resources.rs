@@ -101,6 +101,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["ds"],
     ),
+    r("batch", "v1", "jobs", "job", "Job", true, &[]),
     r(
         "discovery.k8s.io",
         "v1",

@@ -381,6 +381,30 @@ fn row(kind: &str, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
                 w("Readiness Gates", "<none>"),
             ]
         }
+        "Job" => {
+            let (cs, images) = containers_and_images(&spec["template"]["spec"]);
+            let start = st["startTime"]
+                .as_str()
+                .and_then(|t| humantime_parse(t).ok());
+            let end = st["completionTime"]
+                .as_str()
+                .and_then(|t| humantime_parse(t).ok())
+                .unwrap_or(now);
+            let duration = start
+                .and_then(|s| end.duration_since(s).ok())
+                .map(|d| human_duration(d.as_secs()))
+                .unwrap_or_default();
+            vec![
+                name,
+                c("Status", super::job::status(o)),
+                c("Completions", super::job::completions(o)),
+                c("Duration", duration),
+                a,
+                w("Containers", cs),
+                w("Images", images),
+                w("Selector", pairs(&spec["selector"]["matchLabels"])),
+            ]
+        }
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             let (cs, images) = containers_and_images(&spec["template"]["spec"]);
             let mut cols = vec![name];

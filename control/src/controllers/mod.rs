@@ -8,6 +8,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod gc;
+mod job;
 pub mod leader;
 mod namespace;
 pub mod nodeipam;
@@ -194,7 +195,8 @@ pub(crate) fn pod_from_template(owner: &Value, kind: &str, template: &Value) -> 
         "{}-",
         owner["metadata"]["name"].as_str().unwrap_or("pod")
     ));
-    meta["ownerReferences"] = json!([owner_ref(owner, "apps/v1", kind)]);
+    let api_version = owner["apiVersion"].as_str().unwrap_or("apps/v1");
+    meta["ownerReferences"] = json!([owner_ref(owner, api_version, kind)]);
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"], "status": {"phase": "Pending"}})
 }
 
@@ -371,7 +373,7 @@ fn gc_wakes(ev: &crate::store::Event) -> bool {
 /// Loops wake on the events they care about; this pass without one is a safety net.
 const RESYNC: Duration = Duration::from_secs(30);
 
-const CONTROLLER_LOOPS: [Loop; 6] = [
+const CONTROLLER_LOOPS: [Loop; 7] = [
     Loop {
         name: "deployment",
         pass: on_change!(deployment::reconcile),
@@ -392,6 +394,13 @@ const CONTROLLER_LOOPS: [Loop; 6] = [
         prefixes: &["/registry/"],
         wakes: gc_wakes,
         resync: Duration::from_secs(30),
+    },
+    Loop {
+        name: "job",
+        pass: on_change!(job::reconcile),
+        prefixes: &["/registry/batch/jobs/", "/registry/core/pods/"],
+        wakes: any_event,
+        resync: RESYNC,
     },
     Loop {
         name: "daemonset",
