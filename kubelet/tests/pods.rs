@@ -625,6 +625,10 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         "--timeout=60s",
     ]);
     assert_eq!(c.k(&["logs", "job/once"]).trim(), "job-done");
+    // A StatefulSet: stable names, in order, each pod's hostname its own name.
+    c.apply("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      containers:\n      - {name: c, image: docker.io/skiff/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}\n");
+    c.k(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    assert_eq!(c.k(&["exec", "db-1", "--", "hostname"]).trim(), "db-1");
     let failed = c.wait_phase("failed", "Failed", &kubelet);
     assert_eq!(
         failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],

@@ -82,10 +82,11 @@ fn aggregated_resource(r: &Resource) -> Value {
             | "ReplicaSet"
             | "DaemonSet"
             | "Job"
+            | "StatefulSet"
     ) {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
     }
-    if matches!(r.kind, "Deployment" | "ReplicaSet") {
+    if matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet") {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
     }
     if r.kind == "Pod" {
@@ -103,7 +104,7 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if matches!(
         r.kind,
-        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job"
+        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" | "StatefulSet"
     ) {
         e["categories"] = json!(["all"]);
     }

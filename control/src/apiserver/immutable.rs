@@ -27,6 +27,7 @@ pub fn check(kind: &str, cur: &Value, next: &Value) -> Result<(), ApiError> {
     let name = cur["metadata"]["name"].as_str().unwrap_or("");
     match kind {
         "Job" => return super::job::immutable(cur, next),
+        "StatefulSet" => return super::statefulset::immutable(cur, next),
         "Deployment" | "ReplicaSet" | "DaemonSet" if changed(cur, next, &["spec", "selector"]) => {
             return Err(invalid(
                 kind,

@@ -16,6 +16,7 @@ pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
 mod selector;
+pub mod statefulset;
 pub(crate) mod status;
 mod strategic;
 pub(crate) mod table;
@@ -350,7 +351,7 @@ async fn handle(
         }
     };
     let validation = objects::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
-    if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet") {
+    if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet") {
         let ct = headers
             .get("content-type")
             .and_then(|h| h.to_str().ok())

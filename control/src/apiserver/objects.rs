@@ -257,6 +257,10 @@ fn typed(r: &Resource, v: &Value) -> Result<Option<Value>, ApiError> {
         "Deployment" => through::<apps::Deployment>(v),
         "ReplicaSet" => through::<apps::ReplicaSet>(v),
         "DaemonSet" => through::<apps::DaemonSet>(v),
+        "StatefulSet" => {
+            super::statefulset::validate(v)?;
+            through::<apps::StatefulSet>(v)
+        }
         "Job" => {
             super::job::validate(v)?;
             through::<k8s_openapi::api::batch::v1::Job>(v)

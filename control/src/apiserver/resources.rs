@@ -101,6 +101,15 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["ds"],
     ),
+    r(
+        "apps",
+        "v1",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["sts"],
+    ),
     r("batch", "v1", "jobs", "job", "Job", true, &[]),
     r(
         "discovery.k8s.io",

@@ -381,6 +381,23 @@ fn row(kind: &str, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
                 w("Readiness Gates", "<none>"),
             ]
         }
+        "StatefulSet" => {
+            let (cs, images) = containers_and_images(&spec["template"]["spec"]);
+            vec![
+                name,
+                c(
+                    "Ready",
+                    format!(
+                        "{}/{}",
+                        int(&st["readyReplicas"]),
+                        spec["replicas"].as_i64().unwrap_or(1)
+                    ),
+                ),
+                a,
+                w("Containers", cs),
+                w("Images", images),
+            ]
+        }
         "Job" => {
             let (cs, images) = containers_and_images(&spec["template"]["spec"]);
             let start = st["startTime"]

@@ -23,7 +23,7 @@ fn without_nulls(v: &mut Value) {
     }
 }
 
-fn template_hash(tpl: &Value) -> String {
+pub(crate) fn template_hash(tpl: &Value) -> String {
     let mut t = tpl.clone();
     without_nulls(&mut t);
     if let Some(l) = t["metadata"]["labels"].as_object_mut() {

@@ -16,6 +16,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 mod replicaset;
 mod scheduling;
+mod statefulset;
 mod view;
 
 use crate::apiserver::objects::{decode, delete_object, encode, now_rfc3339, random_hex, uid};
@@ -373,7 +374,7 @@ fn gc_wakes(ev: &crate::store::Event) -> bool {
 /// Loops wake on the events they care about; this pass without one is a safety net.
 const RESYNC: Duration = Duration::from_secs(30);
 
-const CONTROLLER_LOOPS: [Loop; 7] = [
+const CONTROLLER_LOOPS: [Loop; 8] = [
     Loop {
         name: "deployment",
         pass: on_change!(deployment::reconcile),
@@ -394,6 +395,13 @@ const CONTROLLER_LOOPS: [Loop; 7] = [
         prefixes: &["/registry/"],
         wakes: gc_wakes,
         resync: Duration::from_secs(30),
+    },
+    Loop {
+        name: "statefulset",
+        pass: on_change!(statefulset::reconcile),
+        prefixes: &["/registry/apps/statefulsets/", "/registry/core/pods/"],
+        wakes: any_event,
+        resync: RESYNC,
     },
     Loop {
         name: "job",
