@@ -270,3 +270,131 @@ fn wait_for_one(k: &K, job: &str, not: Option<&str>) -> String {
         std::thread::sleep(Duration::from_millis(150));
     }
 }
+
+/// CronJob: `kubectl create cronjob` (both kubectl versions), the columns, `kubectl
+/// create job --from=cronjob/…`, a Job started at the next minute named after it with
+/// the CronJob's status following, suspend, and a bad schedule refused.
+#[test]
+#[ignore = "needs kubectl 1.27 and 1.33"]
+fn cronjobs_start_jobs_on_schedule() {
+    let dir = std::env::temp_dir().join(format!("skiff-cron-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Control::start(&dir, &[]);
+    let kc = cp.kubeconfig("admin.kubeconfig").display().to_string();
+    let old = K {
+        bin: KUBECTLS[0],
+        kc: kc.clone(),
+    };
+    old.ok(&[
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=0 3 * * *",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    let k = K {
+        bin: KUBECTLS[1],
+        kc,
+    };
+    k.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=* * * * *",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    let table = k.ok(&["get", "cronjobs"]);
+    let line = table.lines().find(|l| l.starts_with("nightly")).unwrap();
+    assert!(
+        line.contains("0 3 * * *") && line.contains("False") && line.contains("<none>"),
+        "{table}"
+    );
+    // By hand, from the template: owned by the CronJob, marked manual.
+    k.ok(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    let j = k.ok(&["get", "job", "by-hand", "-o", "jsonpath={.metadata.ownerReferences[0].kind} {.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}"]);
+    assert_eq!(j, "CronJob manual");
+    // On schedule: at the next minute, a Job named after it, in the CronJob's status.
+    let end = Instant::now() + Duration::from_secs(75);
+    let scheduled = loop {
+        let names = k.ok(&[
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ]);
+        if let Some(n) = names.lines().find(|n| n.starts_with("tick-")) {
+            break n.to_string();
+        }
+        assert!(Instant::now() < end, "no scheduled job: {names}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let minutes: i64 = scheduled.trim_start_matches("tick-").parse().unwrap();
+    let st = k.eventually(
+        &[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime} {.status.active[*].name}",
+        ],
+        "status",
+        |o| o.contains(&scheduled),
+    );
+    let at = st.split_whitespace().next().unwrap();
+    assert!(at.ends_with(":00Z"), "scheduled on the minute: {at}");
+    let ann = k.ok(&[
+        "get",
+        "job",
+        &scheduled,
+        "-o",
+        "jsonpath={.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp}",
+    ]);
+    assert_eq!(ann, at);
+    assert!(minutes * 60 > 1_700_000_000, "{minutes}");
+    // Suspended: no more; a bad schedule or time zone is refused.
+    k.ok(&[
+        "patch",
+        "cronjob",
+        "tick",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    let o = k.run(
+        &[
+            "create",
+            "cronjob",
+            "bad",
+            "--image=busybox",
+            "--schedule=61 * * * *",
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("spec.schedule"),
+        "{o:?}"
+    );
+    let o = k.run(
+        &[
+            "patch",
+            "cronjob",
+            "nightly",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"timeZone":"Mars/Olympus"}}"#,
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("spec.timeZone"),
+        "{o:?}"
+    );
+}

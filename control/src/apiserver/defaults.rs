@@ -39,6 +39,7 @@ pub fn apply(kind: &str, v: &mut Value) {
         }
         "ReplicaSet" => set_default(v, &["spec", "replicas"], json!(1)),
         "Job" => super::job::defaults(v),
+        "CronJob" => super::cronjob::defaults(v),
         "StatefulSet" => super::statefulset::defaults(v),
         "DaemonSet" => {
             set_default(v, &["spec", "revisionHistoryLimit"], json!(10));

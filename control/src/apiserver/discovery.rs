@@ -82,6 +82,7 @@ fn aggregated_resource(r: &Resource) -> Value {
             | "ReplicaSet"
             | "DaemonSet"
             | "Job"
+            | "CronJob"
             | "StatefulSet"
     ) {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
@@ -104,7 +105,14 @@ fn aggregated_resource(r: &Resource) -> Value {
     }
     if matches!(
         r.kind,
-        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" | "StatefulSet"
+        "Pod"
+            | "Service"
+            | "Deployment"
+            | "ReplicaSet"
+            | "DaemonSet"
+            | "Job"
+            | "CronJob"
+            | "StatefulSet"
     ) {
         e["categories"] = json!(["all"]);
     }

@@ -7,6 +7,7 @@
 
 mod allocator;
 mod apply;
+pub mod cronjob;
 mod defaults;
 mod discovery;
 mod immutable;

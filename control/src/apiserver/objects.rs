@@ -199,6 +199,13 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
 /// Reject objects that do not deserialize as their Kubernetes type (wrong field types).
 fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
     typed(r, v)?;
+    // The kind's own rules, on the defaulted object.
+    match r.kind {
+        "Job" => super::job::validate(v)?,
+        "CronJob" => super::cronjob::validate(v)?,
+        "StatefulSet" => super::statefulset::validate(v)?,
+        _ => {}
+    }
     check_size(r, v)
 }
 
@@ -257,14 +264,9 @@ fn typed(r: &Resource, v: &Value) -> Result<Option<Value>, ApiError> {
         "Deployment" => through::<apps::Deployment>(v),
         "ReplicaSet" => through::<apps::ReplicaSet>(v),
         "DaemonSet" => through::<apps::DaemonSet>(v),
-        "StatefulSet" => {
-            super::statefulset::validate(v)?;
-            through::<apps::StatefulSet>(v)
-        }
-        "Job" => {
-            super::job::validate(v)?;
-            through::<k8s_openapi::api::batch::v1::Job>(v)
-        }
+        "StatefulSet" => through::<apps::StatefulSet>(v),
+        "CronJob" => through::<k8s_openapi::api::batch::v1::CronJob>(v),
+        "Job" => through::<k8s_openapi::api::batch::v1::Job>(v),
         _ => Ok(None),
     };
     res.map_err(|e| ApiError::invalid(r.kind, &name, &e.to_string()))

@@ -166,6 +166,26 @@ const JOB: &[Field] = &[
     f(3, "status", Kind::Skip),
 ];
 
+const JOB_TEMPLATE: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(JOB_SPEC)),
+];
+const CRON_JOB_SPEC: &[Field] = &[
+    f(1, "schedule", Kind::Str),
+    f(2, "startingDeadlineSeconds", Kind::Int),
+    f(3, "concurrencyPolicy", Kind::Str),
+    f(4, "suspend", Kind::Bool),
+    f(5, "jobTemplate", Kind::Msg(JOB_TEMPLATE)),
+    f(6, "successfulJobsHistoryLimit", Kind::Int),
+    f(7, "failedJobsHistoryLimit", Kind::Int),
+    f(8, "timeZone", Kind::Str),
+];
+const CRON_JOB: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(CRON_JOB_SPEC)),
+    f(3, "status", Kind::Skip),
+];
+
 const SERVICE_PORT: &[Field] = &[
     f(1, "name", Kind::Str),
     f(2, "protocol", Kind::Str),
@@ -216,6 +236,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "Deployment" => DEPLOYMENT,
         "Service" => SERVICE,
         "Job" => JOB,
+        "CronJob" => CRON_JOB,
         _ => return None,
     })
 }

@@ -112,6 +112,15 @@ pub const RESOURCES: &[Resource] = &[
     ),
     r("batch", "v1", "jobs", "job", "Job", true, &[]),
     r(
+        "batch",
+        "v1",
+        "cronjobs",
+        "cronjob",
+        "CronJob",
+        true,
+        &["cj"],
+    ),
+    r(
         "discovery.k8s.io",
         "v1",
         "endpointslices",

@@ -398,6 +398,33 @@ fn row(kind: &str, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
                 w("Images", images),
             ]
         }
+        "CronJob" => {
+            let tpl = &spec["jobTemplate"]["spec"];
+            let (cs, images) = containers_and_images(&tpl["template"]["spec"]);
+            let last = match st["lastScheduleTime"] {
+                Value::Null => "<none>".to_string(),
+                ref t => since(t, now),
+            };
+            vec![
+                name,
+                c("Schedule", str_of(&spec["schedule"])),
+                c("Timezone", or_none(str_of(&spec["timeZone"]))),
+                c(
+                    "Suspend",
+                    if spec["suspend"] == true {
+                        "True"
+                    } else {
+                        "False"
+                    },
+                ),
+                c("Active", st["active"].as_array().map_or(0, Vec::len) as i64),
+                c("Last Schedule", last),
+                a,
+                w("Containers", cs),
+                w("Images", images),
+                w("Selector", or_none(pairs(&tpl["selector"]["matchLabels"]))),
+            ]
+        }
         "Job" => {
             let (cs, images) = containers_and_images(&spec["template"]["spec"]);
             let start = st["startTime"]

@@ -4,6 +4,7 @@
 //! pending pods, Endpoints/EndpointSlices, namespaces, node lifecycle and IPAM, and
 //! garbage collection by ownerReferences.
 
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -374,7 +375,7 @@ fn gc_wakes(ev: &crate::store::Event) -> bool {
 /// Loops wake on the events they care about; this pass without one is a safety net.
 const RESYNC: Duration = Duration::from_secs(30);
 
-const CONTROLLER_LOOPS: [Loop; 8] = [
+const CONTROLLER_LOOPS: [Loop; 9] = [
     Loop {
         name: "deployment",
         pass: on_change!(deployment::reconcile),
@@ -402,6 +403,14 @@ const CONTROLLER_LOOPS: [Loop; 8] = [
         prefixes: &["/registry/apps/statefulsets/", "/registry/core/pods/"],
         wakes: any_event,
         resync: RESYNC,
+    },
+    Loop {
+        name: "cronjob",
+        pass: on_change!(cronjob::reconcile),
+        prefixes: &["/registry/batch/cronjobs/", "/registry/batch/jobs/"],
+        wakes: any_event,
+        // Schedules are in minutes: a pass every second starts a Job on time.
+        resync: Duration::from_secs(1),
     },
     Loop {
         name: "job",
