@@ -71,6 +71,14 @@ fn unknown_fields_by_field_validation() {
         let (_, json, _) = run(&["get", "deployment", "warn", "-o", "json"], None);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert!(v["spec"]["bar"].is_null(), "{k} (patch ok: {ok}): {json}");
+        // Every served kind is checked, not only some: a Secret and a Lease too.
+        for doc in [
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\nextra: 1\n",
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l}\nspec: {holderIdentity: x, wrong: 2}\n",
+        ] {
+            let (ok, _, err) = run(&["apply", "--validate=strict", "-f", "-"], Some(doc));
+            assert!(!ok && err.contains("unknown field"), "{k}: {doc}: {err}");
+        }
         drop(cp);
         let _ = std::fs::remove_dir_all(&dir);
     }
