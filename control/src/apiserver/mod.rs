@@ -16,6 +16,7 @@ pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
+mod review;
 mod selector;
 pub mod statefulset;
 pub(crate) mod status;
@@ -76,9 +77,9 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
             let (mut parts, body) = req.into_parts();
             let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             let started = std::time::Instant::now();
-            let user = parts
-                .extensions
-                .get::<tls::User>()
+            let who = parts.extensions.get::<tls::User>().cloned();
+            let user = who
+                .as_ref()
                 .map_or_else(|| "system:anonymous".to_string(), |u| u.name.clone());
             let (verb, uri) = (verb_of(&parts.method, &parts.uri), parts.uri.clone());
             // kube-apiserver's request size limit (--max-request-bytes: 3 MiB).
@@ -117,6 +118,7 @@ pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axu
                             parts.headers,
                             body,
                             upgrade,
+                            who,
                         ))
                     };
                     match tokio::task::spawn_blocking(run).await {
@@ -240,11 +242,17 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    who: Option<tls::User>,
 ) -> Result<Response, ApiError> {
     let path = uri.path().trim_end_matches('/');
     let q = query_map(&uri);
     let segs: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
     let get = method == Method::GET;
+    if method == Method::POST {
+        if let Some(r) = review::answer(&segs, who.as_ref(), &body)? {
+            return Ok(r);
+        }
+    }
     match segs.as_slice() {
         ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
         ["api"] | ["apis"] if get => {

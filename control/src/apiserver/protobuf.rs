@@ -186,6 +186,31 @@ const CRON_JOB: &[Field] = &[
     f(3, "status", Kind::Skip),
 ];
 
+// authorization.k8s.io/v1 (`kubectl auth can-i`).
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Kind::Str),
+    f(2, "verb", Kind::Str),
+    f(3, "group", Kind::Str),
+    f(4, "version", Kind::Str),
+    f(5, "resource", Kind::Str),
+    f(6, "subresource", Kind::Str),
+    f(7, "name", Kind::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Kind::Str), f(2, "verb", Kind::Str)];
+const SELF_ACCESS_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Kind::Msg(RESOURCE_ATTRIBUTES)),
+    f(
+        2,
+        "nonResourceAttributes",
+        Kind::Msg(NON_RESOURCE_ATTRIBUTES),
+    ),
+];
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(SELF_ACCESS_SPEC)),
+    f(3, "status", Kind::Skip),
+];
+
 const SERVICE_PORT: &[Field] = &[
     f(1, "name", Kind::Str),
     f(2, "protocol", Kind::Str),
@@ -237,6 +262,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "Service" => SERVICE,
         "Job" => JOB,
         "CronJob" => CRON_JOB,
+        "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
         _ => return None,
     })
 }
