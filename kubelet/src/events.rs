@@ -109,6 +109,6 @@ async fn post(
         r => r.map(|_| ()),
     };
     if let Err(e) = r {
-        eprintln!("skiff-kubelet: event {reason} for {ns}/{name}: {e}");
+        tracing::warn!(namespace = ns, object = %name, reason, error = %e, "post event");
     }
 }

@@ -63,6 +63,33 @@ struct Args {
     address: Option<IpAddr>,
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// Log verbosity as the kubelet counts it: 0-1 info (what it does to pods), 2-3
+    /// debug (each decision), 4+ trace. RUST_LOG, when set, takes precedence.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+    /// Log lines as text or JSON.
+    #[arg(long = "log-format", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn init_logs(a: &Args) {
+    let level = match a.verbosity {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,skiff_kubelet={level}"))
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if a.log_format == "json" {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
 }
 
 fn config(a: &Args) -> Result<Config> {
@@ -98,6 +125,7 @@ fn nix_hostname() -> Result<String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    init_logs(&args);
     let cfg = config(&args)?;
     let kc = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("read {}", args.kubeconfig.display()))?;
@@ -152,11 +180,11 @@ async fn main() -> Result<()> {
                 server::router(state),
                 tls,
             ));
-            eprintln!("skiff-kubelet: serving the kubelet API on https://{bound}");
+            tracing::info!(%bound, "serving the kubelet API over HTTPS");
             i32::from(port)
         }
         None => {
-            eprintln!("skiff-kubelet: no --tls-cert-file: the kubelet API (logs) is not served");
+            tracing::warn!("no --tls-cert-file: the kubelet API (logs, exec) is not served");
             0
         }
     };
@@ -168,16 +196,13 @@ async fn main() -> Result<()> {
         match node::register(&nodes, &cfg, &machine, port).await {
             Ok(uid) => break uid,
             Err(e) => {
-                eprintln!("skiff-kubelet: register the node: {e}; retrying in {delay:?}");
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     };
-    eprintln!(
-        "skiff-kubelet: node {} registered ({} {})",
-        cfg.node_name, version.runtime_name, version.runtime_version
-    );
+    tracing::info!(node = %cfg.node_name, runtime = %version.runtime_name, runtime_version = %version.runtime_version, "node registered");
     events::record_node(
         &client,
         &cfg.node_name,
@@ -204,7 +229,7 @@ async fn main() -> Result<()> {
                 if since_lease >= cfg.lease_renew {
                     since_lease = Duration::ZERO;
                     if let Err(e) = lease::renew(&leases, &cfg, &node_uid).await {
-                        eprintln!("skiff-kubelet: renew lease: {e}");
+                        tracing::warn!(error = %e, "renew lease");
                     }
                 }
                 let api_node = nodes.get_status(&cfg.node_name).await.ok();
@@ -225,11 +250,11 @@ async fn main() -> Result<()> {
                     };
                     match cri.rt.clone().update_runtime_config(req).await {
                         Ok(_) => {
-                            eprintln!("skiff-kubelet: pod CIDR {c} handed to the runtime");
+                            tracing::info!(pod_cidr = %c, "pod CIDR handed to the runtime");
                             sent_cidr = Some(c);
                         }
                         Err(e) => {
-                            eprintln!("skiff-kubelet: update runtime config: {}", e.message())
+                            tracing::warn!(error = e.message(), "update runtime config")
                         }
                     }
                 }
@@ -269,7 +294,7 @@ async fn main() -> Result<()> {
                             }
                             posted = Some(not_ready.clone());
                         }
-                        Err(e) => eprintln!("skiff-kubelet: post node status: {e}"),
+                        Err(e) => tracing::warn!(error = %e, "post node status"),
                     }
                 }
                 // Until the node has its pod CIDR, look again soon.
@@ -299,7 +324,7 @@ async fn main() -> Result<()> {
             while let Some(ev) = s.next().await {
                 match ev {
                     Ok(_) => changed.notify_one(),
-                    Err(e) => eprintln!("skiff-kubelet: watch pods: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "watch pods; retrying"),
                 }
             }
         });
@@ -312,7 +337,7 @@ async fn main() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         if let Err(e) = kubelet.sync_all(reader.state()).await {
-            eprintln!("skiff-kubelet: sync: {e}");
+            tracing::error!(error = %e, "sync pass");
         }
         tokio::select! {
             _ = changed.notified() => {}
@@ -322,6 +347,6 @@ async fn main() -> Result<()> {
         }
     }
     // Pods keep running: a restarted kubelet takes them over.
-    eprintln!("skiff-kubelet: stopping; pods keep running");
+    tracing::info!("stopping; pods keep running");
     Ok(())
 }

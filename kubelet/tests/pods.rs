@@ -497,6 +497,26 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
             "{cs}"
         );
     }
+    // Both daemons log what they did to each pod, with its identity as fields.
+    let klog = kubelet.log();
+    let rlog = std::fs::read_to_string(node.root.join("server.log")).unwrap_or_default();
+    for p in &pods {
+        let (name, uid) = (
+            p["metadata"]["name"].as_str().unwrap(),
+            p["metadata"]["uid"].as_str().unwrap(),
+        );
+        assert!(
+            klog.lines().any(|l| l.contains("sandbox created")
+                && l.contains(&format!("pod=\"{name}\""))
+                && l.contains(uid)),
+            "kubelet log for {name}:\n{klog}"
+        );
+        assert!(
+            rlog.lines()
+                .any(|l| l.contains("RunPodSandbox") && l.contains(&format!("pod={name}"))),
+            "runtime log for {name}:\n{rlog}"
+        );
+    }
 
     // What kubectl describe shows: the QoS class and the kubelet's events.
     assert_eq!(pods[0]["status"]["qosClass"], "BestEffort");

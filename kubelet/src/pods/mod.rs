@@ -210,10 +210,12 @@ impl Kubelet {
                     k.sync_pod(&pod, found).await
                 };
                 if let Err(e) = r {
-                    eprintln!(
-                        "skiff-kubelet: pod {}/{}: {e}",
-                        pod.metadata.namespace.as_deref().unwrap_or(""),
-                        pod.metadata.name.as_deref().unwrap_or("")
+                    tracing::warn!(
+                        namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
+                        pod = pod.metadata.name.as_deref().unwrap_or(""),
+                        uid = %uid,
+                        error = %e,
+                        "sync pod"
                     );
                 }
                 k.release(&uid);
@@ -226,7 +228,7 @@ impl Kubelet {
             let k = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = k.remove_runtime_objects(&uid, found, None).await {
-                    eprintln!("skiff-kubelet: removing leftovers of pod {uid}: {e}");
+                    tracing::warn!(uid = %uid, error = %e, "removing leftovers of a pod");
                 }
                 k.forget(&uid);
                 k.release(&uid);
@@ -385,6 +387,7 @@ impl Kubelet {
                     .await?;
                 }
                 let config = spec::sandbox_config(&self.cfg, pod, attempt);
+                let t0 = std::time::Instant::now();
                 let id = rt
                     .run_pod_sandbox(v1::RunPodSandboxRequest {
                         config: Some(config.clone()),
@@ -393,6 +396,15 @@ impl Kubelet {
                     .await?
                     .into_inner()
                     .pod_sandbox_id;
+                tracing::info!(
+                    namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
+                    pod = pod.metadata.name.as_deref().unwrap_or(""),
+                    uid = spec::pod_uid(pod),
+                    sandbox = %id,
+                    attempt,
+                    ms = t0.elapsed().as_secs_f64() * 1000.0,
+                    "sandbox created"
+                );
                 sandboxes.push(v1::PodSandbox {
                     id: id.clone(),
                     metadata: config.metadata,
@@ -577,6 +589,16 @@ impl Kubelet {
         } else {
             format!("spec.containers{{{container}}}")
         };
+        tracing::info!(
+            namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod = pod.metadata.name.as_deref().unwrap_or(""),
+            uid = spec::pod_uid(pod),
+            container,
+            reason,
+            message = %message,
+            "{}",
+            if warning { "warning" } else { "event" }
+        );
         crate::events::record(
             &self.client,
             &self.cfg.node_name,
@@ -725,7 +747,7 @@ impl Kubelet {
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = r {
-            eprintln!("skiff-kubelet: refresh volumes of pod {uid}: {e}");
+            tracing::warn!(uid = %uid, error = %e, "refresh volumes");
         }
     }
 

@@ -30,6 +30,15 @@ impl Cri {
 
 const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
 
+/// One line per state-changing call on a sandbox or container: what, which, and the
+/// error if it failed.
+fn log<T>(what: &str, id: &str, r: &Rsp<T>) {
+    match r {
+        Ok(_) => tracing::info!(id, "{what}"),
+        Err(e) => tracing::warn!(id, error = e.message(), "{what} failed"),
+    }
+}
+
 #[tonic::async_trait]
 impl RuntimeService for Cri {
     async fn version(&self, _: Request<v1::VersionRequest>) -> Rsp<v1::VersionResponse> {
@@ -46,11 +55,28 @@ impl RuntimeService for Cri {
         r: Request<v1::RunPodSandboxRequest>,
     ) -> Rsp<v1::RunPodSandboxResponse> {
         let req = r.into_inner();
-        self.run(move |i| {
-            i.run_pod(req)
-                .map(|pod_sandbox_id| v1::RunPodSandboxResponse { pod_sandbox_id })
-        })
-        .await
+        let meta = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.clone())
+            .unwrap_or_default();
+        let t0 = std::time::Instant::now();
+        let r = self
+            .run(move |i| {
+                i.run_pod(req)
+                    .map(|pod_sandbox_id| v1::RunPodSandboxResponse { pod_sandbox_id })
+            })
+            .await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match &r {
+            Ok(ok) => {
+                tracing::info!(namespace = %meta.namespace, pod = %meta.name, uid = %meta.uid, attempt = meta.attempt, sandbox = %ok.get_ref().pod_sandbox_id, ms, "RunPodSandbox")
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %meta.namespace, pod = %meta.name, uid = %meta.uid, ms, error = e.message(), "RunPodSandbox failed")
+            }
+        }
+        r
     }
 
     async fn stop_pod_sandbox(
@@ -58,8 +84,12 @@ impl RuntimeService for Cri {
         r: Request<v1::StopPodSandboxRequest>,
     ) -> Rsp<v1::StopPodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
-        self.run(move |i| i.stop_pod(&id).map(|()| v1::StopPodSandboxResponse {}))
-            .await
+        let sandbox = id.clone();
+        let r = self
+            .run(move |i| i.stop_pod(&id).map(|()| v1::StopPodSandboxResponse {}))
+            .await;
+        log("StopPodSandbox", &sandbox, &r);
+        r
     }
 
     async fn remove_pod_sandbox(
@@ -67,8 +97,12 @@ impl RuntimeService for Cri {
         r: Request<v1::RemovePodSandboxRequest>,
     ) -> Rsp<v1::RemovePodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
-        self.run(move |i| i.remove_pod(&id).map(|()| v1::RemovePodSandboxResponse {}))
-            .await
+        let sandbox = id.clone();
+        let r = self
+            .run(move |i| i.remove_pod(&id).map(|()| v1::RemovePodSandboxResponse {}))
+            .await;
+        log("RemovePodSandbox", &sandbox, &r);
+        r
     }
 
     async fn pod_sandbox_status(
@@ -98,11 +132,30 @@ impl RuntimeService for Cri {
         r: Request<v1::CreateContainerRequest>,
     ) -> Rsp<v1::CreateContainerResponse> {
         let req = r.into_inner();
-        self.run(move |i| {
-            i.create_container(req)
-                .map(|container_id| v1::CreateContainerResponse { container_id })
-        })
-        .await
+        let sandbox = req.pod_sandbox_id.clone();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let t0 = std::time::Instant::now();
+        let r = self
+            .run(move |i| {
+                i.create_container(req)
+                    .map(|container_id| v1::CreateContainerResponse { container_id })
+            })
+            .await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match &r {
+            Ok(ok) => {
+                tracing::info!(%sandbox, container = %name, id = %ok.get_ref().container_id, ms, "CreateContainer")
+            }
+            Err(e) => {
+                tracing::warn!(%sandbox, container = %name, ms, error = e.message(), "CreateContainer failed")
+            }
+        }
+        r
     }
 
     async fn start_container(
@@ -110,11 +163,15 @@ impl RuntimeService for Cri {
         r: Request<v1::StartContainerRequest>,
     ) -> Rsp<v1::StartContainerResponse> {
         let id = r.into_inner().container_id;
-        self.run(move |i| {
-            i.start_container(&id)
-                .map(|()| v1::StartContainerResponse {})
-        })
-        .await
+        let container = id.clone();
+        let r = self
+            .run(move |i| {
+                i.start_container(&id)
+                    .map(|()| v1::StartContainerResponse {})
+            })
+            .await;
+        log("StartContainer", &container, &r);
+        r
     }
 
     async fn stop_container(
@@ -122,11 +179,15 @@ impl RuntimeService for Cri {
         r: Request<v1::StopContainerRequest>,
     ) -> Rsp<v1::StopContainerResponse> {
         let req = r.into_inner();
-        self.run(move |i| {
-            i.stop_container(&req.container_id, req.timeout)
-                .map(|()| v1::StopContainerResponse {})
-        })
-        .await
+        let container = req.container_id.clone();
+        let r = self
+            .run(move |i| {
+                i.stop_container(&req.container_id, req.timeout)
+                    .map(|()| v1::StopContainerResponse {})
+            })
+            .await;
+        log("StopContainer", &container, &r);
+        r
     }
 
     async fn remove_container(
@@ -534,11 +595,24 @@ impl ImageService for Cri {
 
     async fn pull_image(&self, r: Request<v1::PullImageRequest>) -> Rsp<v1::PullImageResponse> {
         let req = r.into_inner();
-        self.run(move |i| {
-            i.pull_image(req)
-                .map(|image_ref| v1::PullImageResponse { image_ref })
-        })
-        .await
+        let image = req
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let t0 = std::time::Instant::now();
+        let r = self
+            .run(move |i| {
+                i.pull_image(req)
+                    .map(|image_ref| v1::PullImageResponse { image_ref })
+            })
+            .await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match &r {
+            Ok(ok) => tracing::info!(%image, image_ref = %ok.get_ref().image_ref, ms, "PullImage"),
+            Err(e) => tracing::warn!(%image, ms, error = e.message(), "PullImage failed"),
+        }
+        r
     }
 
     async fn remove_image(

@@ -541,7 +541,20 @@ fn serve(root: &Path, a: crate::cli::ServeArgs) -> Result<()> {
         insecure_registries: a.insecure_registry,
         streaming_addr: a.streaming_address,
     };
-    eprintln!("skiff-runtime: serving CRI v1 on {}", cfg.listen.display());
+    // Logs: what the server does to sandboxes, containers and images (RUST_LOG to
+    // change the level; SKIFF_LOG_FORMAT=json for JSON lines).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,skiff_runtime=info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var("SKIFF_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
+    tracing::info!(listen = %cfg.listen.display(), "serving CRI v1");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
