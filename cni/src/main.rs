@@ -168,17 +168,44 @@ fn run(env: &Env, stdin: &str) -> Result<Option<Value>> {
 }
 
 fn main() {
+    // stdout is the CNI result; what went wrong is also logged on stderr (the runtime
+    // keeps it) with the container's identity, at RUST_LOG's level (warn by default).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
     let mut stdin = String::new();
     let _ = std::io::stdin().read_to_string(&mut stdin);
     let version = serde_json::from_str::<Value>(&stdin)
         .ok()
         .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
         .unwrap_or_else(|| "1.0.0".into());
-    let result = Env::from_env().and_then(|env| run(&env, &stdin));
+    let (env, result) = match Env::from_env() {
+        Ok(env) => {
+            let r = run(&env, &stdin);
+            (Some(env), r)
+        }
+        Err(e) => (None, Err(e)),
+    };
     match result {
         Ok(Some(v)) => println!("{v}"),
         Ok(None) => {}
         Err(e) => {
+            match &env {
+                Some(env) => tracing::error!(
+                    command = %env.command,
+                    container = %env.container_id,
+                    netns = ?env.netns,
+                    ifname = %env.ifname,
+                    error = %e,
+                    "skiff-cni failed"
+                ),
+                None => tracing::error!(error = %e, "skiff-cni failed"),
+            }
             println!("{}", e.to_json(&version));
             std::process::exit(1);
         }

@@ -28,6 +28,8 @@ struct Lab {
     tag: String,
     netns: Vec<String>,
     data: std::path::PathBuf,
+    /// What the last call wrote on stderr (its log).
+    stderr: std::cell::RefCell<String>,
 }
 
 impl Lab {
@@ -42,6 +44,7 @@ impl Lab {
             tag,
             netns: Vec::new(),
             data,
+            stderr: Default::default(),
         };
         l.netns("node");
         l
@@ -100,6 +103,7 @@ impl Lab {
             .write_all(conf.to_string().as_bytes())
             .unwrap();
         let o: Output = child.wait_with_output().unwrap();
+        *self.stderr.borrow_mut() = String::from_utf8_lossy(&o.stderr).into_owned();
         let out = String::from_utf8_lossy(&o.stdout);
         let v = if out.trim().is_empty() {
             Value::Null
@@ -237,6 +241,14 @@ fn errors_follow_the_spec() {
     );
     let (_, e) = lab.cni("ADD", &conf, "x", Some("no-such-netns"));
     assert_eq!(e["code"], 3, "unknown netns: {e}");
+    // The failure is logged too, with the container it was for.
+    let log = lab.stderr.borrow().clone();
+    assert!(
+        log.contains("skiff-cni failed")
+            && log.contains("container=x")
+            && log.contains("command=ADD"),
+        "{log}"
+    );
     // Exhaustion: a /30 has one pod address.
     let tiny = lab.conf("10.125.0.0/30");
     assert_eq!(lab.cni("ADD", &tiny, "a", Some(&p)).0, 0);
