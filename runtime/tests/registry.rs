@@ -200,3 +200,65 @@ fn bearer_token_challenge() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Registry mirrors, as containerd's: the mirror is tried first and the image keeps its
+/// own name (`busybox:1.0` is `docker.io/library/busybox:1.0`, served by a loopback
+/// mirror: the real docker.io is never contacted); a mirror that fails or lacks the
+/// image falls back to the registry, and when both fail the error names each.
+#[test]
+#[ignore = "needs root, docker-registry and skopeo"]
+fn registry_mirrors_first_then_the_registry() {
+    require_root();
+    let reg = Registry::start()
+        .expect("needs docker-registry and skopeo (apt-get install docker-registry skopeo)");
+    let tar = reg.dir.join("bb.tar");
+    build_image(&tar, true);
+    reg.push(&tar, "library/busybox:1.0", &[]);
+    reg.push(&tar, "skiff/busybox:v1", &[]);
+    let store = Store::open(reg.dir.join("store")).unwrap();
+    let mirror = format!("http://127.0.0.1:{}", reg.port);
+    // Through the mirror, under the name the user typed.
+    let name = store
+        .pull(
+            "busybox:1.0",
+            &mut PullOptions {
+                mirrors: vec![mirror.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(name, "docker.io/library/busybox:1.0");
+    assert!(store.layers(&name).unwrap()[0].join("bin/busybox").exists());
+    // A dead mirror (a closed loopback port): the registry itself answers.
+    let upstream = format!("127.0.0.1:{}/skiff/busybox:v1", reg.port);
+    let name = store
+        .pull(
+            &upstream,
+            &mut PullOptions {
+                insecure: true,
+                mirrors: vec!["http://127.0.0.1:9".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(name, upstream);
+    // Missing in the mirror, and the registry (a closed loopback port) unreachable:
+    // the error says what each answered.
+    let e = store
+        .pull(
+            "127.0.0.1:9/skiff/nothing:1",
+            &mut PullOptions {
+                insecure: true,
+                mirrors: vec![mirror.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("mirror {mirror}"))
+            && e.contains("HTTP 404")
+            && e.contains("registry http://127.0.0.1:9"),
+        "{e}"
+    );
+}

@@ -170,6 +170,13 @@ impl Inner {
                 .is_ok_and(|ip| ip.is_loopback());
         let mut opts = PullOptions {
             insecure,
+            mirrors: self
+                .cfg
+                .registry_mirrors
+                .iter()
+                .filter(|(reg, _)| *reg == r.registry)
+                .map(|(_, m)| m.clone())
+                .collect(),
             ..Default::default()
         };
         if let Some(a) = req.auth {

@@ -45,6 +45,8 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Pull over plain HTTP from these registries (host:port), e.g. a loopback registry.
     pub insecure_registries: Vec<String>,
+    /// (registry, mirror base URL): tried before the registry, in order.
+    pub registry_mirrors: Vec<(String, String)>,
     /// Where the streaming server (exec, attach, port-forward) listens; port 0 picks one.
     pub streaming_addr: std::net::SocketAddr,
 }

@@ -89,6 +89,9 @@ pub type Progress = Box<dyn FnMut(&str, u64, u64)>;
 pub struct PullOptions {
     /// Plain HTTP (a registry on loopback without TLS).
     pub insecure: bool,
+    /// Mirrors of the image's registry (base URLs, `http://host:port`), tried in order
+    /// before it, as containerd's mirrors; the image keeps its own name.
+    pub mirrors: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Called as bytes arrive.
@@ -291,16 +294,43 @@ impl Store {
     /// Pull `reference` into the store and tag it; returns the stored name.
     pub fn pull(&self, reference: &str, opts: &mut PullOptions) -> Result<String> {
         let r = Reference::parse(reference)?;
+        let scheme = if opts.insecure { "http" } else { "https" };
+        let upstream = format!("{scheme}://{}", r.endpoint());
+        let mut bases: Vec<String> = opts
+            .mirrors
+            .iter()
+            .map(|m| m.trim_end_matches('/').to_string())
+            .collect();
+        bases.push(upstream);
+        // Each in turn; the error says what every one answered.
+        let mut failures = Vec::new();
+        for (i, base) in bases.iter().enumerate() {
+            match self.pull_from(&r, base, opts) {
+                Ok(name) => return Ok(name),
+                Err(e) if bases.len() == 1 => return Err(e),
+                Err(e) => {
+                    let which = if i + 1 < bases.len() {
+                        "mirror"
+                    } else {
+                        "registry"
+                    };
+                    failures.push(format!("{which} {base}: {e}"));
+                }
+            }
+        }
+        Err(Error::NotFound(failures.join("; ")))
+    }
+
+    fn pull_from(&self, r: &Reference, base: &str, opts: &mut PullOptions) -> Result<String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(600)))
             .build()
             .into();
-        let scheme = if opts.insecure { "http" } else { "https" };
         let mut c = Client {
             agent,
-            base: format!("{scheme}://{}", r.endpoint()),
-            reference: &r,
+            base: base.to_string(),
+            reference: r,
             opts,
             auth: None,
         };

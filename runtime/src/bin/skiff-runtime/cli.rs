@@ -248,6 +248,10 @@ pub struct ServeArgs {
     /// Registries (host:port) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// A mirror of a registry, `REGISTRY=URL` (e.g. `docker.io=http://10.0.0.1:5000`),
+    /// tried before it; several allowed, tried in order. Images keep their names.
+    #[arg(long = "registry-mirror", value_parser = parse_mirror)]
+    pub registry_mirror: Vec<(String, String)>,
     /// Address of the streaming server for exec, attach and port-forward (port 0: any).
     #[arg(long = "streaming-address", default_value = "127.0.0.1:0")]
     pub streaming_address: std::net::SocketAddr,
@@ -279,4 +283,31 @@ fn has_start_container_hooks(bundle: &std::path::Path) -> bool {
         .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
         .and_then(|v| v.pointer("/hooks/startContainer").cloned())
         .is_some_and(|h| h.as_array().is_some_and(|a| !a.is_empty()))
+}
+
+/// `REGISTRY=URL`, the URL http:// or https://.
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    let (reg, url) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected REGISTRY=URL, e.g. docker.io=http://127.0.0.1:5000")
+    })?;
+    if reg.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{s:?}: expected REGISTRY=URL with an http:// or https:// URL"
+        ));
+    }
+    Ok((reg.to_string(), url.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    #[test]
+    fn mirrors_are_registry_equals_url() {
+        assert_eq!(
+            super::parse_mirror("docker.io=http://10.0.0.1:5000/").unwrap(),
+            ("docker.io".into(), "http://10.0.0.1:5000".into())
+        );
+        assert!(super::parse_mirror("docker.io").is_err());
+        assert!(super::parse_mirror("docker.io=10.0.0.1:5000").is_err());
+        assert!(super::parse_mirror("=http://x").is_err());
+    }
 }

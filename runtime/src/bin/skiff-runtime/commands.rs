@@ -539,6 +539,7 @@ fn serve(root: &Path, a: crate::cli::ServeArgs) -> Result<()> {
         // started through the link run from it too, and need no copy of their own.
         shim_binary: "/proc/self/exe".into(),
         insecure_registries: a.insecure_registry,
+        registry_mirrors: a.registry_mirror,
         streaming_addr: a.streaming_address,
     };
     // Logs: what the server does to sandboxes, containers and images (RUST_LOG to

@@ -892,6 +892,7 @@ fn pull_local(dir: &Path, image: &str, creds: Option<&str>, insecure: bool) -> R
         username,
         password,
         progress: Some(progress),
+        mirrors: Vec::new(),
     };
     let name = store.pull(image, &mut opts)?;
     if tty {
