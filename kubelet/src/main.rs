@@ -193,7 +193,14 @@ async fn main() -> Result<()> {
     // plane): say why and try again, as long as it takes.
     let mut delay = Duration::from_millis(500);
     let node_uid = loop {
-        match node::register(&nodes, &cfg, &machine, port).await {
+        let not_ready = node::runtime_not_ready(
+            cri.rt
+                .clone()
+                .status(v1::StatusRequest::default())
+                .await
+                .map(|r| r.into_inner()),
+        );
+        match node::register(&nodes, &cfg, &machine, port, not_ready.as_deref()).await {
             Ok(uid) => break uid,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node yet");

@@ -155,11 +155,14 @@ pub fn status(cfg: &Config, m: &Machine, not_ready: Option<&str>, port: i32) -> 
 
 /// Create the Node, or take over an existing one of that name (a restarted kubelet),
 /// then post its status. Returns the Node's uid (the Lease's owner).
+/// Create (or take over) the Node and post its status; `not_ready` is what the runtime
+/// says now (a node whose pod network waits for its podCIDR registers NotReady).
 pub async fn register(
     api: &Api<Node>,
     cfg: &Config,
     m: &Machine,
     port: i32,
+    not_ready: Option<&str>,
 ) -> Result<String, kube::Error> {
     let node = Node {
         metadata: ObjectMeta {
@@ -182,7 +185,7 @@ pub async fn register(
         }
         Err(e) => return Err(e),
     }
-    let n = post_status(api, cfg, m, None, port).await?;
+    let n = post_status(api, cfg, m, not_ready, port).await?;
     Ok(n.metadata.uid.unwrap_or_default())
 }
 
