@@ -12,9 +12,8 @@ const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 
-/// The current generation id, read over a netlink socket in this thread's network
-/// namespace.
-pub fn current() -> io::Result<u32> {
+/// A netfilter netlink socket in this thread's network namespace.
+pub(crate) fn socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -27,7 +26,13 @@ pub fn current() -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The current generation id, read over a netlink socket in this thread's network
+/// namespace.
+pub fn current() -> io::Result<u32> {
+    let fd = socket()?;
     // nlmsghdr (16 bytes) + nfgenmsg (4 bytes: family, version, res_id).
     let mut req = [0u8; 20];
     req[0..4].copy_from_slice(&20u32.to_ne_bytes());

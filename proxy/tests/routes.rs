@@ -1,8 +1,10 @@
 //! The host-gw pod network in the kernel: two "nodes" (network namespaces on one
-//! bridge), each with a pod address of its pod CIDR (on its loopback). Routes made from the Node objects
-//! let each reach the other's pod; a node that leaves loses its route; a route deleted
-//! or changed behind our back comes back; routes that are not ours stay. Needs root,
-//! ip and busybox.
+//! bridge), each with a pod address of its pod CIDR (on its loopback). Routes made from
+//! the Node objects let each reach the other's pod; a node that leaves loses its route;
+//! a route deleted or changed behind our back comes back; routes that are not ours
+//! stay. Needs root, ip and busybox.
+
+mod common;
 
 use k8s_openapi::api::core::v1::Node;
 use skiff_proxy::routes::{self, desired, reconcile};
@@ -11,16 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 fn require() {
-    assert!(nix::unistd::geteuid().is_root(), "needs root");
-    for tool in ["ip", "busybox"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "needs {tool}"
-        );
-    }
+    common::require(&["ip", "busybox"]);
 }
 
 fn sh(cmd: &str) -> std::process::Output {

@@ -3,6 +3,8 @@
 //! endpoints, from the node and from a pod (hairpin included), follow endpoint changes,
 //! and a Service without endpoints refuses connections. Needs root, nft and iptables.
 
+mod common;
+
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::{Options, Protocol, ServicePort};
 use std::os::fd::AsFd;
@@ -164,19 +166,8 @@ fn service(endpoints: &[(&str, u16)]) -> Vec<ServicePort> {
     ]
 }
 
-/// These tests are ignored unless asked for (`--run-ignored`, as .ci/run does as root):
-/// once asked, a missing need is a failure, not a pass.
 fn require() {
-    assert!(nix::unistd::geteuid().is_root(), "needs root");
-    for tool in ["nft", "iptables-restore", "busybox"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "needs {tool}"
-        );
-    }
+    common::require(&["nft", "iptables-restore", "busybox"]);
 }
 
 fn check_mode(mode: Mode, tag: &str) {

@@ -6,6 +6,8 @@
 //! partial syncs likewise leave unchanged services' chains alone. Needs root, nft and
 //! iptables.
 
+mod common;
+
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::nftables::{layout, table};
 use skiff_proxy::{Options, Protocol, ServicePort};
@@ -60,16 +62,7 @@ impl Drop for Netns {
 }
 
 fn require() {
-    assert!(nix::unistd::geteuid().is_root(), "needs root");
-    for tool in ["nft", "iptables-restore"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "needs {tool}"
-        );
-    }
+    common::require(&["nft", "iptables-restore"]);
 }
 
 fn port(name: &str, ip: &str, eps: &[&str]) -> ServicePort {

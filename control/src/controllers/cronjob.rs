@@ -50,6 +50,22 @@ pub fn due(
     (t > after).then_some(t)
 }
 
+/// Delete one of the CronJob's Jobs (its pods follow by garbage collection).
+fn delete_job(store: &Store, cj: &Value, job: &Value) -> Result<(), StoreError> {
+    let name = job["metadata"]["name"].as_str().unwrap_or("");
+    delete_object(store, &key_of(job, "batch", "jobs"), None)?;
+    let msg = format!("Deleted job {name}");
+    record_event(
+        store,
+        cj,
+        "Normal",
+        "SuccessfulDelete",
+        &msg,
+        "cronjob-controller",
+    );
+    Ok(())
+}
+
 pub fn reconcile(store: &Store) -> Result<(), StoreError> {
     for cj in list(store, "/registry/batch/cronjobs/")? {
         if cj["metadata"]["deletionTimestamp"].is_null() {
@@ -112,16 +128,7 @@ fn sync(store: &Store, cj: &Value) -> Result<(), StoreError> {
             } else {
                 if policy == "Replace" {
                     for j in &active {
-                        let jname = j["metadata"]["name"].as_str().unwrap_or("");
-                        delete_object(store, &key_of(j, "batch", "jobs"), None)?;
-                        record_event(
-                            store,
-                            cj,
-                            "Normal",
-                            "SuccessfulDelete",
-                            &format!("Deleted job {jname}"),
-                            "cronjob-controller",
-                        );
+                        delete_job(store, cj, j)?;
                     }
                     jobs.retain(|j| finished(j).is_some());
                 }
@@ -175,16 +182,7 @@ fn sync(store: &Store, cj: &Value) -> Result<(), StoreError> {
         });
         let extra = done.len().saturating_sub(limit.max(0) as usize);
         for j in done.into_iter().take(extra) {
-            let jname = j["metadata"]["name"].as_str().unwrap_or("");
-            delete_object(store, &key_of(j, "batch", "jobs"), None)?;
-            record_event(
-                store,
-                cj,
-                "Normal",
-                "SuccessfulDelete",
-                &format!("Deleted job {jname}"),
-                "cronjob-controller",
-            );
+            delete_job(store, cj, j)?;
         }
     }
     let active: Vec<Value> = jobs

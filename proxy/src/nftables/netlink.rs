@@ -12,9 +12,8 @@ use super::service_rule::ServiceRule;
 use crate::model::Protocol;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
@@ -394,19 +393,7 @@ impl Batch {
             | libc::NLM_F_ACK as u16;
         self.buf[last_flags_at..last_flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
         self.message(NFNL_MSG_BATCH_END, 0, &[], true);
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::generation::socket()?;
         // The batch goes in one sendmsg: make room for it (root may exceed wmem_max).
         let size = (self.buf.len() + 65536) as libc::c_int;
         // SAFETY: setsockopt with a valid int option.
