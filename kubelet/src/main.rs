@@ -72,6 +72,12 @@ struct Args {
     log_format: String,
 }
 
+/// Why the runtime makes the node not Ready now (None: it and its network are ready).
+async fn runtime_not_ready(cri: &Clients) -> Option<String> {
+    let status = cri.rt.clone().status(v1::StatusRequest::default()).await;
+    node::runtime_not_ready(status.map(|r| r.into_inner()))
+}
+
 fn init_logs(a: &Args) {
     let level = match a.verbosity {
         0 | 1 => "info",
@@ -193,13 +199,7 @@ async fn main() -> Result<()> {
     // plane): say why and try again, as long as it takes.
     let mut delay = Duration::from_millis(500);
     let node_uid = loop {
-        let not_ready = node::runtime_not_ready(
-            cri.rt
-                .clone()
-                .status(v1::StatusRequest::default())
-                .await
-                .map(|r| r.into_inner()),
-        );
+        let not_ready = runtime_not_ready(&cri).await;
         match node::register(&nodes, &cfg, &machine, port, not_ready.as_deref()).await {
             Ok(uid) => break uid,
             Err(e) => {
@@ -267,13 +267,7 @@ async fn main() -> Result<()> {
                 }
                 // The runtime's health (and its network's) is checked at every
                 // heartbeat; a change is posted at once, the rest every status period.
-                let not_ready = node::runtime_not_ready(
-                    cri.rt
-                        .clone()
-                        .status(v1::StatusRequest::default())
-                        .await
-                        .map(|r| r.into_inner()),
-                );
+                let not_ready = runtime_not_ready(&cri).await;
                 // As the kubelet does: the Node's Ready as the API has it (the node
                 // lifecycle controller sets Unknown while the lease is stale) is
                 // corrected at the next heartbeat, not at the next status period.

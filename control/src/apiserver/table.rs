@@ -652,23 +652,10 @@ mod pod_printer_tests {
     fn at(secs_ago: u64, now: std::time::SystemTime) -> String {
         let t = now - std::time::Duration::from_secs(secs_ago);
         let d = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        // Back to RFC 3339 (civil from days, Howard Hinnant).
-        let (days, rem) = (d.div_euclid(86400), d.rem_euclid(86400));
-        let z = days + 719468;
-        let era = z.div_euclid(146097);
-        let doe = z - era * 146097;
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        format!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        jiff::Timestamp::from_second(d)
+            .unwrap()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
     }
 
     #[test]
