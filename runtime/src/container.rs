@@ -7,7 +7,7 @@ use crate::error::{Context, Error, Result};
 use crate::init::{self, InitArgs};
 use crate::namespaces::{self, Plan};
 use crate::state::{self, ContainerState, Root, Status};
-use crate::{hooks, seccomp, spec};
+use crate::{config_json, hooks, seccomp};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
@@ -113,8 +113,8 @@ impl Runtime {
     ) -> Result<ContainerState> {
         let bundle =
             std::fs::canonicalize(bundle).step(|| format!("bundle {}", bundle.display()))?;
-        let spec = spec::load(&bundle)?;
-        let rootfs = spec::rootfs(&spec, &bundle)?;
+        let spec = config_json::load(&bundle)?;
+        let rootfs = config_json::rootfs(&spec, &bundle)?;
         let process = spec
             .process()
             .clone()

@@ -64,8 +64,8 @@ fn all_capabilities() -> Vec<String> {
 
 pub fn features() -> Value {
     json!({
-        "ociVersionMin": crate::spec::OCI_VERSION_MIN,
-        "ociVersionMax": crate::spec::OCI_VERSION_MAX,
+        "ociVersionMin": crate::config_json::OCI_VERSION_MIN,
+        "ociVersionMax": crate::config_json::OCI_VERSION_MAX,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
@@ -143,7 +143,7 @@ pub fn default_spec(rootless: bool) -> Value {
         json!({"type": "cgroup"}),
     ];
     let mut spec = json!({
-        "ociVersion": crate::spec::OCI_VERSION,
+        "ociVersion": crate::config_json::OCI_VERSION,
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn default_spec_is_accepted() {
         let s = super::default_spec(false).to_string();
-        crate::spec::parse(&s).expect("our own default config validates");
+        crate::config_json::parse(&s).expect("our own default config validates");
         let f = super::features();
         assert_eq!(f["ociVersionMax"], "1.3.0");
     }

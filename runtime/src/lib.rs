@@ -5,6 +5,7 @@
 
 pub mod cgroups;
 mod channel;
+pub mod config_json;
 pub mod console;
 pub mod container;
 pub mod cri;
@@ -22,7 +23,6 @@ pub mod namespaces;
 pub mod process;
 pub mod sandbox;
 pub mod seccomp;
-pub mod spec;
 pub mod state;
 mod syscalls;
 

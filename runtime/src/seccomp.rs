@@ -321,7 +321,7 @@ pub fn send_to_listener(
     use crate::error::Context;
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let msg = serde_json::json!({
-        "ociVersion": crate::spec::OCI_VERSION,
+        "ociVersion": crate::config_json::OCI_VERSION,
         "fds": ["seccompFd"],
         "pid": pid,
         "metadata": metadata.unwrap_or(""),

@@ -106,7 +106,7 @@ impl ContainerState {
             self.pid
         };
         let mut v = serde_json::json!({
-            "ociVersion": crate::spec::OCI_VERSION,
+            "ociVersion": crate::config_json::OCI_VERSION,
             "id": self.id,
             "pid": pid,
             "status": status.to_string(),

@@ -7,9 +7,9 @@
 //! from the API (the graceful-deletion handshake); sandboxes whose pod is gone are
 //! removed. One task per pod, so a slow pull or stop holds up only its own pod.
 
+pub mod cri_config;
 pub mod probes;
 pub mod sources;
-pub mod spec;
 pub mod status;
 pub mod volumes;
 
@@ -190,14 +190,14 @@ impl Kubelet {
                 by_uid.entry(uid.to_string()).or_default().1.push(c);
             }
         }
-        let wanted: HashSet<&str> = pods.iter().map(|p| spec::pod_uid(p)).collect();
+        let wanted: HashSet<&str> = pods.iter().map(|p| cri_config::pod_uid(p)).collect();
         let orphans: Vec<_> = by_uid
             .iter()
             .filter(|(uid, _)| !wanted.contains(uid.as_str()))
             .map(|(uid, v)| (uid.clone(), v.clone()))
             .collect();
         for pod in pods {
-            let uid = spec::pod_uid(&pod).to_string();
+            let uid = cri_config::pod_uid(&pod).to_string();
             if uid.is_empty() || !self.claim(&uid) {
                 continue;
             }
@@ -349,7 +349,7 @@ impl Kubelet {
         pod: &Pod,
         (mut sandboxes, containers): (Vec<v1::PodSandbox>, Vec<v1::Container>),
     ) -> Result<(), SyncError> {
-        let uid = spec::pod_uid(pod).to_string();
+        let uid = cri_config::pod_uid(pod).to_string();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let done = matches!(phase, Some("Succeeded" | "Failed"));
         let mut rt = self.cri.rt.clone();
@@ -386,7 +386,7 @@ impl Kubelet {
                     })
                     .await?;
                 }
-                let config = spec::sandbox_config(&self.cfg, pod, attempt);
+                let config = cri_config::sandbox_config(&self.cfg, pod, attempt);
                 let t0 = std::time::Instant::now();
                 let id = rt
                     .run_pod_sandbox(v1::RunPodSandboxRequest {
@@ -399,7 +399,7 @@ impl Kubelet {
                 tracing::info!(
                     namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
                     pod = pod.metadata.name.as_deref().unwrap_or(""),
-                    uid = spec::pod_uid(pod),
+                    uid = cri_config::pod_uid(pod),
                     sandbox = %id,
                     attempt,
                     ms = t0.elapsed().as_secs_f64() * 1000.0,
@@ -592,7 +592,7 @@ impl Kubelet {
         tracing::info!(
             namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
             pod = pod.metadata.name.as_deref().unwrap_or(""),
-            uid = spec::pod_uid(pod),
+            uid = cri_config::pod_uid(pod),
             container,
             reason,
             message = %message,
@@ -614,7 +614,7 @@ impl Kubelet {
     /// A container that cannot start: its waiting reason, and a Failed event when the
     /// reason is new (retries every second must not flood the events).
     async fn fail(&self, pod: &Pod, name: &str, reason: &str, msg: String) {
-        let uid = spec::pod_uid(pod);
+        let uid = cri_config::pod_uid(pod);
         let known = self
             .state
             .lock()
@@ -724,7 +724,7 @@ impl Kubelet {
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
             .any(|v| v.config_map.is_some() || v.secret.is_some());
-        let uid = spec::pod_uid(pod).to_string();
+        let uid = cri_config::pod_uid(pod).to_string();
         {
             let mut st = self.state.lock().unwrap();
             let now = std::time::Instant::now();
@@ -807,7 +807,7 @@ impl Kubelet {
             let grace = kind
                 .of(c)
                 .and_then(|p| p.termination_grace_period_seconds)
-                .unwrap_or_else(|| spec::grace_seconds(pod));
+                .unwrap_or_else(|| cri_config::grace_seconds(pod));
             self.cri
                 .rt
                 .clone()
@@ -823,7 +823,7 @@ impl Kubelet {
 
     /// Start a created container; false (and a waiting reason) if the runtime refused.
     async fn start(&self, pod: &Pod, name: &str, id: &str) -> Result<bool, SyncError> {
-        let uid = spec::pod_uid(pod);
+        let uid = cri_config::pod_uid(pod);
         let r = self
             .cri
             .rt
@@ -875,13 +875,13 @@ impl Kubelet {
                 return Ok(false);
             }
         };
-        let inputs = spec::Inputs {
+        let inputs = cri_config::Inputs {
             restart_count: attempt,
             pod_ip: ip,
             sources: &sources,
             volumes: &vols,
         };
-        let config = match spec::container_config(&self.cfg, pod, c, &inputs) {
+        let config = match cri_config::container_config(&self.cfg, pod, c, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.fail(pod, &c.name, "CreateContainerConfigError", e.to_string())
@@ -890,7 +890,10 @@ impl Kubelet {
             }
         };
         // A create that failed waits before the next try (the reason stays).
-        let key = (spec::pod_uid(pod).to_string(), format!("create:{}", c.name));
+        let key = (
+            cri_config::pod_uid(pod).to_string(),
+            format!("create:{}", c.name),
+        );
         let now = std::time::Instant::now();
         if self.state.lock().unwrap().retry.check(&key, now).is_err() {
             return Ok(false);
@@ -902,7 +905,7 @@ impl Kubelet {
             .create_container(v1::CreateContainerRequest {
                 pod_sandbox_id: sandbox_id.to_string(),
                 config: Some(config),
-                sandbox_config: Some(spec::sandbox_config(&self.cfg, pod, 0)),
+                sandbox_config: Some(cri_config::sandbox_config(&self.cfg, pod, 0)),
             })
             .await;
         match r {
@@ -983,7 +986,10 @@ impl Kubelet {
         }
         // After a failed pull the next waits (10 s doubling to 5 min), as the kubelet's
         // image back-off: ImagePullBackOff meanwhile, announced once per wait.
-        let key = (spec::pod_uid(pod).to_string(), format!("pull:{}", c.name));
+        let key = (
+            cri_config::pod_uid(pod).to_string(),
+            format!("pull:{}", c.name),
+        );
         let waiting = self
             .state
             .lock()
@@ -1041,7 +1047,7 @@ impl Kubelet {
 
     /// Post the pod's status if it changed since the last post.
     async fn report(&self, pod: &Pod, obs: &Observed) -> Result<(), SyncError> {
-        let uid = spec::pod_uid(pod).to_string();
+        let uid = cri_config::pod_uid(pod).to_string();
         let mut base = pod.clone();
         if let Some(prev) = self.state.lock().unwrap().reported.get(&uid) {
             base.status = Some(prev.clone());
@@ -1128,8 +1134,8 @@ impl Kubelet {
         let grace = pod
             .metadata
             .deletion_grace_period_seconds
-            .unwrap_or_else(|| spec::grace_seconds(pod));
-        let uid = spec::pod_uid(pod).to_string();
+            .unwrap_or_else(|| cri_config::grace_seconds(pod));
+        let uid = cri_config::pod_uid(pod).to_string();
         self.remove_runtime_objects(&uid, found, Some(grace))
             .await?;
         let dp = DeleteParams {

@@ -278,7 +278,7 @@ pub fn prepare(
     pod: &Pod,
     sources: &Sources,
 ) -> Result<HashMap<String, PathBuf>, VolumeError> {
-    let dir = pod_dir(root, super::spec::pod_uid(pod));
+    let dir = pod_dir(root, super::cri_config::pod_uid(pod));
     let mut out = HashMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         out.insert(v.name.clone(), prepare_one(&dir, v, sources)?);

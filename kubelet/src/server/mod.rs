@@ -5,7 +5,7 @@
 pub mod logs;
 pub mod streaming;
 
-use crate::pods::spec;
+use crate::pods::cri_config;
 use crate::Config;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -103,17 +103,17 @@ async fn container_logs(
             format!("container {container:?} is not in pod {ns}/{name}"),
         );
     }
-    let dir = std::path::Path::new(&spec::log_directory(&s.cfg, &pod)).join(&container);
+    let dir = std::path::Path::new(&cri_config::log_directory(&s.cfg, &pod)).join(&container);
     let (path, run) = match logs::file(&dir, &container, &opts) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     // File reading and polling happen on a blocking thread; the body streams from it.
-    let (store, uid) = (s.pods.clone(), spec::pod_uid(&pod).to_string());
+    let (store, uid) = (s.pods.clone(), cri_config::pod_uid(&pod).to_string());
     let running = move || {
         store.state().iter().any(|p| {
-            spec::pod_uid(p) == uid
+            cri_config::pod_uid(p) == uid
                 && p.status
                     .as_ref()
                     .and_then(|st| st.container_statuses.as_ref())

@@ -6,7 +6,7 @@
 
 use super::ApiState;
 use crate::labels;
-use crate::pods::spec;
+use crate::pods::cri_config;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -96,7 +96,7 @@ async fn stream(
             format!("pod {ns}/{name} is not on this node"),
         );
     };
-    let uid = spec::pod_uid(&pod).to_string();
+    let uid = cri_config::pod_uid(&pod).to_string();
     let q = query(req.uri().query());
     let mut rt = s.cri.rt.clone();
     let by_pod = HashMap::from([(labels::POD_UID.to_string(), uid.clone())]);

@@ -4,7 +4,7 @@
 use super::events::Kind;
 use super::records::{labels_match, new_id, ContainerRecord};
 use super::shim::{now_ns, Exit, Ready};
-use super::{spec, status, v1, Inner};
+use super::{oci_config, status, v1, Inner};
 use crate::cgroups::Stats;
 use crate::error::Error;
 use crate::state::Status as RtStatus;
@@ -200,7 +200,7 @@ impl Inner {
         let dir = self.containers_dir().join(&id);
         let res = (|| -> R<ContainerRecord> {
             let rootfs = mount_overlay(&layers, &dir).map_err(status)?;
-            let oci = spec::build(&spec::Input {
+            let oci = oci_config::build(&oci_config::Input {
                 id: &id,
                 pod: &pod,
                 sandbox: &sb,
@@ -500,8 +500,9 @@ impl Inner {
         let Some(r) = req.linux else {
             return Ok(());
         };
-        let res: oci_spec::runtime::LinuxResources = serde_json::from_value(spec::resources(&r))
-            .map_err(|e| Status::invalid_argument(format!("resources: {e}")))?;
+        let res: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(oci_config::resources(&r))
+                .map_err(|e| Status::invalid_argument(format!("resources: {e}")))?;
         self.rt.update(&c.id, &res).map_err(status)?;
         c.config
             .linux

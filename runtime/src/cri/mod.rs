@@ -11,13 +11,13 @@ mod containers;
 pub mod events;
 mod images;
 pub mod logs;
+pub mod oci_config;
 pub mod pbjson;
 mod pods;
 pub mod records;
 mod service;
 pub mod shim;
 pub mod spdy;
-pub mod spec;
 pub mod streaming;
 
 use crate::error::Error;

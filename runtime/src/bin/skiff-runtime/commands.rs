@@ -143,7 +143,7 @@ fn internal_console() -> Result<(UnixStream, UnixStream)> {
 }
 
 fn terminal_requested(bundle: &Path) -> bool {
-    skiff_runtime::spec::load(bundle)
+    skiff_runtime::config_json::load(bundle)
         .ok()
         .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
         .unwrap_or(false)
