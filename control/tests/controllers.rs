@@ -811,6 +811,19 @@ fn endpoints_slices_events_and_node_cidrs_on(backend: Backend) {
         |o| o.contains("FailedScheduling"),
     );
     assert!(ev.contains("Insufficient cpu"), "{ev}");
+    // The Unschedulable condition is the scheduler's write, under its own name.
+    let (_, managers) = cp.run(
+        &[
+            "get",
+            "pod",
+            "huge",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.subresource} {end}",
+        ],
+        None,
+    );
+    assert!(managers.contains("default-scheduler/status"), "{managers}");
     let (_, describe) = cp.run(&["describe", "pod", "huge"], None);
     assert!(describe.contains("FailedScheduling"), "{describe}");
     cp.run(&["delete", "pod", "huge"], None);

@@ -43,8 +43,13 @@ pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
     }
 }
 
-/// The API context for a controller's write to the object at store `key`, and its name.
-fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ctx<'a>, &'a str) {
+/// The API context for a write to the object at store `key` by `manager` (the field
+/// manager its managedFields name), and the object's name.
+fn ctx_for<'a>(
+    store: &'a Store,
+    key: &'a str,
+    manager: &'a str,
+) -> (crate::apiserver::objects::Ctx<'a>, &'a str) {
     let segs: Vec<&str> = key.trim_start_matches("/registry/").split('/').collect();
     let (group, plural) = (segs[0], segs[1]);
     let api_group = if group == "core" { "" } else { group };
@@ -59,7 +64,7 @@ fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ct
         r,
         ns,
         table: false,
-        manager: "kube-controller-manager",
+        manager,
         dry_run: false,
         validation: crate::apiserver::objects::FieldValidation::Ignore,
         warnings: Default::default(),
@@ -71,8 +76,11 @@ fn ctx_for<'a>(store: &'a Store, key: &'a str) -> (crate::apiserver::objects::Ct
 /// store's), guarded by its resourceVersion. The object as written, or None if it
 /// changed or went meanwhile: the next round sees the newer state.
 pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<Option<Value>, StoreError> {
-    replace(store, key, o, false)
+    replace(store, key, o, false, CONTROLLER_MANAGER)
 }
+
+/// The field manager of the controllers' writes, as kube's.
+const CONTROLLER_MANAGER: &str = "kube-controller-manager";
 
 /// Write `o`'s status back through the API's status path.
 pub(crate) fn update_status(
@@ -80,11 +88,27 @@ pub(crate) fn update_status(
     key: &str,
     o: &Value,
 ) -> Result<Option<Value>, StoreError> {
-    replace(store, key, o, true)
+    replace(store, key, o, true, CONTROLLER_MANAGER)
 }
 
-fn replace(store: &Store, key: &str, o: &Value, status: bool) -> Result<Option<Value>, StoreError> {
-    let (c, name) = ctx_for(store, key);
+/// A status write under another field manager (the scheduler's is default-scheduler).
+pub(crate) fn update_status_as(
+    store: &Store,
+    key: &str,
+    o: &Value,
+    manager: &str,
+) -> Result<Option<Value>, StoreError> {
+    replace(store, key, o, true, manager)
+}
+
+fn replace(
+    store: &Store,
+    key: &str,
+    o: &Value,
+    status: bool,
+    manager: &str,
+) -> Result<Option<Value>, StoreError> {
+    let (c, name) = ctx_for(store, key, manager);
     match crate::apiserver::objects::replace_value(&c, name, o, status) {
         Ok(v) => Ok(Some(v)),
         Err(e) => match api_error(e) {
@@ -135,7 +159,7 @@ pub(crate) fn create(
         r,
         ns: ns.as_deref().filter(|_| r.namespaced),
         table: false,
-        manager: "kube-controller-manager",
+        manager: CONTROLLER_MANAGER,
         dry_run: false,
         validation: crate::apiserver::objects::FieldValidation::Ignore,
         warnings: Default::default(),

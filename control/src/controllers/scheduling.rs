@@ -255,7 +255,7 @@ fn mark_unschedulable(store: &Store, key: &str, p: &Value, msg: &str) -> Result<
     conds.retain(|c| c["type"] != "PodScheduled");
     conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
     next["status"]["conditions"] = json!(conds);
-    update_status(store, key, &next).map(drop)
+    update_status_as(store, key, &next, "default-scheduler").map(drop)
 }
 
 /// A bind worker: pods/binding for each job, then the Scheduled event.
