@@ -8,7 +8,6 @@ mod common;
 
 use k8s_openapi::api::core::v1::Node;
 use skiff_proxy::routes::{self, desired, reconcile};
-use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -63,14 +62,7 @@ impl Lab {
     /// Reconcile node `n`'s routes from these Nodes, inside its namespace.
     fn reconcile(&self, n: &str, nodes: &[Arc<Node>]) -> usize {
         let wanted = desired(nodes, n);
-        let path = format!("/run/netns/{}", self.ns(n));
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(path).unwrap();
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            reconcile(&wanted).unwrap()
-        })
-        .join()
-        .unwrap()
+        common::in_netns(&self.ns(n), move || reconcile(&wanted).unwrap())
     }
 
     fn ping(&self, from: &str, to: &str) -> bool {

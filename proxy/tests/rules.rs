@@ -7,7 +7,6 @@ mod common;
 
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::{Options, Protocol, ServicePort};
-use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 
 fn sh(cmd: &str) {
@@ -104,14 +103,7 @@ impl Net {
     /// Run `f` on a thread inside the node namespace (its child processes, nft and
     /// iptables, run there too).
     fn in_node<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.node);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(path).unwrap();
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        common::in_netns(&self.node, f)
     }
 }
 

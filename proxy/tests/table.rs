@@ -12,7 +12,6 @@ use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::nftables::{layout, table};
 use skiff_proxy::{Options, Protocol, ServicePort};
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
 use std::process::Command;
 
 /// A network namespace, removed on drop.
@@ -31,14 +30,7 @@ impl Netns {
 
     /// Run `f` on a thread inside the namespace (the nft it runs too).
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(path).unwrap();
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        common::in_netns(&self.0, f)
     }
 
     fn sh(&self, cmd: &str) -> String {

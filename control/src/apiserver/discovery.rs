@@ -87,7 +87,7 @@ fn aggregated_resource(r: &Resource) -> Value {
     ) {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
     }
-    if matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet") {
+    if super::resources::scalable(r.kind) {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
     }
     if r.kind == "Pod" {

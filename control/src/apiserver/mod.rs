@@ -360,7 +360,7 @@ async fn handle(
         }
     };
     let validation = objects::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
-    if sub == Some("scale") && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet") {
+    if sub == Some("scale") && resources::scalable(r.kind) {
         let ct = headers
             .get("content-type")
             .and_then(|h| h.to_str().ok())

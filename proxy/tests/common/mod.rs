@@ -16,3 +16,17 @@ pub fn require(tools: &[&str]) {
         );
     }
 }
+
+/// Run `f` on a thread inside the network namespace `/run/netns/<name>` (the nft,
+/// iptables and ip it starts run there too).
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(path).unwrap();
+        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
