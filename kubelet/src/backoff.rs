@@ -25,22 +25,24 @@ pub enum Verdict {
 }
 
 impl Backoff {
-    /// `ran` is how long the dead container ran, `since_exit` how long ago it exited.
-    pub fn check(&mut self, key: (String, String), ran: Duration, since_exit: Duration) -> Verdict {
-        if ran >= RESET_AFTER {
-            self.delays.remove(&key);
+    /// Whether an exited container may restart now. `ran` is how long it ran,
+    /// `since_exit` how long ago it exited. Asking changes nothing: the planner asks,
+    /// and [`Backoff::restarted`] records the restart once it is carried out.
+    pub fn verdict(&self, key: &(String, String), ran: Duration, since_exit: Duration) -> Verdict {
+        match self.delays.get(key).filter(|_| ran < RESET_AFTER) {
+            Some(d) if since_exit < *d => Verdict::Wait(*d - since_exit),
+            _ => Verdict::RestartNow,
         }
-        match self.delays.get(&key).copied() {
-            None => {
-                self.delays.insert(key, INITIAL);
-                Verdict::RestartNow
-            }
-            Some(d) if since_exit >= d => {
-                self.delays.insert(key, (d * 2).min(MAX));
-                Verdict::RestartNow
-            }
-            Some(d) => Verdict::Wait(d - since_exit),
-        }
+    }
+
+    /// A restart happened: the next one waits 10 s, then twice the last wait (up to
+    /// 5 minutes); a run of 10 minutes or more starts the count over.
+    pub fn restarted(&mut self, key: (String, String), ran: Duration) {
+        let next = match self.delays.get(&key) {
+            Some(d) if ran < RESET_AFTER => (*d * 2).min(MAX),
+            _ => INITIAL,
+        };
+        self.delays.insert(key, next);
     }
 
     /// Forget a pod (it was deleted).
@@ -106,19 +108,38 @@ mod tests {
     fn first_restart_is_immediate_then_doubles_to_the_cap() {
         let mut b = Backoff::default();
         let s = Duration::from_secs;
-        assert_eq!(b.check(k(), s(1), s(0)), Verdict::RestartNow);
-        assert_eq!(b.check(k(), s(1), s(4)), Verdict::Wait(s(6)));
-        assert_eq!(b.check(k(), s(1), s(10)), Verdict::RestartNow);
-        assert_eq!(b.check(k(), s(1), s(19)), Verdict::Wait(s(1)));
-        assert_eq!(b.check(k(), s(1), s(20)), Verdict::RestartNow);
+        let mut check = |ran, since| {
+            let v = b.verdict(&k(), ran, since);
+            if v == Verdict::RestartNow {
+                b.restarted(k(), ran);
+            }
+            v
+        };
+        assert_eq!(check(s(1), s(0)), Verdict::RestartNow);
+        assert_eq!(check(s(1), s(4)), Verdict::Wait(s(6)));
+        assert_eq!(check(s(1), s(10)), Verdict::RestartNow);
+        assert_eq!(check(s(1), s(19)), Verdict::Wait(s(1)));
+        assert_eq!(check(s(1), s(20)), Verdict::RestartNow);
         for _ in 0..10 {
-            b.check(k(), s(1), s(1000));
+            check(s(1), s(1000));
         }
-        assert_eq!(b.check(k(), s(1), s(299)), Verdict::Wait(s(1)));
+        assert_eq!(check(s(1), s(299)), Verdict::Wait(s(1)));
         // A long run resets the delay.
-        assert_eq!(b.check(k(), s(700), s(0)), Verdict::RestartNow);
+        assert_eq!(check(s(700), s(0)), Verdict::RestartNow);
+        assert_eq!(check(s(1), s(9)), Verdict::Wait(s(1)), "back to 10 s");
         b.forget("u");
-        assert_eq!(b.check(k(), s(1), s(0)), Verdict::RestartNow);
+        assert_eq!(b.verdict(&k(), s(1), s(0)), Verdict::RestartNow);
+    }
+
+    #[test]
+    fn asking_does_not_count_as_a_restart() {
+        let mut b = Backoff::default();
+        let s = Duration::from_secs;
+        for _ in 0..3 {
+            assert_eq!(b.verdict(&k(), s(1), s(0)), Verdict::RestartNow);
+        }
+        b.restarted(k(), s(1));
+        assert_eq!(b.verdict(&k(), s(1), s(0)), Verdict::Wait(s(10)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod cri;
 pub mod events;
 pub mod labels;
 pub mod lease;
