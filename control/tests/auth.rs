@@ -4,7 +4,7 @@
 //! do everything: RBAC is not enforced yet) and says so.
 
 mod common;
-use common::process::{kubectl_as, kubectl_range, Control};
+use skiff_fixtures::process::{kubectl_as, kubectl_range, Control};
 
 #[test]
 #[ignore = "needs kubectl"]

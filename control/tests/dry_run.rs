@@ -3,7 +3,7 @@
 //! and newest kubectl installed.
 
 mod common;
-use common::process::{kubectl_as, kubectl_range, Control};
+use skiff_fixtures::process::{kubectl_as, kubectl_range, Control};
 
 #[test]
 #[ignore = "needs kubectl"]

@@ -4,7 +4,7 @@
 
 mod common;
 use common::etcd::EtcdCluster;
-use common::process::Control;
+use skiff_fixtures::process::Control;
 use skiff_control::store::{EventKind, Precondition, Store, StoreError};
 use std::path::Path;
 use std::process::Command;
@@ -141,7 +141,7 @@ fn control(dir: &Path, etcd: &[String]) -> Control {
 fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut all = vec!["--kubeconfig", kc.to_str().unwrap()];
     all.extend_from_slice(args);
-    let o = common::process::kubectl(&all, stdin);
+    let o = skiff_fixtures::process::kubectl(&all, stdin);
     (
         o.status.success(),
         format!(
@@ -244,7 +244,7 @@ fn start_with_etcd_unreachable_waits_and_retries() {
     let etcd = EtcdCluster::start("late", 1).expect("etcd (apt-get install etcd-server)");
     etcd.freeze(0, true);
     let dir = etcd.dir.join("control");
-    let mut child = Command::new(common::process::binary())
+    let mut child = Command::new(skiff_fixtures::process::binary())
         .arg("--data-dir")
         .arg(&dir)
         .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])

@@ -7,7 +7,7 @@
 
 mod common;
 use common::etcd::{EtcdCluster, EtcdPki};
-use common::process::Control;
+use skiff_fixtures::process::Control;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -368,7 +368,7 @@ fn kubectl(kc: &std::path::Path, args: &[&str]) -> std::process::Output {
         "60s",
     ];
     all.extend_from_slice(args);
-    common::process::kubectl(&all, None)
+    skiff_fixtures::process::kubectl(&all, None)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! 1 MiB of ConfigMap data, 3 MiB of request.
 
 mod common;
-use common::process::{kubectl_as, kubectl_range, Control};
+use skiff_fixtures::process::{kubectl_as, kubectl_range, Control};
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: NAME\nspec:\n  replicas: 1\n  foo: 1\n  selector:\n    matchLabels: {app: NAME}\n  template:\n    metadata:\n      labels: {app: NAME}\n    spec:\n      containers:\n      - {name: c, image: nginx, bogus: yes}\n";
 

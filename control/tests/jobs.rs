@@ -5,7 +5,7 @@
 //! set through the status subresource, as a kubelet reports them.
 
 mod common;
-use common::process::Control;
+use skiff_fixtures::process::Control;
 use std::process::Output;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! thread, and every one of them still gets the next event.
 
 mod common;
-use common::process::Control;
+use skiff_fixtures::process::Control;
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 

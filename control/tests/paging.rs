@@ -4,7 +4,7 @@
 //! with 410 Expired. On both stores.
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use common::Backend;
 use serde_json::Value;
 

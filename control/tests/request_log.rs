@@ -3,7 +3,7 @@
 //! scheduler at -v 2.
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 
 #[test]
 #[ignore = "needs kubectl"]

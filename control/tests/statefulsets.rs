@@ -6,7 +6,7 @@
 //! subresource, as a kubelet reports them.
 
 mod common;
-use common::process::Control;
+use skiff_fixtures::process::Control;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ impl K {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut all = vec!["--kubeconfig", self.kc.as_str()];
         all.extend_from_slice(args);
-        common::process::kubectl(&all, stdin)
+        skiff_fixtures::process::kubectl(&all, stdin)
     }
 
     fn ok(&self, args: &[&str]) -> String {

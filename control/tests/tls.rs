@@ -2,7 +2,7 @@
 //! authentication and `skiff-control kubeconfig`, driven by the real kubectl.
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! see a Service created then, without a restart (issue: watches died after compaction).
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher::{self, Event};

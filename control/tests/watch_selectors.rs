@@ -3,7 +3,7 @@
 //! matches not at all. Checked on both stores.
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use common::Backend;
 
 /// The scenario against a skiff-control started with `extra` flags.

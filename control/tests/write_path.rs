@@ -5,7 +5,7 @@
 //! controller's scaling shows as ScalingReplicaSet events.
 
 mod common;
-use common::process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

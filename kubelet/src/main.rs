@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
+use skiff_cri::client::Clients;
+use skiff_cri::v1;
 use skiff_kubelet::{events, lease, node, pods::Kubelet, server, Config};
-use skiff_runtime::cri::client::Clients;
-use skiff_runtime::cri::v1;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ async fn main() -> Result<()> {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
             };
-            let tls = skiff_control::apiserver::tls::server_config_from(
+            let tls = skiff_apimachinery::tls::server_config_from(
                 &read(args.client_ca_file.as_ref().expect("clap requires it"))?,
                 &read(cert)?,
                 &read(
@@ -181,7 +181,7 @@ async fn main() -> Result<()> {
                 pods: reader.clone(),
                 cri: cri.clone(),
             });
-            tokio::spawn(skiff_control::apiserver::tls::serve(
+            tokio::spawn(skiff_apimachinery::tls::serve(
                 listener,
                 server::router(state),
                 tls,

@@ -202,7 +202,7 @@ pub fn api_ready(n: &Node) -> Option<bool> {
 /// Why the runtime makes the node not Ready, from its CRI Status (as the kubelet words
 /// it), or None when it and its network are ready.
 pub fn runtime_not_ready(
-    status: Result<skiff_runtime::cri::v1::StatusResponse, tonic::Status>,
+    status: Result<skiff_cri::v1::StatusResponse, tonic::Status>,
 ) -> Option<String> {
     let st = match status {
         Ok(s) => s,
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn runtime_readiness_as_the_kubelet_words_it() {
-        use skiff_runtime::cri::v1;
+        use skiff_cri::v1;
         let status = |net: bool| {
             Ok(v1::StatusResponse {
                 status: Some(v1::RuntimeStatus {

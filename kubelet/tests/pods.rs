@@ -2,14 +2,11 @@
 //! in a node network namespace with skiff-cni, and skiff-kubelet between them, driven by
 //! the real kubectl. Needs root.
 
-#[path = "../../runtime/tests/common/mod.rs"]
-mod common;
-#[path = "../../control/tests/common/process.rs"]
-mod process;
+use skiff_fixtures as common;
+use skiff_fixtures::process::{self, in_netns, kubectl_in, Control};
 
 use common::node::Node;
 use common::{require_root, unique};
-use process::{in_netns, kubectl_in, Control};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,9 +1,9 @@
 //! Resource limits enforced through the host's cgroups (v1 or hybrid here, v2 in VMs):
 //! memory → OOM kill, pids → fork refused, cpu quota → throttling, update and stats. Needs root.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 
 fn cgroup_file(id: &str, controller: &str, file: &str) -> std::path::PathBuf {
     match skiff_runtime::cgroups::detect() {

@@ -2,8 +2,8 @@
 //! skiff-runtime (`ctr run --runc-binary`, i.e. BinaryName in the runc options) runs,
 //! execs into, pauses, kills and deletes a busybox container imported with `ctr image import`.
 
-mod common;
 use common::*;
+use skiff_fixtures as common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 

@@ -3,11 +3,11 @@
 //! node network namespace the test creates, pulls from a loopback registry, and a
 //! kill -9 of the server. Needs root.
 
-mod common;
 use common::node::{busybox, Node, CREATED, EXITED, RUNNING};
 use common::registry::{build_image, Registry};
 use common::*;
 use serde_json::{json, Value};
+use skiff_fixtures as common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

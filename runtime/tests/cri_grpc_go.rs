@@ -4,9 +4,9 @@
 //! container through the calls crictl's commands make, events included. The crictl
 //! binary itself cannot be installed here. Needs root.
 
-mod common;
 use common::node::Node;
 use common::*;
+use skiff_fixtures as common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,10 +4,10 @@
 //! removal under exited containers, a clean `exec -it`, and no pods without a network.
 //! Needs root.
 
-mod common;
 use common::node::{busybox, Node, EXITED, RUNNING};
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 
 /// The first line of `cmd` run in a container of pod `pod` with `sc` as its security
 /// context (after it exited).

@@ -3,10 +3,10 @@
 //! (CVE-2019-5736), a host fd reaching the container (CVE-2024-21626), proc and sysfs
 //! mounted through a symlink. Needs root and gcc (static libc) for the attacker program.
 
-mod common;
 use common::*;
 use serde_json::json;
 use sha2::Digest;
+use skiff_fixtures as common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

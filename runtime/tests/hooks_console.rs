@@ -1,9 +1,9 @@
 //! OCI hooks (all six, in order, state on stdin, timeouts) and terminals through
 //! --console-socket. Needs root.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 use std::os::unix::net::UnixListener;
 
 fn hook(log: &str, name: &str) -> serde_json::Value {

@@ -2,10 +2,10 @@
 //! unpacked once and stacked with overlayfs (whiteouts, opaque dirs), flattening, the
 //! image config as container defaults, removal and GC. Needs root (overlay mounts).
 
-mod common;
 use common::*;
 use serde_json::json;
 use sha2::Digest;
+use skiff_fixtures as common;
 use skiff_runtime::image::Store;
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! What the container sees: namespaces (new and joined), user namespace mappings,
 //! mounts, masked/readonly paths, capabilities, rlimits, seccomp, devices. Needs root.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 
 fn run_ok(cli: &Cli, b: &Bundle) -> String {
     let (code, out, err) = cli.run_bundle(&unique("iso"), b);

@@ -5,13 +5,11 @@
 //! WebSocket. The kubelet is a stand-in that does only what the kubelet's streaming
 //! handlers do: ask the CRI for a URL, send the upgrade there, splice. Needs root.
 
-mod common;
-#[path = "../../control/tests/common/process.rs"]
-mod process;
+use skiff_fixtures as common;
 
 use common::node::{busybox, Node, RUNNING};
 use common::*;
-use process::{kubectl, Control};
+use skiff_fixtures::process::{kubectl, Control};
 use skiff_runtime::cri::v1;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

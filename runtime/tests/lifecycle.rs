@@ -1,9 +1,9 @@
 //! OCI lifecycle through the CLI: create → start → kill → delete, run, exec, pause/resume,
 //! state under concurrency and cleanup after failures. Needs root.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 
 #[test]
 #[ignore = "needs root"]

@@ -4,7 +4,7 @@
 //! CIDR; then pods get addresses from it, also after the server restarts. A malformed
 //! CIDR is refused and changes nothing. Needs root.
 
-mod common;
+use skiff_fixtures as common;
 
 use common::node::Node;
 use common::*;

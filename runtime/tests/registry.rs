@@ -3,9 +3,9 @@
 //! digest checks, progress, missing tags. A small loopback HTTP server checks the
 //! bearer-token challenge flow. Needs root (for the image store's overlay-ready layers).
 
-mod common;
 use common::registry::{build_image, Registry};
 use common::*;
+use skiff_fixtures as common;
 use skiff_runtime::image::{PullOptions, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

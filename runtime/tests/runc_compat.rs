@@ -3,9 +3,9 @@
 //! limits, "all capabilities", exec's --env and --ignore-paused, startContainer hooks'
 //! environment. Needs root and runc.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 use std::process::{Command, Output, Stdio};
 
 /// runc with a private state root, run on the same bundles: the same CLI wrapper as

@@ -2,9 +2,9 @@
 //! namespaces (one IP, talk over localhost), nest their cgroups under the pod's, and the
 //! sandbox is torn down even when parts are already gone. Needs root.
 
-mod common;
 use common::*;
 use serde_json::json;
+use skiff_fixtures as common;
 use skiff_runtime::sandbox::{self, SandboxConfig};
 
 fn pod_container(b: &mut Bundle, sb: &sandbox::Sandbox, name: &str) {

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod etcd;
-pub mod process;
 
 use skiff_control::store::Store;
 use std::path::{Path, PathBuf};

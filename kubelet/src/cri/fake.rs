@@ -5,7 +5,7 @@
 //! exec probe fails, the runtime goes away. Every call is logged for assertions.
 
 use super::Cri;
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tonic::Status;

@@ -5,8 +5,8 @@
 #[cfg(test)]
 pub mod fake;
 
-use skiff_runtime::cri::client::Clients;
-use skiff_runtime::cri::v1;
+use skiff_cri::client::Clients;
+use skiff_cri::v1;
 use std::future::Future;
 use tonic::Status;
 

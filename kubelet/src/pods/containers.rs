@@ -4,7 +4,7 @@
 use super::{cri_config, sources, volumes, Kubelet, SyncError};
 use crate::cri::Cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 
 impl<R: Cri> Kubelet<R> {
     /// Start a created container; false (and a waiting reason) if the runtime refused.

@@ -4,8 +4,8 @@ use super::sources::Sources;
 use crate::labels;
 use crate::Config;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
-use skiff_control::scheduler::resources::parse_quantity;
-use skiff_runtime::cri::v1;
+use skiff_apimachinery::quantity::parse_quantity;
+use skiff_cri::v1;
 use std::collections::HashMap;
 
 /// Why a container's config could not be built (the pod shows CreateContainerConfigError).

@@ -28,7 +28,7 @@ use crate::labels;
 use crate::Config;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::Api;
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -12,7 +12,7 @@ use super::probes::Kind;
 use super::{attempt_of, Observed};
 use crate::backoff::{Backoff, Verdict};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::time::Duration;
 
 /// One step for the executor, in plan order.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 
 fn time(nanos: i64) -> Option<Time> {
     (nanos > 0)
@@ -145,7 +145,7 @@ pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
             any |= q.is_some() || l.is_some();
             let parse = |v: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
                          scale| {
-                v.and_then(|q| skiff_control::scheduler::resources::parse_quantity(&q.0, scale))
+                v.and_then(|q| skiff_apimachinery::quantity::parse_quantity(&q.0, scale))
             };
             let scale = if res == "cpu" { 1000 } else { 1 };
             if l.is_none() || parse(q, scale) != parse(l, scale) {

@@ -7,7 +7,7 @@ use super::{Found, Kubelet, Observed, SyncError};
 use crate::cri::Cri;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::collections::HashMap;
 use std::time::Duration;
 

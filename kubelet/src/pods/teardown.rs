@@ -6,7 +6,7 @@ use super::{cri_config, labels, volumes, Found, Kubelet, SyncError};
 use crate::cri::Cri;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Preconditions};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 
 impl<R: Cri> Kubelet<R> {
     /// Stop every container (SIGTERM, SIGKILL after `grace`), then remove the sandboxes.

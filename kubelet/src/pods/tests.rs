@@ -8,7 +8,7 @@ use crate::cri::fake::FakeRuntime;
 use crate::Config;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 
 use super::sources::Sources;
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};

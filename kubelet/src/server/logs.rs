@@ -3,7 +3,7 @@
 //! sinceSeconds/sinceTime, limitBytes, follow.
 
 use k8s_openapi::jiff::Timestamp;
-use skiff_runtime::cri::logs::parse;
+use skiff_cri::logs::parse;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
-use skiff_control::apiserver::tls::User;
+use skiff_apimachinery::tls::User;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::Duration;
 pub struct ApiState {
     pub cfg: Config,
     pub pods: Store<Pod>,
-    pub cri: skiff_runtime::cri::client::Clients,
+    pub cri: skiff_cri::client::Clients,
 }
 
 impl ApiState {

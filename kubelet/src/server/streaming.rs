@@ -12,7 +12,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use skiff_runtime::cri::v1;
+use skiff_cri::v1;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,7 +41,7 @@ fn query(raw: Option<&str>) -> Vec<(String, String)> {
         .map(|(k, v)| {
             (
                 k.to_string(),
-                skiff_control::apiserver::percent_decode(&v.replace('+', " ")),
+                skiff_apimachinery::query::percent_decode(&v.replace('+', " ")),
             )
         })
         .collect()

@@ -6,11 +6,9 @@
 
 pub mod attach;
 mod authority;
-pub mod client;
 mod containers;
 pub mod events;
 mod images;
-pub mod logs;
 pub mod oci_config;
 pub mod pbjson;
 mod pods;
@@ -27,7 +25,7 @@ use records::Records;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use k8s_cri::v1;
+pub use skiff_cri::{client, logs, v1};
 
 /// Server settings (`skiff-runtime serve` flags).
 #[derive(Debug, Clone)]
