@@ -4,8 +4,8 @@
 
 mod common;
 use common::etcd::EtcdCluster;
-use skiff_fixtures::process::Control;
 use skiff_control::store::{EventKind, Precondition, Store, StoreError};
+use skiff_fixtures::process::Control;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 
 mod common;
 use common::etcd::{EtcdCluster, EtcdPki};
-use skiff_fixtures::process::Control;
 use serde_json::{json, Value};
+use skiff_fixtures::process::Control;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

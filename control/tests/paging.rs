@@ -4,9 +4,9 @@
 //! with 410 Expired. On both stores.
 
 mod common;
-use skiff_fixtures::process::{kubectl, Control};
 use common::Backend;
 use serde_json::Value;
+use skiff_fixtures::process::{kubectl, Control};
 
 fn paging(extra: &[&str], name: &str) {
     let dir = std::env::temp_dir().join(format!("skiff-paging-{name}-{}", std::process::id()));

@@ -3,10 +3,10 @@
 //! see a Service created then, without a restart (issue: watches died after compaction).
 
 mod common;
-use skiff_fixtures::process::{kubectl, Control};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher::{self, Event};
+use skiff_fixtures::process::{kubectl, Control};
 
 const SERVICE: &str =
     "apiVersion: v1\nkind: Service\nmetadata:\n  name: NAME\nspec:\n  ports:\n  - port: 80\n";

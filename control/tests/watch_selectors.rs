@@ -3,8 +3,8 @@
 //! matches not at all. Checked on both stores.
 
 mod common;
-use skiff_fixtures::process::{kubectl, Control};
 use common::Backend;
+use skiff_fixtures::process::{kubectl, Control};
 
 /// The scenario against a skiff-control started with `extra` flags.
 fn transitions(extra: &[&str]) {

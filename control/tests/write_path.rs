@@ -5,8 +5,8 @@
 //! controller's scaling shows as ScalingReplicaSet events.
 
 mod common;
-use skiff_fixtures::process::{kubectl, Control};
 use serde_json::Value;
+use skiff_fixtures::process::{kubectl, Control};
 use std::time::{Duration, Instant};
 
 #[test]

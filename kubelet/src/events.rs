@@ -3,9 +3,10 @@
 //! best effort: an event that cannot be written is logged.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use skiff_apimachinery::trace::Step;
 
 pub async fn record(
     client: &kube::Client,
@@ -13,6 +14,28 @@ pub async fn record(
     pod: &Pod,
     field_path: Option<String>,
     warning: bool,
+    reason: &str,
+    message: String,
+) {
+    let kind = if warning { Kind::Warning } else { Kind::Normal };
+    record_as(client, node, pod, field_path, kind, reason, message).await
+}
+
+/// Normal, Warning, or a Normal event that also carries the step it reports as
+/// measured here: its start as eventTime, its duration and detail (and any `extra`
+/// trace annotations) as annotations, what `kubectl skiff trace` shows.
+pub enum Kind<'a> {
+    Normal,
+    Warning,
+    Step(&'a Step, &'a [(&'a str, String)]),
+}
+
+pub async fn record_as(
+    client: &kube::Client,
+    node: &str,
+    pod: &Pod,
+    field_path: Option<String>,
+    kind: Kind<'_>,
     reason: &str,
     message: String,
 ) {
@@ -31,7 +54,7 @@ pub async fn record(
         field_path,
         ..Default::default()
     };
-    post(client, node, &ns, involved, warning, reason, message).await;
+    post(client, node, &ns, involved, kind, reason, message).await;
 }
 
 /// An event about this node, as the kubelet records them (its node reference's uid is
@@ -49,7 +72,8 @@ pub async fn record_node(
         uid: Some(node.into()),
         ..Default::default()
     };
-    post(client, node, "default", involved, warning, reason, message).await;
+    let kind = if warning { Kind::Warning } else { Kind::Normal };
+    post(client, node, "default", involved, kind, reason, message).await;
 }
 
 async fn post(
@@ -57,10 +81,20 @@ async fn post(
     node: &str,
     ns: &str,
     involved: ObjectReference,
-    warning: bool,
+    kind: Kind<'_>,
     reason: &str,
     message: String,
 ) {
+    let warning = matches!(kind, Kind::Warning);
+    let (annotations, event_time) = match kind {
+        Kind::Step(s, extra) => {
+            let mut a = s.annotations();
+            a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+            let at = Timestamp::try_from(s.start).unwrap_or_else(|_| Timestamp::now());
+            (Some(a), Some(MicroTime(at)))
+        }
+        _ => (None, None),
+    };
     let name = involved.name.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     // The same event again (object, field, reason, message) is one Event whose count
@@ -75,8 +109,10 @@ async fn post(
         metadata: ObjectMeta {
             name: Some(id.clone()),
             namespace: Some(ns.to_string()),
+            annotations,
             ..Default::default()
         },
+        event_time,
         involved_object: involved,
         reason: Some(reason.into()),
         message: Some(message),
@@ -96,10 +132,15 @@ async fn post(
     let r = match api.create(&PostParams::default(), &ev).await {
         Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&id).await {
             Ok(old) => {
-                let patch = serde_json::json!({
+                // The same step again (a restart's Created): the latest measurement.
+                let mut patch = serde_json::json!({
                     "count": old.count.unwrap_or(1) + 1,
                     "lastTimestamp": ev.last_timestamp,
                 });
+                if ev.event_time.is_some() {
+                    patch["eventTime"] = serde_json::json!(ev.event_time);
+                    patch["metadata"] = serde_json::json!({"annotations": ev.metadata.annotations});
+                }
                 api.patch(&id, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ())

@@ -199,6 +199,162 @@ spec:
         command: [sh, -c, 'echo hello from $(POD_NAME); exec httpd -f -p 80 -h /etc']
 ";
 
+/// A Deployment and a Service of their own for the trace (the web pods stay two).
+const TRACED: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: traced}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: traced}}
+  template:
+    metadata: {labels: {app: traced}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: docker.io/skiff/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'exec httpd -f -p 80 -h /etc']
+        readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: traced}
+spec:
+  selector: {app: traced}
+  ports: [{port: 80}]
+";
+
+/// `kubectl skiff trace` on a pod started while the test watches the clock: every step
+/// from the ReplicaSet's create to the proxy's rules, in order, each measured by its
+/// component, and all of it inside the time the test saw the pod take.
+fn trace_a_starting_pod(c: &Cluster, kubelet: &Kubelet) {
+    let t0 = std::time::SystemTime::now();
+    c.apply(TRACED);
+    let pod = c.wait(
+        60,
+        "the traced pod Running and Ready",
+        |c| c.pods("app=traced").into_iter().find(running_and_ready),
+        kubelet,
+    );
+    let t1 = std::time::SystemTime::now();
+    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let plugin = skiff_fixtures::workspace_bin("kubectl-skiff");
+    let target = format!("pod/{name}");
+    let trace = c.wait(
+        30,
+        "a complete trace",
+        |c| {
+            let o = in_netns(Some(&c.netns), &plugin)
+                .args(["trace", &target, "-o", "json", "--kubeconfig", &c.kc])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            (v["complete"] == true).then_some(v)
+        },
+        kubelet,
+    );
+    let steps = trace["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names[..8],
+        [
+            "created",
+            "scheduled",
+            "kubelet saw it",
+            "sandbox",
+            "image httpd",
+            "create httpd",
+            "start httpd",
+            "ready"
+        ],
+        "{trace:#}"
+    );
+    assert!(names[8].starts_with("endpointslice traced-"), "{names:?}");
+    assert_eq!(names[9..], ["rules on n1"], "{trace:#}");
+    let by: Vec<&str> = steps.iter().map(|s| s["by"].as_str().unwrap()).collect();
+    assert_eq!(
+        by,
+        [
+            "replicaset-controller",
+            "default-scheduler",
+            "kubelet/n1",
+            "kubelet/n1",
+            "kubelet/n1",
+            "kubelet/n1",
+            "kubelet/n1",
+            "kubelet/n1",
+            "endpointslice-controller",
+            "kube-proxy/n1"
+        ]
+    );
+    let detail = |i: usize| steps[i]["detail"].as_str().unwrap();
+    assert!(
+        detail(1).starts_with("n1: filters passed on 1 of 1"),
+        "{}",
+        detail(1)
+    );
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    assert!(
+        detail(3).contains(&format!("IP {ip}")) && detail(3).contains("CNI ADD"),
+        "{}",
+        detail(3)
+    );
+    assert_eq!(detail(7), "1 readiness probe(s) passed");
+    // In order, inside the window the test saw, and adding up to no more than it.
+    let secs = |s: &Value, k: &str| s[k].as_f64().unwrap();
+    let offsets: Vec<f64> = steps.iter().map(|s| secs(s, "offsetSeconds")).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] <= w[1]),
+        "steps out of order: {trace:#}"
+    );
+    let first = skiff_apimachinery::trace::parse_time(steps[0]["start"].as_str().unwrap()).unwrap();
+    let tolerance = Duration::from_millis(500);
+    assert!(
+        first + Duration::from_millis(1) >= t0,
+        "the first step began before the test created the pod"
+    );
+    let window = t1.duration_since(t0).unwrap();
+    let ready = &steps[7];
+    let to_ready =
+        Duration::from_secs_f64(secs(ready, "offsetSeconds") + secs(ready, "durationSeconds"));
+    let measured: f64 = steps[..8].iter().map(|s| secs(s, "durationSeconds")).sum();
+    assert!(
+        to_ready <= window + tolerance,
+        "created → ready {to_ready:?} but the test saw {window:?}"
+    );
+    assert!(
+        Duration::from_secs_f64(measured) <= to_ready + Duration::from_millis(1),
+        "the steps ({measured} s) overlap beyond created → ready ({to_ready:?})"
+    );
+    for i in [3, 5, 6] {
+        assert!(secs(&steps[i], "durationSeconds") > 0.0, "{}", steps[i]);
+    }
+    // The same as a kubectl plugin, found on PATH, as a table.
+    let path = format!(
+        "{}:{}",
+        plugin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = in_netns(Some(&c.netns), "kubectl")
+        .env("PATH", path)
+        .args(["skiff", "trace", &target, "--kubeconfig", &c.kc])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        table.starts_with(&format!("POD default/{name} (Running on n1)\nSTEP")),
+        "{table}"
+    );
+    assert!(
+        table.contains("rules on n1") && table.contains("total "),
+        "{table}"
+    );
+    println!("{table}");
+}
+
 /// A one-container busybox pod.
 fn bare_pod(name: &str, restart: &str, script: &str) -> String {
     format!(
@@ -602,6 +758,8 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         value("skiff_proxy_programmed_endpoints") >= 2.0,
         "{metrics}"
     );
+    trace_a_starting_pod(&c, &kubelet);
+
     // Killed, the proxy leaves its rules: the Service keeps answering.
     let _ = proxy.kill();
     let _ = proxy.wait();

@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod nftables;
+pub mod programmed;
 pub mod routes;
 pub mod runner;
 

@@ -10,14 +10,15 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use skiff_apimachinery::trace::Step;
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::runner::{self, Kind, Runner};
-use skiff_proxy::{model, routes, Options};
+use skiff_proxy::{model, programmed, routes, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, info, warn};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -270,6 +271,7 @@ async fn main() -> Result<()> {
         Some(metrics.clone()),
     );
     let client_for_routes = client.clone();
+    let client_for_events = client.clone();
     let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone(), Some(metrics.clone()));
     services.wait_until_ready().await.context("list services")?;
     slices
@@ -288,11 +290,15 @@ async fn main() -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    let tracker = Arc::new(Mutex::new(programmed::Tracker::default()));
     let sync = move |kind: Kind| {
         let (applier, metrics) = (applier.clone(), metrics.clone());
-        let ports = model::build(&services.state(), &slices.state(), Some(&node));
+        let slice_state = slices.state();
+        let ports = model::build(&services.state(), &slice_state, Some(&node));
+        let (tracker, client, node) = (tracker.clone(), client_for_events.clone(), node.clone());
         async move {
             let started = Instant::now();
+            let started_at = SystemTime::now();
             let r = tokio::task::spawn_blocking(move || {
                 let mut a = applier.lock().unwrap_or_else(|p| p.into_inner());
                 let r = match kind {
@@ -307,6 +313,18 @@ async fn main() -> Result<()> {
             match r {
                 Ok(Ok((o, n, eps))) => {
                     metrics.synced(started, took, Some((n, eps)));
+                    let due = tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .due(&slice_state, SystemTime::now());
+                    if !due.is_empty() {
+                        let step = Step {
+                            start: started_at,
+                            duration: took,
+                            detail: Some(format!("{kind:?}: {n} service ports, {eps} endpoints")),
+                        };
+                        tokio::spawn(announce_all(client, node, due, step));
+                    }
                     if o.changed() {
                         info!(
                             ?kind,
@@ -339,4 +357,18 @@ async fn main() -> Result<()> {
     // Like kube-proxy, rules stay on exit: services keep working across a restart.
     info!("stopping; rules stay in place");
     Ok(())
+}
+
+/// Post the RulesProgrammed events of one sync (best effort: a lost one is logged).
+async fn announce_all(
+    client: kube::Client,
+    node: String,
+    due: Vec<programmed::Change>,
+    step: Step,
+) {
+    for c in &due {
+        if let Err(e) = programmed::announce(client.clone(), &node, c, &step).await {
+            warn!(namespace = %c.namespace, slice = %c.name, error = %e, "post RulesProgrammed");
+        }
+    }
 }

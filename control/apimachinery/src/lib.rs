@@ -5,3 +5,4 @@
 pub mod quantity;
 pub mod query;
 pub mod tls;
+pub mod trace;

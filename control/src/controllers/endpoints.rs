@@ -36,6 +36,7 @@ fn target_port(svc_port: &Value, pod: &Value) -> Option<i64> {
 }
 
 pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let start = std::time::SystemTime::now();
     let services = list(store, "/registry/core/services/")?;
     let pods = list(store, "/registry/core/pods/")?;
     let endpoints = list(store, "/registry/core/endpoints/")?;
@@ -154,6 +155,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                 let mut next = s.clone();
                 next["endpoints"] = json!(eps);
                 next["ports"] = json!(slice_ports);
+                annotate_step(&mut next, start, &eps);
                 update(
                     store,
                     &key_of(s, "discovery.k8s.io", "endpointslices"),
@@ -164,10 +166,11 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                 let mut l = labels.clone();
                 l["kubernetes.io/service-name"] = json!(name);
                 l[SLICE_OWNER] = json!(SLICE_MANAGER);
-                let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                let mut slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"namespace": ns, "generateName": format!("{name}-"), "labels": l,
                                  "ownerReferences": [owner_ref(svc, "v1", "Service")]},
                     "addressType": "IPv4", "endpoints": eps, "ports": slice_ports});
+                annotate_step(&mut slice, start, &eps);
                 create(store, "discovery.k8s.io", "endpointslices", slice)?;
             }
         }
@@ -187,6 +190,25 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// The write's step for `kubectl skiff trace` (from the pass that saw the change to the
+/// write) and the change-trigger time kube-proxy measures network programming from.
+fn annotate_step(slice: &mut Value, start: std::time::SystemTime, eps: &[Value]) {
+    let ready = eps
+        .iter()
+        .filter(|e| e["conditions"]["ready"] == true)
+        .count();
+    let step = skiff_apimachinery::trace::Step::since(start)
+        .with_detail(format!("{} endpoints, {ready} ready", eps.len()));
+    let a = &mut slice["metadata"]["annotations"];
+    if !a.is_object() {
+        *a = json!({});
+    }
+    for (k, v) in step.annotations() {
+        a[k] = json!(v);
+    }
+    a[TRIGGER] = json!(skiff_apimachinery::trace::micro_time(start));
 }
 
 #[cfg(test)]

@@ -182,10 +182,35 @@ pub(crate) fn record_event(
     message: &str,
     component: &str,
 ) {
+    post_event(store, o, typ, reason, message, component, None)
+}
+
+/// An Event that also carries a measured step of the object's path (`kubectl skiff
+/// trace`): its start as eventTime, its duration and detail as annotations.
+pub(crate) fn record_step(
+    store: &Store,
+    o: &Value,
+    reason: &str,
+    message: &str,
+    component: &str,
+    step: &skiff_apimachinery::trace::Step,
+) {
+    post_event(store, o, "Normal", reason, message, component, Some(step))
+}
+
+fn post_event(
+    store: &Store,
+    o: &Value,
+    typ: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+    step: Option<&skiff_apimachinery::trace::Step>,
+) {
     let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = o["metadata"]["name"].as_str().unwrap_or("");
     let now = now_rfc3339();
-    let ev = json!({
+    let mut ev = json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"namespace": ns, "name": format!("{name}.{}", random_hex(8))},
         "involvedObject": {"apiVersion": o["apiVersion"], "kind": o["kind"], "namespace": ns, "name": name,
@@ -194,6 +219,10 @@ pub(crate) fn record_event(
         "source": {"component": component}, "reportingComponent": component,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     });
+    if let Some(s) = step {
+        ev["eventTime"] = json!(skiff_apimachinery::trace::micro_time(s.start));
+        ev["metadata"]["annotations"] = json!(s.annotations());
+    }
     // Events are best effort (as client-go's recorder): a lost one is logged, and the
     // action it reports goes on.
     if let Err(e) = create(store, "core", "events", ev) {

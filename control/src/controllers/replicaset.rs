@@ -31,8 +31,20 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             let tpl = &rs["spec"]["template"];
             tracing::debug!(replicaset = %format!("{ns}/{}", rs["metadata"]["name"].as_str().unwrap_or("")), have = pods.len(), want, "creating pods");
             for _ in pods.len()..want {
+                let start = std::time::SystemTime::now();
                 let pod = pod_from_template(&rs, "ReplicaSet", tpl);
                 if let Some(p) = create(store, "core", "pods", pod)? {
+                    let name = p["metadata"]["name"].as_str().unwrap_or("");
+                    let step = skiff_apimachinery::trace::Step::since(start);
+                    let msg = format!("Created pod: {name}");
+                    record_step(
+                        store,
+                        &rs,
+                        "SuccessfulCreate",
+                        &msg,
+                        "replicaset-controller",
+                        &step,
+                    );
                     pods.push(p);
                 }
             }

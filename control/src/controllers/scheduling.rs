@@ -11,6 +11,7 @@ use crate::apiserver::objects::bind_pod;
 use crate::scheduler::Scheduler;
 use crate::store::EventKind;
 use k8s_openapi::api::core::v1::Pod;
+use skiff_apimachinery::trace::Step;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,9 @@ struct BindJob {
     name: String,
     node: String,
     pod: Value,
+    /// When the scheduler took the pod up, and how it chose (for the Scheduled event).
+    start: std::time::SystemTime,
+    detail: String,
 }
 
 /// What ended a wait.
@@ -197,8 +201,10 @@ impl Cache {
                 continue;
             };
             let (ns, name) = pod_name(&p);
-            match self.sched.schedule(&pod) {
-                Ok(node) => {
+            let start = std::time::SystemTime::now();
+            match self.sched.place(&pod) {
+                Ok(placement) => {
+                    let node = placement.node.clone();
                     tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "scheduled");
                     self.sched.assume(&pod, &node);
                     self.placed.insert(
@@ -215,6 +221,8 @@ impl Cache {
                         name,
                         node,
                         pod: p,
+                        start,
+                        detail: placement.to_string(),
                     });
                 }
                 Err(e) => {
@@ -264,13 +272,14 @@ fn binder(store: Store, jobs: flume::Receiver<BindJob>, done: flume::Sender<Bind
         let r = match bind_pod(&store, &j.ns, &j.name, &j.node, "default-scheduler") {
             Ok(_) => {
                 let msg = format!("Successfully assigned {}/{} to {}", j.ns, j.name, j.node);
-                record_event(
+                let step = Step::since(j.start).with_detail(j.detail);
+                record_step(
                     &store,
                     &j.pod,
-                    "Normal",
                     "Scheduled",
                     &msg,
                     "default-scheduler",
+                    &step,
                 );
                 BindResult::Bound
             }

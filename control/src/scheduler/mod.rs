@@ -93,6 +93,11 @@ impl Scheduler {
 
     /// Pick a node for `pod`, or say why none fits.
     pub fn schedule(&self, pod: &Pod) -> Result<String, FitError> {
+        self.place(pod).map(|p| p.node)
+    }
+
+    /// The same, with how the choice was made.
+    pub fn place(&self, pod: &Pod) -> Result<Placement, FitError> {
         let req = resources::pod_requests(pod);
         let owner = nodeinfo::owner_uid(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -173,7 +178,44 @@ impl Scheduler {
             .filter(|(_, s)| **s == top)
             .map(|(n, _)| *n)
             .collect();
-        Ok(best[fastrand::usize(..best.len())].name.clone())
+        Ok(Placement {
+            node: best[fastrand::usize(..best.len())].name.clone(),
+            nodes: total,
+            checked: seen,
+            feasible: feasible.len(),
+            filtered: reasons,
+            score: top,
+            tied: best.len(),
+        })
+    }
+}
+
+/// A scheduling decision and what led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node: String,
+    /// Nodes known, nodes the filters were run on (the search stops after enough fit).
+    pub nodes: usize,
+    pub checked: usize,
+    pub feasible: usize,
+    /// Filter failure → how many checked nodes it ruled out.
+    pub filtered: BTreeMap<String, usize>,
+    /// The winner's score, and how many feasible nodes shared it.
+    pub score: i64,
+    pub tied: usize,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: filters passed on {} of {} checked nodes ({} known)",
+            self.node, self.feasible, self.checked, self.nodes
+        )?;
+        for (why, n) in &self.filtered {
+            write!(f, "; {n} {why}")?;
+        }
+        write!(f, "; score {} ({} tied)", self.score, self.tied)
     }
 }
 

@@ -4,12 +4,15 @@
 use super::{cri_config, sources, volumes, Kubelet, SyncError};
 use crate::cri::Cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use skiff_apimachinery::trace::Step;
 use skiff_cri::v1;
+use std::time::SystemTime;
 
 impl<R: Cri> Kubelet<R> {
     /// Start a created container; false (and a waiting reason) if the runtime refused.
     pub(super) async fn start(&self, pod: &Pod, name: &str, id: &str) -> Result<bool, SyncError> {
         let uid = cri_config::pod_uid(pod);
+        let t0 = SystemTime::now();
         let r = self
             .cri
             .start_container(v1::StartContainerRequest {
@@ -19,14 +22,8 @@ impl<R: Cri> Kubelet<R> {
         match r {
             Ok(_) => {
                 self.set_waiting(uid, name, None);
-                self.event(
-                    pod,
-                    name,
-                    false,
-                    "Started",
-                    format!("Started container {name}"),
-                )
-                .await;
+                let msg = format!("Started container {name}");
+                self.step(pod, name, "Started", msg, Step::since(t0)).await;
                 Ok(true)
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
@@ -82,6 +79,7 @@ impl<R: Cri> Kubelet<R> {
         if self.state.lock().unwrap().retry.check(&key, now).is_err() {
             return Ok(false);
         }
+        let t0 = SystemTime::now();
         let r = self
             .cri
             .create_container(v1::CreateContainerRequest {
@@ -94,14 +92,8 @@ impl<R: Cri> Kubelet<R> {
             Ok(r) => {
                 self.state.lock().unwrap().retry.succeeded(&key);
                 let name = &c.name;
-                self.event(
-                    pod,
-                    name,
-                    false,
-                    "Created",
-                    format!("Created container {name}"),
-                )
-                .await;
+                let msg = format!("Created container {name}");
+                self.step(pod, name, "Created", msg, Step::since(t0)).await;
                 self.start(pod, name, &r.container_id).await
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
@@ -134,6 +126,7 @@ impl<R: Cri> Kubelet<R> {
             image: image.clone(),
             ..Default::default()
         };
+        let asked = SystemTime::now();
         let present = self
             .cri
             .image_status(v1::ImageStatusRequest {
@@ -160,7 +153,8 @@ impl<R: Cri> Kubelet<R> {
             }
             "Never" | "IfNotPresent" if present => {
                 let msg = format!("Container image \"{image}\" already present on machine");
-                self.event(pod, &c.name, false, "Pulled", msg).await;
+                let step = Step::since(asked).with_detail("present");
+                self.step(pod, &c.name, "Pulled", msg, step).await;
                 return Ok(Ok(()));
             }
             _ => {}
@@ -193,7 +187,7 @@ impl<R: Cri> Kubelet<R> {
             format!("Pulling image \"{image}\""),
         )
         .await;
-        let t0 = std::time::Instant::now();
+        let t0 = SystemTime::now();
         let r = self
             .cri
             .pull_image(v1::PullImageRequest {
@@ -205,11 +199,12 @@ impl<R: Cri> Kubelet<R> {
         match r {
             Ok(_) => {
                 self.state.lock().unwrap().retry.succeeded(&key);
+                let step = Step::since(t0).with_detail("pulled");
                 let msg = format!(
                     "Successfully pulled image \"{image}\" in {:?}",
-                    t0.elapsed()
+                    step.duration
                 );
-                self.event(pod, &c.name, false, "Pulled", msg).await;
+                self.step(pod, &c.name, "Pulled", msg, step).await;
                 Ok(Ok(()))
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),

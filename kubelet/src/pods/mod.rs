@@ -105,6 +105,10 @@ struct State {
     probes: HashMap<String, probes::RunState>,
     /// uid → when its configMap and secret volumes were last rewritten.
     refreshed: HashMap<String, std::time::Instant>,
+    /// uid → when this kubelet first saw the pod (the trace's "kubelet" step).
+    seen: HashMap<String, SystemTime>,
+    /// Pods whose first Ready has been announced.
+    ready_noted: HashSet<String>,
 }
 
 /// Errors of one pod's sync; they are logged and the next pass tries again.
@@ -186,8 +190,15 @@ impl<R: Cri> Kubelet<R> {
             .filter(|(uid, _)| !wanted.contains(uid.as_str()))
             .map(|(uid, v)| (uid.clone(), v.clone()))
             .collect();
+        let now = SystemTime::now();
         for pod in pods {
             let uid = cri_config::pod_uid(&pod).to_string();
+            self.state
+                .lock()
+                .unwrap()
+                .seen
+                .entry(uid.clone())
+                .or_insert(now);
             if uid.is_empty() || !self.claim(&uid) {
                 continue;
             }
@@ -238,6 +249,8 @@ impl<R: Cri> Kubelet<R> {
     fn forget(&self, uid: &str) {
         let mut st = self.state.lock().unwrap();
         st.refreshed.remove(uid);
+        st.seen.remove(uid);
+        st.ready_noted.remove(uid);
         st.backoff.forget(uid);
         st.retry.forget(uid);
         st.reported.remove(uid);

@@ -3,7 +3,9 @@
 
 use super::{cri_config, Kubelet};
 use crate::cri::Cri;
+use crate::events::Kind;
 use k8s_openapi::api::core::v1::Pod;
+use skiff_apimachinery::trace::Step;
 
 impl<R: Cri> Kubelet<R> {
     /// An event about one container of the pod (what `kubectl describe pod` lists).
@@ -12,6 +14,31 @@ impl<R: Cri> Kubelet<R> {
         pod: &Pod,
         container: &str,
         warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let kind = if warning { Kind::Warning } else { Kind::Normal };
+        self.note(pod, container, kind, reason, message).await
+    }
+
+    /// A Normal event that reports a step this kubelet measured (`kubectl skiff trace`).
+    pub(super) async fn step(
+        &self,
+        pod: &Pod,
+        container: &str,
+        reason: &str,
+        message: String,
+        step: Step,
+    ) {
+        self.note(pod, container, Kind::Step(&step, &[]), reason, message)
+            .await
+    }
+
+    async fn note(
+        &self,
+        pod: &Pod,
+        container: &str,
+        kind: Kind<'_>,
         reason: &str,
         message: String,
     ) {
@@ -33,14 +60,14 @@ impl<R: Cri> Kubelet<R> {
             reason,
             message = %message,
             "{}",
-            if warning { "warning" } else { "event" }
+            if matches!(kind, Kind::Warning) { "warning" } else { "event" }
         );
-        crate::events::record(
+        crate::events::record_as(
             &self.client,
             &self.cfg.node_name,
             pod,
             Some(field),
-            warning,
+            kind,
             reason,
             message,
         )

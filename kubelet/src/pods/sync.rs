@@ -5,11 +5,13 @@ use super::plan::{self, Action, Plan, StopReason};
 use super::{cri_config, labels, now_nanos, probes, sources, status, volumes};
 use super::{Found, Kubelet, Observed, SyncError};
 use crate::cri::Cri;
+use crate::events::Kind;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
+use skiff_apimachinery::trace::{self, Step};
 use skiff_cri::v1;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Exec probes run through the CRI's ExecSync.
 struct CriExec<'a, R> {
@@ -193,9 +195,12 @@ impl<R: Cri> Kubelet<R> {
         Ok(())
     }
 
+    /// Run the pod's sandbox and learn its IP; a SandboxReady event reports the step
+    /// with what the runtime measured (namespaces, CNI ADD) and when this kubelet first
+    /// saw the pod.
     async fn create_sandbox(&self, pod: &Pod, attempt: u32) -> Result<String, SyncError> {
         let config = cri_config::sandbox_config(&self.cfg, pod, attempt);
-        let t0 = std::time::Instant::now();
+        let t0 = SystemTime::now();
         let id = self
             .cri
             .run_pod_sandbox(v1::RunPodSandboxRequest {
@@ -204,15 +209,76 @@ impl<R: Cri> Kubelet<R> {
             })
             .await?
             .pod_sandbox_id;
+        let status = self
+            .cri
+            .pod_sandbox_status(v1::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await?;
+        let ip = status
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        self.state
+            .lock()
+            .unwrap()
+            .ips
+            .insert(id.clone(), ip.clone());
+        let info: serde_json::Value = status
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
+        let mut detail = format!(
+            "IP {}",
+            if ip.is_empty() {
+                "none (host network)"
+            } else {
+                &ip
+            }
+        );
+        if let Some(t) = info["timings"].as_object() {
+            let ms = |k: &str| t.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0) * 1000.0;
+            detail += &format!(
+                "; namespaces {:.1} ms, CNI ADD {:.1} ms",
+                ms("namespacesSeconds"),
+                ms("cniAddSeconds")
+            );
+        }
+        if let Some(netns) = info["netns"].as_str() {
+            detail += &format!("; netns {netns}");
+        }
+        let step = Step::since(t0).with_detail(detail);
         tracing::info!(
             namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
             pod = pod.metadata.name.as_deref().unwrap_or(""),
             uid = cri_config::pod_uid(pod),
             sandbox = %id,
             attempt,
-            ms = t0.elapsed().as_secs_f64() * 1000.0,
+            ms = step.duration.as_secs_f64() * 1000.0,
             "sandbox created"
         );
+        let seen = self
+            .state
+            .lock()
+            .unwrap()
+            .seen
+            .get(cri_config::pod_uid(pod))
+            .map(|t| trace::micro_time(*t));
+        let extra: Vec<(&str, String)> = seen.into_iter().map(|s| (trace::SEEN, s)).collect();
+        let short = &id[..id.len().min(13)];
+        crate::events::record_as(
+            &self.client,
+            &self.cfg.node_name,
+            pod,
+            None,
+            Kind::Step(&step, &extra),
+            "SandboxReady",
+            format!("Pod sandbox {short} is ready"),
+        )
+        .await;
         Ok(id)
     }
 
@@ -365,7 +431,16 @@ impl<R: Cri> Kubelet<R> {
                 &Patch::Merge(&patch),
             )
             .await?;
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let first = ready && self.state.lock().unwrap().ready_noted.insert(uid.clone());
         self.state.lock().unwrap().reported.insert(uid, status);
+        if first {
+            self.note_ready(pod, obs).await;
+        }
         Ok(())
     }
 
@@ -402,5 +477,38 @@ impl<R: Cri> Kubelet<R> {
         if let Err(e) = r {
             tracing::warn!(uid = %uid, error = %e, "refresh volumes");
         }
+    }
+
+    /// The pod became Ready: a PodReady event whose step runs from its last container's
+    /// start to now (the wait for readiness probes).
+    async fn note_ready(&self, pod: &Pod, obs: &Observed) {
+        let last_start = obs
+            .containers
+            .iter()
+            .map(|c| c.started_at)
+            .max()
+            .unwrap_or(0);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(last_start.max(0) as u64);
+        let probes = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.readiness_probe.is_some())
+            .count();
+        let detail = match probes {
+            0 => "no readiness probes".to_string(),
+            n => format!("{n} readiness probe(s) passed"),
+        };
+        let step = Step::since(start).with_detail(detail);
+        crate::events::record_as(
+            &self.client,
+            &self.cfg.node_name,
+            pod,
+            None,
+            Kind::Step(&step, &[]),
+            "PodReady",
+            "Pod is ready".into(),
+        )
+        .await;
     }
 }

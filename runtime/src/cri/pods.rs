@@ -48,6 +48,7 @@ impl Inner {
             ready: true,
             ip: String::new(),
             host_network: host_network(&config),
+            timings: None,
         };
         {
             let recs = self.records();
@@ -96,7 +97,10 @@ impl Inner {
                 ))
             })?)
         };
+        let t0 = std::time::Instant::now();
         sandbox::create(root, &rec.id, &sb_cfg).map_err(status)?;
+        let namespaces = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
         if let Some((plugin, mut conf)) = network {
             // hostPorts, as the CNI portMappings capability passes them.
             let maps: Vec<serde_json::Value> = config
@@ -129,6 +133,7 @@ impl Inner {
                 }
             }
         }
+        rec.timings = Some((namespaces, t1.elapsed().as_secs_f64()));
         let id = rec.id.clone();
         if let Err(e) = self.records().save_pod(rec) {
             let _ = sandbox::remove(root, &id);
@@ -234,6 +239,9 @@ impl Inner {
                     "hostNetwork": p.host_network,
                     "netns": sb.as_ref().map(|s| s.ns_path("net")),
                     "config": p.config,
+                    // Measured while it was made (kubectl skiff trace shows them).
+                    "timings": p.timings.map(|(ns, cni)| serde_json::json!({
+                        "namespacesSeconds": ns, "cniAddSeconds": cni})),
                 })
                 .to_string(),
             );

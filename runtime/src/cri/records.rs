@@ -21,6 +21,9 @@ pub struct PodRecord {
     pub ip: String,
     /// hostNetwork pods: containers stay in the node's network namespace.
     pub host_network: bool,
+    /// How long making it took: (namespaces and the holder, CNI ADD), in seconds.
+    #[serde(default)]
+    pub timings: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
