@@ -85,11 +85,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print an admin kubeconfig (cluster CA and an admin client certificate embedded).
+    /// Print a kubeconfig (cluster CA and a client certificate embedded): the admin's
+    /// (group system:masters), or with --user one for that user and its --group(s),
+    /// whose rights RBAC decides (a node: --user system:node:NAME --group system:nodes).
     Kubeconfig {
         /// API server URL written into the kubeconfig.
         #[arg(long, default_value = "https://127.0.0.1:6443")]
         server: String,
+        /// The user's name (the certificate's CN).
+        #[arg(long)]
+        user: Option<String>,
+        /// A group of the user (the certificate's O; repeatable).
+        #[arg(long = "group", requires = "user")]
+        groups: Vec<String>,
     },
     /// Write a kubelet's serving certificate for a node (kubelet.crt, kubelet.key) and
     /// the cluster CA (ca.crt, to verify the API server's client certificate) into --out.
@@ -173,8 +181,19 @@ async fn main() {
     let pki = skiff_control::pki::Pki::ensure(&cli.data_dir.join("pki"), &sans)
         .unwrap_or_else(|e| fail(e));
     match &cli.command {
-        Some(Command::Kubeconfig { server }) => {
+        Some(Command::Kubeconfig {
+            server, user: None, ..
+        }) => {
             print!("{}", pki.kubeconfig(server));
+            return;
+        }
+        Some(Command::Kubeconfig {
+            server,
+            user: Some(user),
+            groups,
+        }) => {
+            let (cert, key) = pki.issue_client(user, groups).unwrap_or_else(|e| fail(e));
+            print!("{}", pki.kubeconfig_with(server, user, &cert, &key));
             return;
         }
         Some(Command::KubeletCerts { node, sans, out }) => {

@@ -201,15 +201,45 @@ impl Pki {
 
     /// An admin kubeconfig for `server` (https://host:port), certificates embedded.
     pub fn kubeconfig(&self, server: &str) -> String {
+        self.kubeconfig_with(server, "skiff-admin", &self.admin_cert, &self.admin_key)
+    }
+
+    /// A client certificate (and key) for `user` in `groups` (CN and O entries, as
+    /// kube-apiserver reads them), signed by the cluster CA. What the user may do is
+    /// up to RBAC (and the Node authorizer for `system:node:NAME` in system:nodes).
+    pub fn issue_client(&self, user: &str, groups: &[String]) -> Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
+        let ca = CertificateParams::from_ca_cert_pem(&self.ca_cert)?.self_signed(&ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, user);
+        for g in groups {
+            name.push(DnType::OrganizationName, g.as_str());
+        }
+        params.distinguished_name = name;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = years_from_now(-1);
+        params.not_after = years_from_now(1);
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A kubeconfig for `server` with this client certificate embedded.
+    pub fn kubeconfig_with(&self, server: &str, user: &str, cert: &str, key: &str) -> String {
         use base64::Engine;
         let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
-             users:\n- name: skiff-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
-             contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff-admin\ncurrent-context: skiff\n",
+             users:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+             contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user:?}\ncurrent-context: skiff\n",
             b(&self.ca_cert),
-            b(&self.admin_cert),
-            b(&self.admin_key)
+            b(cert),
+            b(key)
         )
     }
 }

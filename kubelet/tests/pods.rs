@@ -514,6 +514,10 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let netns = node.netns.clone().unwrap();
     let control = Control::start_in(Some(&netns), &dir, &[]);
     let kc = control.kubeconfig("admin.kubeconfig");
+    // The daemons run with their own credentials, as on a real node: the kubelet as
+    // system:node:n1 (the Node authorizer), the proxy as system:kube-proxy (RBAC).
+    let node_kc = control.kubeconfig_as("n1.kubeconfig", Some("system:node:n1"), &["system:nodes"]);
+    let proxy_kc = control.kubeconfig_as("proxy.kubeconfig", Some("system:kube-proxy"), &[]);
     let c = Cluster {
         kc: kc.display().to_string(),
         netns: netns.clone(),
@@ -550,7 +554,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         "0",
     ];
     let tls = [&["--hostname-override", "n1"][..], &tls[..]].concat();
-    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet.log"), &tls);
+    let mut kubelet = Kubelet::start(&node_kc, &node, dir.join("kubelet.log"), &tls);
 
     // Registration: a Ready node with capacity, and a Lease that gets renewed.
     let n = c.wait(
@@ -687,7 +691,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let proxy_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/skiff-proxy");
     let mut proxy = in_netns(Some(&netns), &proxy_bin)
         .arg("--kubeconfig")
-        .arg(&kc)
+        .arg(&proxy_kc)
         .args([
             "--cluster-cidr",
             "10.127.0.0/16",
@@ -1245,7 +1249,7 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     let count = |v: &Value| v["containers"].as_array().map_or(0, |a| a.len());
     kubelet.kill9();
     let web_before = c.pods("app=web");
-    let mut kubelet = Kubelet::start(&kc, &node, dir.join("kubelet2.log"), &tls);
+    let mut kubelet = Kubelet::start(&node_kc, &node, dir.join("kubelet2.log"), &tls);
     std::thread::sleep(Duration::from_secs(4));
     let after = c.pods("app=web");
     for (a, b) in web_before.iter().zip(&after) {

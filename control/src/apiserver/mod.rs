@@ -7,6 +7,7 @@
 
 mod allocator;
 mod apply;
+pub mod authz;
 pub mod cronjob;
 mod defaults;
 mod discovery;
@@ -51,12 +52,15 @@ pub fn router(store: Store) -> axum::Router {
 pub fn router_with(store: Store, kubelet: Option<kubelet::KubeletClient>) -> axum::Router {
     // The system namespaces, as kube-apiserver's bootstrap controller keeps them: now,
     // or in the background until the store takes them.
-    if let Err(e) = objects::ensure_default_namespaces(&store) {
+    let bootstrap = |store: &Store| {
+        objects::ensure_default_namespaces(store).and_then(|_| authz::bootstrap::ensure(store))
+    };
+    if let Err(e) = bootstrap(&store) {
         tracing::warn!(error = %e, "system namespaces not created yet; retrying");
         let store = store.clone();
         std::thread::spawn(move || {
             let mut pause = std::time::Duration::from_millis(500);
-            while let Err(e) = objects::ensure_default_namespaces(&store) {
+            while let Err(e) = bootstrap(&store) {
                 tracing::warn!(error = %e, "system namespaces not created yet; retrying");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_secs(10));
@@ -227,8 +231,15 @@ async fn handle(
     let q = query_map(&uri);
     let segs: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
     let get = method == Method::GET;
+    let user = who.clone().unwrap_or_else(review::unsecured);
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let attrs = authz::Attributes::of(&method, path, watch);
+    let decision = authz::authorize(&s.store, &user, &attrs).map_err(authz::store_failure)?;
+    if !decision.allowed {
+        return Err(authz::forbidden(&user, &attrs, &decision.reason));
+    }
     if method == Method::POST {
-        if let Some(r) = review::answer(&segs, who.as_ref(), &body)? {
+        if let Some(r) = review::answer(&s.store, &segs, &user, &body)? {
             return Ok(r);
         }
     }
