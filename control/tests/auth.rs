@@ -199,6 +199,18 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
             "{k}"
         );
     }
+    // NodeRestriction: a node creates no Node but its own.
+    let (code, _, err) = kubectl_as(
+        k,
+        &node,
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata: {name: n3}\n"),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("node \"n1\" is not allowed to modify node \"n3\""),
+        "{err}"
+    );
     // Bound to n1, a pod is n1's to delete (the kubelet's half of graceful deletion).
     let (code, _, err) = kubectl_as(k, &admin, &["apply", "-f", "-"], Some(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p2}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n"));

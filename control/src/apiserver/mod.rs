@@ -238,6 +238,9 @@ async fn handle(
     if !decision.allowed {
         return Err(authz::forbidden(&user, &attrs, &decision.reason));
     }
+    if let Err(why) = authz::node::restrict_create(&user, &attrs, &body) {
+        return Err(authz::forbidden(&user, &attrs, &why));
+    }
     if method == Method::POST {
         if let Some(r) = review::answer(&s.store, &segs, &user, &body)? {
             return Ok(r);

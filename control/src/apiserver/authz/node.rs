@@ -168,3 +168,29 @@ pub fn references(spec: &Value, kind: &str) -> Vec<String> {
     }
     out
 }
+
+/// NodeRestriction's check on what the authorizer cannot see, the body: a node creates
+/// only its own Node, and only its own Lease. Err(reason) when the object is another's.
+pub fn restrict_create(user: &User, a: &Attributes, body: &[u8]) -> Result<(), String> {
+    let Some(node) = node_of(user) else {
+        return Ok(());
+    };
+    let own = |what: &str| {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|_| format!("node \"{node}\" must send {what} as JSON"))?;
+        match v["metadata"]["name"].as_str() {
+            Some(n) if n == node => Ok(()),
+            n => Err(format!(
+                "node \"{node}\" is not allowed to modify {what} \"{}\"",
+                n.unwrap_or("")
+            )),
+        }
+    };
+    match (a.verb.as_str(), a.group.as_str(), a.resource.as_str()) {
+        ("create", "", "nodes") => own("node"),
+        ("create", "coordination.k8s.io", "leases") if a.namespace == "kube-node-lease" => {
+            own("lease")
+        }
+        _ => Ok(()),
+    }
+}

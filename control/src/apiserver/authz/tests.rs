@@ -295,6 +295,18 @@ fn a_node_reads_only_what_its_pods_use_and_writes_only_its_own() {
         let d = may(m.clone(), p);
         assert_eq!(d.allowed, allowed, "{m} {p}: {d:?}");
     }
+    // NodeRestriction: creates name the node itself.
+    let create_node = attrs(Method::POST, "/api/v1/nodes");
+    assert!(node::restrict_create(&n1, &create_node, br#"{"metadata":{"name":"n1"}}"#).is_ok());
+    assert_eq!(
+        node::restrict_create(&n1, &create_node, br#"{"metadata":{"name":"n2"}}"#),
+        Err("node \"n1\" is not allowed to modify node \"n2\"".into())
+    );
+    let lease = attrs(
+        Method::POST,
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+    );
+    assert!(node::restrict_create(&n1, &lease, br#"{"metadata":{"name":"n2"}}"#).is_err());
     let d = may(Method::GET, "/api/v1/namespaces/d/secrets/db");
     assert_eq!(
         d.reason,
