@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p skiff-runtime -p skiff-control -p skiff-kubelet -p skiff-cni -p skiff-proxy
+cargo build --release -p skiff-runtime -p skiff-control -p skiff-kubelet -p skiff-cni -p skiff-proxy -p kubectl-skiff
 rt=target/release/skiff-runtime
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 netns=skiff-demo-$$
@@ -45,6 +45,12 @@ on_node_daemon target/release/skiff-control --data-dir "$work/control" --bind-ad
 cp_pid=$!
 for _ in $(seq 50); do on_node bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && break; sleep 0.1; done
 target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" > "$work/kubeconfig"
+# The node's daemons get their own credentials: the kubelet is system:node:node-1 (the
+# Node authorizer), the proxy system:kube-proxy (RBAC's system:node-proxier).
+target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" \
+  --user system:node:node-1 --group system:nodes > "$work/node.kubeconfig"
+target/release/skiff-control --data-dir "$work/control" kubeconfig --server "https://127.0.0.1:$port" \
+  --user system:kube-proxy > "$work/proxy.kubeconfig"
 
 echo "== worker node-1: CRI server with skiff-cni, the kubelet, the service proxy"
 mkdir -p "$work/node/cni"
@@ -59,13 +65,13 @@ node_pid=$!
 for _ in $(seq 50); do [ -S "$work/node/cri.sock" ] && break; sleep 0.1; done
 target/release/skiffctl -r "unix://$work/node/cri.sock" import "$work/busybox.tar" --image-dir "$work/node/images"
 target/release/skiff-control --data-dir "$work/control" kubelet-certs --node node-1 --san 127.0.0.1 --out "$work/node/pki"
-on_node_daemon target/release/skiff-kubelet --kubeconfig "$work/kubeconfig" --hostname-override node-1 \
+on_node_daemon target/release/skiff-kubelet --kubeconfig "$work/node.kubeconfig" --hostname-override node-1 \
   --container-runtime-endpoint "unix://$work/node/cri.sock" --pod-log-dir "$work/node/pods" \
   --root-dir "$work/node/kubelet" \
   --tls-cert-file "$work/node/pki/kubelet.crt" --tls-private-key-file "$work/node/pki/kubelet.key" \
   --client-ca-file "$work/node/pki/ca.crt" --port 0 2>"$work/kubelet.log" &
 kubelet_pid=$!
-on_node_daemon target/release/skiff-proxy --kubeconfig "$work/kubeconfig" --cluster-cidr 10.88.0.0/16 --hostname-override node-1 \
+on_node_daemon target/release/skiff-proxy --kubeconfig "$work/proxy.kubeconfig" --cluster-cidr 10.88.0.0/16 --hostname-override node-1 \
   2>"$work/proxy.log" &
 proxy_pid=$!
 # The node's route for the service range (a real node's default route covers it).
@@ -122,6 +128,10 @@ echo "== delete pod $victim: the kubelet stops it, the ReplicaSet replaces it"
 k delete pod "$victim"
 k rollout status deployment/web --timeout=120s
 k get pods -o wide
+newest=$(k get pods -l app=web --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}')
+echo "== kubectl skiff trace pod/$newest: its path, each step timed by the component that did it"
+on_node env PATH="$PWD/target/release:$PATH" kubectl skiff trace "pod/$newest" \
+  --kubeconfig "$work/kubeconfig" --watch --timeout 30s
 echo "== scale to 1"
 k scale deployment/web --replicas=1
 for _ in $(seq 60); do [ "$(k get pods -l app=web --no-headers 2>/dev/null | wc -l)" = 1 ] && break; sleep 1; done

@@ -215,7 +215,7 @@ spec:
         image: docker.io/skiff/busybox:latest
         imagePullPolicy: IfNotPresent
         command: [sh, -c, 'exec httpd -f -p 80 -h /etc']
-        readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
+        readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 1, initialDelaySeconds: 2}
 ---
 apiVersion: v1
 kind: Service
@@ -231,6 +231,33 @@ spec:
 fn trace_a_starting_pod(c: &Cluster, kubelet: &Kubelet) {
     let t0 = std::time::SystemTime::now();
     c.apply(TRACED);
+    // --watch follows the pod from as soon as it exists (its readiness waits 2 s).
+    let name = c.wait(
+        30,
+        "the traced pod created",
+        |c| {
+            let p = c.pods("app=traced").pop()?;
+            p["metadata"]["name"].as_str().map(String::from)
+        },
+        kubelet,
+    );
+    let plugin = skiff_fixtures::workspace_bin("kubectl-skiff");
+    let target = format!("pod/{name}");
+    let mut watcher = in_netns(Some(&c.netns), &plugin)
+        .args([
+            "trace",
+            &target,
+            "--watch",
+            "--timeout",
+            "60s",
+            "-o",
+            "json",
+        ])
+        .args(["--kubeconfig", &c.kc])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pod = c.wait(
         60,
         "the traced pod Running and Ready",
@@ -238,9 +265,36 @@ fn trace_a_starting_pod(c: &Cluster, kubelet: &Kubelet) {
         kubelet,
     );
     let t1 = std::time::SystemTime::now();
-    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
-    let plugin = skiff_fixtures::workspace_bin("kubectl-skiff");
-    let target = format!("pod/{name}");
+    // The watcher ends by itself once every step happened, having printed each change.
+    let end = Instant::now() + Duration::from_secs(60);
+    while watcher.try_wait().unwrap().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        watcher.try_wait().unwrap().is_some(),
+        "trace --watch did not end when the pod's path was complete"
+    );
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let docs: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let done = |d: &Value| {
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["pending"] == false)
+            .count()
+    };
+    assert!(docs.len() >= 2, "one trace per change: {docs:?}");
+    assert_eq!(docs[0]["complete"], false, "{:#}", docs[0]);
+    assert_eq!(docs.last().unwrap()["complete"], true);
+    assert!(
+        docs.windows(2).all(|w| done(&w[0]) <= done(&w[1])),
+        "steps only ever add up: {docs:?}"
+    );
     let trace = c.wait(
         30,
         "a complete trace",
@@ -302,6 +356,11 @@ fn trace_a_starting_pod(c: &Cluster, kubelet: &Kubelet) {
         detail(3)
     );
     assert_eq!(detail(7), "1 readiness probe(s) passed");
+    assert!(
+        steps[7]["durationSeconds"].as_f64().unwrap() >= 2.0,
+        "readiness waits its initial delay: {}",
+        steps[7]
+    );
     // In order, inside the window the test saw, and adding up to no more than it.
     let secs = |s: &Value, k: &str| s[k].as_f64().unwrap();
     let offsets: Vec<f64> = steps.iter().map(|s| secs(s, "offsetSeconds")).collect();

@@ -98,11 +98,7 @@ impl<R: Cri> Kubelet<R> {
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .retry
-                    .failed(key, std::time::Instant::now());
+                self.retry_later(key);
                 self.fail(
                     pod,
                     &c.name,
@@ -209,16 +205,18 @@ impl<R: Cri> Kubelet<R> {
             }
             Err(e) if e.code() == tonic::Code::Unavailable => Err(e.into()),
             Err(e) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .retry
-                    .failed(key, std::time::Instant::now());
+                self.retry_later(key);
                 Ok(Err((
                     "ErrImagePull",
                     format!("pull {image}: {}", e.message()),
                 )))
             }
         }
+    }
+
+    /// A pull or create failed: the next try waits (10 s, doubling to 5 minutes).
+    fn retry_later(&self, key: (String, String)) {
+        let now = std::time::Instant::now();
+        self.state.lock().unwrap().retry.failed(key, now);
     }
 }

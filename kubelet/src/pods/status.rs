@@ -109,8 +109,16 @@ fn container_status(c: &Container, obs: &Observed, idle: &str) -> ContainerStatu
         image: c.image.clone().unwrap_or_default(),
         image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
         container_id: latest.map(|s| format!("skiff://{}", s.id)),
-        ready: st.running.is_some() && probed.is_none_or(|v| v.ready),
-        started: Some(st.running.is_some() && probed.is_none_or(|v| v.started)),
+        // A container with a readiness (or startup) probe is not ready (started) until
+        // the probe says so: a run no probe has looked at yet is neither.
+        ready: st.running.is_some()
+            && probed.map_or(
+                c.readiness_probe.is_none() && c.startup_probe.is_none(),
+                |v| v.ready,
+            ),
+        started: Some(
+            st.running.is_some() && probed.map_or(c.startup_probe.is_none(), |v| v.started),
+        ),
         restart_count: restart_count as i32,
         state: Some(st),
         last_state: Some(last_state.unwrap_or_default()),

@@ -209,28 +209,7 @@ impl<R: Cri> Kubelet<R> {
             })
             .await?
             .pod_sandbox_id;
-        let status = self
-            .cri
-            .pod_sandbox_status(v1::PodSandboxStatusRequest {
-                pod_sandbox_id: id.clone(),
-                verbose: true,
-            })
-            .await?;
-        let ip = status
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default();
-        self.state
-            .lock()
-            .unwrap()
-            .ips
-            .insert(id.clone(), ip.clone());
-        let info: serde_json::Value = status
-            .info
-            .get("info")
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or_default();
+        let (ip, info) = self.sandbox_status(&id, true).await?;
         let mut detail = format!(
             "IP {}",
             if ip.is_empty() {
@@ -392,13 +371,28 @@ impl<R: Cri> Kubelet<R> {
         if let Some(ip) = self.state.lock().unwrap().ips.get(id) {
             return Ok(ip.clone());
         }
+        Ok(self.sandbox_status(id, false).await?.0)
+    }
+
+    /// A sandbox's IP (remembered: fixed for its life) and, when `verbose`, the
+    /// runtime's verbose info (its `info` JSON).
+    async fn sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(String, serde_json::Value), SyncError> {
         let s = self
             .cri
             .pod_sandbox_status(v1::PodSandboxStatusRequest {
                 pod_sandbox_id: id.to_string(),
-                verbose: false,
+                verbose,
             })
             .await?;
+        let info = s
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
         let ip = s
             .status
             .and_then(|s| s.network)
@@ -409,7 +403,7 @@ impl<R: Cri> Kubelet<R> {
             .unwrap()
             .ips
             .insert(id.to_string(), ip.clone());
-        Ok(ip)
+        Ok((ip, info))
     }
 
     /// Post the pod's status if it changed since the last post.

@@ -352,6 +352,32 @@ async fn a_failing_liveness_probe_kills_the_container_and_it_restarts() {
 }
 
 #[tokio::test]
+async fn a_container_with_a_readiness_probe_is_not_ready_before_the_probe_passes() {
+    let n = Node::new("readiness");
+    let mut a = app("a");
+    a["readinessProbe"] = json!({"exec": {"command": ["check"]}, "periodSeconds": 1});
+    let p = pod("Always", &[], &[a]);
+    n.sync(&p).await;
+    // Started in this pass: no probe has run yet.
+    assert_eq!(n.ready().1, [("a".into(), 0, RUNNING)]);
+    let a = n.container_status("a");
+    assert_eq!(a["ready"], false, "{a}");
+    let ready = |n: &Node| {
+        n.status()["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    assert!(!ready(&n));
+    n.sync(&p).await;
+    assert_eq!(n.calls("ExecSync"), 1);
+    assert_eq!(n.container_status("a")["ready"], true);
+    assert!(ready(&n));
+    assert!(n.events().iter().any(|(r, _)| r == "PodReady"));
+}
+
+#[tokio::test]
 async fn a_failed_pull_waits_in_image_pull_back_off() {
     let n = Node::new("pull");
     n.rt.world().unpullable.insert("busybox:1".into());
