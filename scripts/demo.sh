@@ -145,10 +145,13 @@ cri_pid=$!
 ctl() { target/release/skiffctl -r "unix://$work/cri.sock" "$@"; }
 for _ in $(seq 50); do [ -S "$work/cri.sock" ] && break; sleep 0.1; done
 ctl import "$work/busybox.tar" --image-dir "$work/images"
+# No CNI network here, so the pod shares the node's network (NamespaceMode NODE = 2); a
+# pod network would be refused until one is configured, as containerd refuses it.
 cat > "$work/pod.yaml" <<YAML
 metadata: {name: demo, namespace: default, uid: demo-1}
 hostname: demo
 log_directory: $work/logs
+linux: {security_context: {namespace_options: {network: 2}}}
 YAML
 cat > "$work/container.yaml" <<'YAML'
 metadata: {name: hello}
