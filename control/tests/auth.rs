@@ -65,6 +65,8 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
     let alice = cp.kubeconfig_as("alice.kubeconfig", Some("alice"), &["devs"]);
     let node = cp.kubeconfig_as("n1.kubeconfig", Some("system:node:n1"), &["system:nodes"]);
     let k = &kubectl_range()[0];
+    // kubectl 1.33 sends its typed creates (role, rolebinding, …) as protobuf.
+    let newest = kubectl_range().last().unwrap().clone();
     // The bootstrap roles exist, as kube-apiserver's.
     let roles = ok(k, &admin, &["get", "clusterroles", "-o", "name"]);
     for r in [
@@ -115,7 +117,7 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
     }
     // view in default for group devs: reads there, not secrets, not writes, not elsewhere.
     ok(
-        k,
+        &newest,
         &admin,
         &[
             "create",
@@ -144,7 +146,7 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
     }
     // A Role of the namespace granted to the user by name.
     ok(
-        k,
+        &newest,
         &admin,
         &[
             "create",
@@ -156,7 +158,7 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
         ],
     );
     ok(
-        k,
+        &newest,
         &admin,
         &[
             "create",
@@ -168,6 +170,56 @@ fn rbac_decides_for_users_and_the_node_authorizer_for_nodes() {
     );
     ok(k, &alice, &["get", "secret", "s2"]);
     refused(k, &alice, &["get", "secret", "s1"]);
+
+    // Administering a namespace is no way to more: alice may bind what she holds, not
+    // cluster-admin.
+    ok(k, &admin, &["create", "namespace", "team"]);
+    ok(
+        &newest,
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "alice-admin",
+            "--clusterrole=admin",
+            "--user=alice",
+            "-n",
+            "team",
+        ],
+    );
+    for (i, k) in kubectl_range().into_iter().enumerate() {
+        let err = refused(
+            &k,
+            &alice,
+            &[
+                "create",
+                "rolebinding",
+                "bob-all",
+                "--clusterrole=cluster-admin",
+                "--user=bob",
+                "-n",
+                "team",
+            ],
+        );
+        assert!(
+            err.contains("attempting to grant RBAC permissions not currently held"),
+            "{k}: {err}"
+        );
+        let b = format!("bob-view-{i}");
+        ok(
+            &k,
+            &alice,
+            &[
+                "create",
+                "rolebinding",
+                &b,
+                "--clusterrole=view",
+                "--user=bob",
+                "-n",
+                "team",
+            ],
+        );
+    }
 
     // A node: its pod's secret, not another; its own Node, not another's.
     for k in kubectl_range() {

@@ -238,9 +238,6 @@ async fn handle(
     if !decision.allowed {
         return Err(authz::forbidden(&user, &attrs, &decision.reason));
     }
-    if let Err(why) = authz::node::restrict_create(&user, &attrs, &body) {
-        return Err(authz::forbidden(&user, &attrs, &why));
-    }
     if method == Method::POST {
         if let Some(r) = review::answer(&s.store, &segs, &user, &body)? {
             return Ok(r);
@@ -444,6 +441,17 @@ async fn handle(
             ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json ({e})"))
         })?;
         body = Bytes::from(v.to_string());
+    }
+    // What the authorizer could not see, judged on the decoded object: a node creates
+    // only its own Node and Lease (NodeRestriction), and writes of RBAC objects grant
+    // no more than the writer holds.
+    if let Err(why) = authz::node::restrict_create(&user, &attrs, &body) {
+        return Err(authz::forbidden(&user, &attrs, &why));
+    }
+    let escalation =
+        authz::escalation::check(&s.store, &user, &attrs, &body).map_err(authz::store_failure)?;
+    if !escalation.allowed {
+        return Err(authz::forbidden(&user, &attrs, &escalation.reason));
     }
     let table = headers
         .get_all("accept")

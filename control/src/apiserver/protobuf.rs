@@ -187,6 +187,36 @@ const CRON_JOB: &[Field] = &[
 ];
 
 // authorization.k8s.io/v1 (`kubectl auth can-i`).
+// rbac.authorization.k8s.io/v1 (kubectl create role/rolebinding/… send these).
+const POLICY_RULE: &[Field] = &[
+    f(1, "verbs", Kind::RepStr),
+    f(2, "apiGroups", Kind::RepStr),
+    f(3, "resources", Kind::RepStr),
+    f(4, "resourceNames", Kind::RepStr),
+    f(5, "nonResourceURLs", Kind::RepStr),
+];
+const ROLE: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "rules", Kind::RepMsg(POLICY_RULE)),
+    f(3, "aggregationRule", Kind::Skip),
+];
+const SUBJECT: &[Field] = &[
+    f(1, "kind", Kind::Str),
+    f(2, "apiGroup", Kind::Str),
+    f(3, "name", Kind::Str),
+    f(4, "namespace", Kind::Str),
+];
+const ROLE_REF: &[Field] = &[
+    f(1, "apiGroup", Kind::Str),
+    f(2, "kind", Kind::Str),
+    f(3, "name", Kind::Str),
+];
+const ROLE_BINDING: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "subjects", Kind::RepMsg(SUBJECT)),
+    f(3, "roleRef", Kind::Msg(ROLE_REF)),
+];
+
 const RESOURCE_ATTRIBUTES: &[Field] = &[
     f(1, "namespace", Kind::Str),
     f(2, "verb", Kind::Str),
@@ -263,6 +293,8 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "Job" => JOB,
         "CronJob" => CRON_JOB,
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
+        "Role" | "ClusterRole" => ROLE,
+        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
         _ => return None,
     })
 }

@@ -5,6 +5,7 @@
 //! A denied request is 403 Forbidden with Kubernetes' wording.
 
 pub mod bootstrap;
+pub mod escalation;
 pub mod node;
 pub mod rbac;
 

@@ -393,3 +393,100 @@ fn rbac_grants_through_bindings_and_only_there() {
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn rbac_writes_grant_no_more_than_the_writer_holds() {
+    let (s, dir) = store("escalation");
+    bootstrap::ensure(&s).unwrap();
+    let alice = User {
+        name: "alice".into(),
+        groups: vec![],
+    };
+    // alice administers namespace team.
+    put(
+        &s,
+        "/registry/rbac.authorization.k8s.io/rolebindings/team/alice-admin",
+        json!({
+        "metadata": {"name": "alice-admin", "namespace": "team"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "User", "name": "alice"}]}),
+    );
+    let check = |path: &str, body: Value| {
+        let a = attrs(Method::POST, path);
+        assert!(
+            authorize(&s, &alice, &a).unwrap().allowed,
+            "{path} is alice's to write"
+        );
+        escalation::check(&s, &alice, &a, body.to_string().as_bytes()).unwrap()
+    };
+    let binding = |role: &str| {
+        json!({"metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "User", "name": "bob"}]})
+    };
+    let bindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings";
+    assert!(
+        check(bindings, binding("view")).allowed,
+        "she holds view's rules"
+    );
+    let d = check(bindings, binding("cluster-admin"));
+    assert!(!d.allowed);
+    assert!(
+        d.reason
+            .contains("attempting to grant RBAC permissions not currently held"),
+        "{}",
+        d.reason
+    );
+    let roles = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/roles";
+    let role = |rules: Value| json!({"metadata": {"name": "r"}, "rules": rules});
+    assert!(
+        check(
+            roles,
+            role(json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]))
+        )
+        .allowed
+    );
+    assert!(
+        !check(
+            roles,
+            role(json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]))
+        )
+        .allowed
+    );
+    assert!(
+        !check(
+            roles,
+            role(json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]))
+        )
+        .allowed,
+        "a wildcard is held only by a wildcard"
+    );
+    // A patch cannot be judged by its result here: it needs escalate.
+    let patch = attrs(
+        Method::PATCH,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/team/roles/r",
+    );
+    assert!(
+        !escalation::check(&s, &alice, &patch, b"{}")
+            .unwrap()
+            .allowed
+    );
+    // The bind verb on a role lets her bind it without holding it.
+    put(
+        &s,
+        "/registry/rbac.authorization.k8s.io/roles/team/binder",
+        json!({
+        "metadata": {"name": "binder", "namespace": "team"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["cluster-admin"]}]}),
+    );
+    put(
+        &s,
+        "/registry/rbac.authorization.k8s.io/rolebindings/team/alice-binder",
+        json!({
+        "metadata": {"name": "alice-binder", "namespace": "team"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "binder"},
+        "subjects": [{"kind": "User", "name": "alice"}]}),
+    );
+    assert!(check(bindings, binding("cluster-admin")).allowed);
+    let _ = std::fs::remove_dir_all(dir);
+}
