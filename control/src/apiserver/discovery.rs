@@ -143,12 +143,12 @@ pub fn openapi_root() -> Value {
     let mut paths = serde_json::Map::new();
     paths.insert(
         "api/v1".into(),
-        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=skiff1"}),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=skiff2"}),
     );
     for (g, v) in groups() {
         paths.insert(
             format!("apis/{g}/{v}"),
-            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=skiff1")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=skiff2")}),
         );
     }
     json!({"paths": paths})
@@ -186,8 +186,14 @@ pub fn openapi_gv(gv_path: &str) -> Option<Value> {
     if paths.is_empty() {
         return None;
     }
+    let kinds: Vec<&str> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| r.kind)
+        .collect();
+    let schemas = super::schemas::for_group_version(group, version, &kinds);
     Some(
-        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": {}}}),
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": schemas}}),
     )
 }
 

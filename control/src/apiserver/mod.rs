@@ -18,6 +18,7 @@ pub(crate) mod objects;
 mod protobuf;
 pub mod resources;
 mod review;
+mod schemas;
 mod selector;
 pub mod statefulset;
 pub(crate) mod status;
