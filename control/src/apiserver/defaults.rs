@@ -38,6 +38,9 @@ pub fn apply(kind: &str, v: &mut Value) {
             }
         }
         "ReplicaSet" => set_default(v, &["spec", "replicas"], json!(1)),
+        // kube-apiserver always gives a pod a securityContext (clients such as kubectl
+        // debug read it without a nil check).
+        "Pod" => set_default(v, &["spec", "securityContext"], json!({})),
         "Job" => super::job::defaults(v),
         "CronJob" => super::cronjob::defaults(v),
         "StatefulSet" => super::statefulset::defaults(v),

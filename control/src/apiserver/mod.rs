@@ -418,7 +418,10 @@ async fn handle(
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
     if sub.is_some_and(|s| s != "status") {
-        return Err(ApiError::new(
+        // As kube-apiserver's answer for a route it does not serve: details present but
+        // naming nothing (kubectl debug reads that as "ephemeral containers are
+        // disabled"; a named one would mean the pod is missing).
+        let mut e = ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!(
@@ -427,7 +430,9 @@ async fn handle(
                 r.qualified(),
                 name.unwrap_or("")
             ),
-        ));
+        );
+        e.details = Some(serde_json::json!({}));
+        return Err(e);
     }
     // Protobuf bodies (kubectl's typed clients) are decoded for the kinds they create;
     // anything else gets 415 with the reason.
