@@ -37,6 +37,9 @@ pub enum Error {
     /// The container's init process reported a failure during setup.
     #[error("{0}")]
     Init(String),
+    /// The image store or a registry failed.
+    #[error(transparent)]
+    Image(#[from] skiff_image::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

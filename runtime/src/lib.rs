@@ -14,7 +14,6 @@ pub mod error;
 pub mod exeseal;
 pub mod features;
 pub mod hooks;
-pub mod image;
 mod init;
 pub mod log;
 pub mod mempolicy;
@@ -28,4 +27,6 @@ mod syscalls;
 
 pub use container::{CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
+/// OCI images (the `skiff-image` crate), re-exported where the runtime's users look.
+pub use skiff_image as image;
 pub use state::{ContainerState, Status};

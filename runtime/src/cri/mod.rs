@@ -176,10 +176,14 @@ impl Inner {
 }
 
 /// Map library errors to gRPC codes, as clients branch on them (NotFound above all).
-pub fn status(e: Error) -> tonic::Status {
+pub fn status(e: impl Into<Error>) -> tonic::Status {
+    let e = e.into();
     let msg = e.to_string();
     match e {
-        Error::NotFound(_) => tonic::Status::not_found(msg),
+        Error::NotFound(_) | Error::Image(skiff_image::Error::NotFound(_)) => {
+            tonic::Status::not_found(msg)
+        }
+        Error::Image(skiff_image::Error::InvalidConfig(_)) => tonic::Status::invalid_argument(msg),
         Error::Exists(_) => tonic::Status::already_exists(msg),
         Error::InvalidConfig(_) => tonic::Status::invalid_argument(msg),
         Error::Unsupported(_) => tonic::Status::unimplemented(msg),

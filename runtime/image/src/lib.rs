@@ -6,11 +6,13 @@
 //! `blobs/sha256/<hex>` · `layers/<diff-id hex>/` · `refs.json` (name → manifest digest).
 
 mod config;
+pub mod error;
 mod registry;
 mod store;
 mod unpack;
 
 pub use config::ImageConfig;
+pub use error::{Error, Result};
 pub use registry::{Progress, PullOptions, Reference};
 pub use store::{ImageInfo, Store};
 pub use unpack::{apply_layer, Mode};

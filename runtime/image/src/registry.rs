@@ -136,7 +136,7 @@ impl Client<'_> {
             req = req.header("Authorization", a);
         }
         req.call()
-            .map_err(|e| Error::Init(format!("GET {url}: {e}")))
+            .map_err(|e| Error::Registry(format!("GET {url}: {e}")))
     }
 
     /// GET with one round of auth negotiation on 401.
@@ -162,8 +162,9 @@ impl Client<'_> {
         if header.to_ascii_lowercase().starts_with("bearer") {
             let params = challenge_params(&header);
             let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let realm = get("realm")
-                .ok_or_else(|| Error::Init(format!("bearer challenge without realm: {header}")))?;
+            let realm = get("realm").ok_or_else(|| {
+                Error::Registry(format!("bearer challenge without realm: {header}"))
+            })?;
             let mut token_url = format!(
                 "{realm}?scope={}",
                 get("scope")
@@ -178,9 +179,9 @@ impl Client<'_> {
             }
             let mut tr = req
                 .call()
-                .map_err(|e| Error::Init(format!("token request {token_url}: {e}")))?;
+                .map_err(|e| Error::Registry(format!("token request {token_url}: {e}")))?;
             if !tr.status().is_success() {
-                return Err(Error::Init(format!(
+                return Err(Error::Registry(format!(
                     "token request {token_url}: HTTP {}",
                     tr.status()
                 )));
@@ -188,20 +189,20 @@ impl Client<'_> {
             let v: Value = serde_json::from_slice(
                 &tr.body_mut()
                     .read_to_vec()
-                    .map_err(|e| Error::Init(e.to_string()))?,
+                    .map_err(|e| Error::Registry(e.to_string()))?,
             )
             .unwrap_or_default();
             let token = v["token"]
                 .as_str()
                 .or(v["access_token"].as_str())
-                .ok_or_else(|| Error::Init("token response without a token".into()))?;
+                .ok_or_else(|| Error::Registry("token response without a token".into()))?;
             self.auth = Some(format!("Bearer {token}"));
         } else if header.to_ascii_lowercase().starts_with("basic") {
             self.auth = Some(basic.ok_or_else(|| {
-                Error::Init(format!("{} requires credentials", self.reference.registry))
+                Error::Registry(format!("{} requires credentials", self.reference.registry))
             })?);
         } else {
-            return Err(Error::Init(format!("{url}: unauthorized ({header})")));
+            return Err(Error::Registry(format!("{url}: unauthorized ({header})")));
         }
         self.send(&url, accept)
     }
@@ -221,7 +222,7 @@ impl Client<'_> {
             .with_config()
             .limit(16 << 20)
             .read_to_vec()
-            .map_err(|e| Error::Init(format!("read manifest: {e}")))?;
+            .map_err(|e| Error::Registry(format!("read manifest: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
         if reference.starts_with("sha256:") && reference != digest {
             return Err(Error::InvalidConfig(format!(
