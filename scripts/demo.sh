@@ -114,7 +114,7 @@ echo "== a NodePort Service in front of it, through skiff-proxy (nftables)"
 k expose deployment/web --port 80 --type NodePort
 cip=$(k get service web -o jsonpath='{.spec.clusterIP}')
 np=$(k get service web -o jsonpath='{.spec.ports[0].nodePort}')
-for _ in $(seq 50); do on_node nft list table ip skiff-proxy 2>/dev/null | grep -q "$cip . tcp . 80 : goto service" && break; sleep 0.2; done
+for _ in $(seq 50); do on_node nft list table ip skiff-proxy 2>/dev/null | grep -q "$cip . tcp . 80 comment \"default/web\" : goto pick-address-" && break; sleep 0.2; done
 for i in 1 2 3 4; do
   printf 'ClusterIP %s answers: ' "$cip"; on_node timeout 5 busybox wget -qO- "http://$cip/"
 done

@@ -3,8 +3,10 @@
 //! last commit left it, nobody else has changed any rule, so a periodic resync can
 //! skip reading the whole table back.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -29,10 +31,37 @@ pub(crate) fn socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+thread_local! {
+    /// This thread's socket, with the network namespace it was made in.
+    static SOCKET: RefCell<Option<(u64, OwnedFd)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's netfilter socket, kept open from one call to the next:
+/// closing a socket right after a commit that released rules or elements waits for
+/// the kernel to finish freeing them (an RCU grace period, 7–20 ms here), so a
+/// socket per commit made every small change that slow. A socket is made again when
+/// the thread moved to another network namespace, and dropped after an error (it may
+/// hold answers nobody read).
+pub(crate) fn with_socket<R>(f: impl FnOnce(&OwnedFd) -> io::Result<R>) -> io::Result<R> {
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+    let fd = match SOCKET.with(|s| s.borrow_mut().take()) {
+        Some((at, fd)) if at == ns => fd,
+        _ => socket()?,
+    };
+    let r = f(&fd);
+    if r.is_ok() {
+        SOCKET.with(|s| *s.borrow_mut() = Some((ns, fd)));
+    }
+    r
+}
+
 /// The current generation id, read over a netlink socket in this thread's network
 /// namespace.
 pub fn current() -> io::Result<u32> {
-    let fd = socket()?;
+    with_socket(read)
+}
+
+fn read(fd: &OwnedFd) -> io::Result<u32> {
     // nlmsghdr (16 bytes) + nfgenmsg (4 bytes: family, version, res_id).
     let mut req = [0u8; 20];
     req[0..4].copy_from_slice(&20u32.to_ne_bytes());

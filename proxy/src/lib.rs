@@ -27,9 +27,6 @@ pub struct Options {
     pub cluster_cidr: Option<String>,
     /// The nftables table (or iptables chain prefix) this proxy owns.
     pub table: String,
-    /// nftables: write service-port edits as netlink batches (false: all through
-    /// `nft -f`, which is slower but the reference the batches are checked against).
-    pub netlink: bool,
 }
 
 impl Default for Options {
@@ -37,7 +34,6 @@ impl Default for Options {
         Options {
             cluster_cidr: None,
             table: "skiff-proxy".into(),
-            netlink: true,
         }
     }
 }

@@ -59,18 +59,26 @@ pub struct ServicePort {
 impl ServicePort {
     /// `ns/name/proto/port`, as kube-proxy names a service port.
     pub fn id(&self) -> String {
-        let p = if self.port_name.is_empty() {
-            format!("p{}", self.port)
-        } else {
-            self.port_name.clone()
-        };
-        format!(
-            "{}/{}/{}/{}",
+        let mut s = String::new();
+        self.write_id(&mut s);
+        s
+    }
+
+    /// `namespace/name/protocol/port name` (`p<port>` for an unnamed port), appended.
+    pub fn write_id(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            "{}/{}/{}/",
             self.namespace,
             self.name,
-            self.protocol.name(),
-            p
-        )
+            self.protocol.name()
+        );
+        if self.port_name.is_empty() {
+            let _ = write!(out, "p{}", self.port);
+        } else {
+            out.push_str(&self.port_name);
+        }
     }
 }
 

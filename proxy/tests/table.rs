@@ -100,7 +100,6 @@ fn opts() -> Options {
     Options {
         cluster_cidr: Some("10.1.0.0/16".into()),
         table: "skiff-proxy-test".into(),
-        netlink: true,
     }
 }
 
@@ -192,27 +191,57 @@ fn nftables_reads_back_what_it_wrote_and_touches_nothing_unchanged() {
         "handles changed with nothing to change"
     );
 
-    // One endpoint of e changes: only e's chain is rewritten.
+    // One endpoint of e changes: one element of the endpoint map is replaced (and the
+    // hairpin set follows); no chain is touched, so the kernel validates nothing.
     let mut changed = ports();
     changed[4].endpoints[1].0 = "10.1.0.9".parse().unwrap();
-    let (r, _a) = ns.run(move || {
+    let (r, a) = ns.run(move || {
         let r = a.sync(&changed).unwrap();
         (r, a)
     });
-    assert_eq!((r.chains, r.read_back), (1, false), "{r:?}");
-    let (old, new) = (
-        chains_with_handles(&before),
+    assert_eq!((r.chains, r.read_back), (0, false), "{r:?}");
+    assert_eq!(
         chains_with_handles(&ns.sh(&list)),
+        chains_with_handles(&before)
     );
-    assert_eq!(old.len(), new.len());
-    let differing: Vec<&String> = old.keys().filter(|k| old[*k] != new[*k]).collect();
-    assert_eq!(differing.len(), 1, "{differing:?}");
-    assert!(differing[0].ends_with("ns/e/tcp/http"), "{differing:?}");
-    assert!(new[differing[0]]
-        .iter()
-        .any(|l| l.contains("dnat to 10.1.0.9:8080")));
+    let endpoints = ns.sh(&format!(
+        "nft list map ip {} {}",
+        o.table,
+        layout::ADDRESS_ENDPOINTS
+    ));
+    assert!(
+        endpoints.contains("10.96.0.5 . tcp . 80 . 0x00000001 : 10.1.0.9 . 8080")
+            && !endpoints.contains("10.1.0.6 . 8080"),
+        "{endpoints}"
+    );
     let hairpin = ns.sh(&format!("nft list set ip {} hairpin", o.table));
     assert!(hairpin.contains("10.1.0.9 . 10.1.0.9") && !hairpin.contains("10.1.0.6 . 10.1.0.6"));
+    // A fourth endpoint: e moves to the pick chain for four, made for it, and the one
+    // for three goes (no one else used it); back to three, the other way round.
+    let mut four = ports_changed();
+    four[4].endpoints.push(("10.1.0.10".parse().unwrap(), 8080));
+    let a = ns.run(move || {
+        let mut a = a;
+        let r = a.sync(&four).unwrap();
+        assert_eq!(r.chains, 2, "{r:?}");
+        a
+    });
+    let listing = ns.sh(&list);
+    assert!(listing.contains("chain pick-address-4 {"), "{listing}");
+    assert!(!listing.contains("pick-address-3"), "{listing}");
+    assert!(
+        listing.contains("10.96.0.5 . tcp . 80 comment \"ns/e:http\" : goto pick-address-4"),
+        "{listing}"
+    );
+    ns.run(move || {
+        let mut a = a;
+        assert_eq!(a.sync(&ports_changed()).unwrap().chains, 2);
+    });
+    let listing = ns.sh(&list);
+    assert!(!listing.contains("pick-address-4"), "{listing}");
+    assert!(listing.contains("chain pick-address-3 {"), "{listing}");
+    let kernel = table::parse_listing(&ns.sh(&format!("nft list table ip {}", o.table)));
+    assert!(table::Edits::between(&kernel, &layout::desired(&ports_changed(), &o)).is_empty());
     ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
 }
 
@@ -234,18 +263,18 @@ fn nftables_resync_repairs_changes_made_behind_its_back() {
     let good = ns.sh(&format!("nft list table ip {t}"));
     let handles = chains_with_handles(&ns.sh(&format!("nft -a list table ip {t}")));
     // Someone deletes a rule, adds one, flushes a chain, and edits the maps and sets.
-    let chain_b = handles
+    let chain_a = handles
         .keys()
-        .find(|k| k.ends_with("ns/b/udp/p53"))
+        .find(|k| k.starts_with("service-") && k.ends_with("ns/a/tcp/http"))
         .unwrap()
         .clone();
-    let handle = handles[&chain_b][1]
+    let handle = handles[&chain_a][1]
         .rsplit("# handle ")
         .next()
         .unwrap()
         .to_string();
     ns.sh(&format!(
-        "nft delete rule ip {t} {chain_b} handle {handle} && \
+        "nft delete rule ip {t} {chain_a} handle {handle} && \
          nft insert rule ip {t} services ip daddr 10.96.0.99 drop && \
          nft flush chain ip {t} masquerading && \
          nft delete element ip {t} service-ips '{{ 10.96.0.1 . tcp . 80 }}' && \
@@ -263,7 +292,7 @@ fn nftables_resync_repairs_changes_made_behind_its_back() {
         (r, a)
     });
     assert!(r.read_back && r.changed(), "{r:?}");
-    assert_eq!(r.chains, 3, "b's chain, services and masquerading: {r:?}");
+    assert_eq!(r.chains, 3, "a's chain, services and masquerading: {r:?}");
     assert_eq!(r.elements, 3, "{r:?}");
     assert_eq!(
         normalized(&ns.sh(&format!("nft list table ip {t}"))),
@@ -272,20 +301,17 @@ fn nftables_resync_repairs_changes_made_behind_its_back() {
     // Repaired: the next resync has nothing to read back or change.
     let r = ns.run(move || a.resync(&ports()).unwrap());
     assert!(!r.read_back && !r.changed(), "{r:?}");
-    // A missing chain (and with it its map element) comes back too.
-    let chain_e = handles
-        .keys()
-        .find(|k| k.ends_with("ns/e/tcp/http"))
-        .unwrap()
-        .clone();
+    // A missing pick chain (and with it the elements leading there) comes back too.
     ns.sh(&format!(
-        "nft delete element ip {t} service-ips '{{ 10.96.0.5 . tcp . 80 }}' && nft flush chain ip {t} {chain_e} && nft delete chain ip {t} {chain_e}"
+        "nft delete element ip {t} service-ips '{{ 10.96.0.5 . tcp . 80 }}' && \
+         nft delete element ip {t} address-endpoints '{{ 10.96.0.5 . tcp . 80 . 0x00000002 }}' && \
+         nft flush chain ip {t} pick-address-3 && nft delete chain ip {t} pick-address-3"
     ));
     let r = ns.run({
         let o = o.clone();
         move || Applier::new(Mode::Nftables, o).sync(&ports()).unwrap()
     });
-    assert_eq!((r.chains, r.elements), (1, 1), "{r:?}");
+    assert_eq!((r.chains, r.elements), (1, 2), "{r:?}");
     assert_eq!(
         normalized(&ns.sh(&format!("nft list table ip {t}"))),
         normalized(&good)
@@ -395,39 +421,81 @@ fn ports_changed() -> Vec<ServicePort> {
     p
 }
 
-/// The netlink batches write, rule for rule, what `nft -f` writes from the same edits:
-/// the two tables list the same (nft decompiles our expressions into the same text,
-/// and keeps the same comments).
+/// The netlink batches write, rule for rule and element for element, what `nft -f`
+/// writes from the same table: the two tables list the same (nft decompiles our
+/// expressions into the same text, and keeps the same comments). The pick chains' rule
+/// is the one nft cannot parse (numgen as the mark-typed part of a key): it is checked
+/// against the text it stands for.
 #[test]
 #[ignore = "needs root and nft"]
 fn netlink_batches_write_what_nft_writes() {
     require();
     let ns = Netns::new("nl");
-    let listing = |netlink: bool| {
-        let o = Options {
-            // Not on a byte boundary: the masquerade rule needs a bitwise mask.
-            cluster_cidr: Some("10.0.0.0/12".into()),
-            table: if netlink { "by-netlink" } else { "by-nft" }.into(),
-            netlink,
-        };
-        let t = o.table.clone();
-        ns.run(move || {
+    let o = Options {
+        // Not on a byte boundary: the masquerade rule needs a bitwise mask.
+        cluster_cidr: Some("10.0.0.0/12".into()),
+        table: "by-netlink".into(),
+    };
+    let mut p = ports();
+    // One endpoint changed after the first sync (flushes and new rules in a chain,
+    // replaced elements).
+    p[0].endpoints[1].0 = "10.1.0.8".parse().unwrap();
+    p[4].endpoints[1].0 = "10.1.0.9".parse().unwrap();
+    ns.run({
+        let (o, p) = (o.clone(), p.clone());
+        move || {
             let mut a = Applier::new(Mode::Nftables, o);
             // The fixed part first (always nft -f), then every service port as one
-            // incremental sync: a batch, or nft -f.
+            // incremental sync: a batch.
             a.sync(&[]).unwrap();
             let r = a.sync(&ports()).unwrap();
             assert!(r.changed() && !r.read_back, "{r:?}");
-            // And one changed endpoint (a flush and new rules in a chain).
-            let mut p = ports();
-            p[0].endpoints[1].0 = "10.1.0.8".parse().unwrap();
             a.sync(&p).unwrap();
-        });
-        let text = ns.sh(&format!("nft list table ip {t}"));
-        assert!(text.contains("dnat to 10.1.0.8:8080"), "{text}");
-        normalized(&text.replace(&t, "T"))
+        }
+    });
+    // The same table through nft, pick chains left empty.
+    let mut wanted = layout::desired(&p, &o);
+    let picks: Vec<(String, String)> = wanted
+        .chains
+        .iter_mut()
+        .filter(|(name, _)| name.starts_with("pick-"))
+        .map(|(name, c)| (name.clone(), std::mem::take(&mut c.rules).remove(0).text))
+        .collect();
+    assert!(picks.len() >= 3, "{picks:?}");
+    let text = table::Edits::between(&table::Table::default(), &wanted).render("by-nft");
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("add table ip by-nft\n{text}").as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(st.success(), "nft -f of\n{text}");
+    let by_netlink = ns.sh("nft list table ip by-netlink");
+    assert!(by_netlink.contains("dnat to 10.1.0.8:8080"), "{by_netlink}");
+    for (name, text) in &picks {
+        let body = ns.sh(&format!("nft list chain ip by-netlink {name}"));
+        assert!(
+            body.contains(&format!("\t\t{text} comment ")),
+            "{text}\n{body}"
+        );
+    }
+    let without_picks = |listing: &str| -> Vec<Vec<String>> {
+        normalized(listing)
+            .into_iter()
+            .filter(|b| !b[0].starts_with("chain pick-"))
+            .collect()
     };
-    assert_eq!(listing(true), listing(false));
+    assert_eq!(
+        without_picks(&by_netlink.replace("by-netlink", "T")),
+        without_picks(&ns.sh("nft list table ip by-nft").replace("by-nft", "T"))
+    );
 }
 
 /// Thousands of service ports in one batch (element lists far beyond one netlink
@@ -459,6 +527,8 @@ fn thousands_of_service_ports_arrive_complete() {
     let kernel = table::parse_listing(&ns.sh(&format!("nft list table ip {t}")));
     assert_eq!(kernel.sets["service-ips"].elements.len(), 3000);
     assert_eq!(kernel.sets["hairpin"].elements.len(), 6000);
+    assert_eq!(kernel.sets[layout::ADDRESS_ENDPOINTS].elements.len(), 6000);
+    assert_eq!(kernel.sets[layout::NODEPORT_ENDPOINTS].elements.len(), 4000);
     let edits = table::Edits::between(&kernel, &layout::desired(&many, &opts()));
     assert!(
         edits.is_empty(),
@@ -487,17 +557,24 @@ fn colliding_external_ips_do_not_break_the_sync() {
         a.sync(&both).unwrap();
         a
     });
-    let map = || ns.sh(&format!("nft list map ip {t} service-ips"));
+    let map = || {
+        ns.sh(&format!(
+            "nft list map ip {t} {}",
+            layout::ADDRESS_ENDPOINTS
+        ))
+    };
+    let key = "192.0.2.1 . tcp . 80 . 0x00000000 : ";
     assert!(
-        map().contains("192.0.2.1 . tcp . 80 : goto service-") && map().contains("ns/x/tcp/http")
+        map().contains(&format!("{key}10.1.0.20 . 8080")),
+        "{}",
+        map()
     );
-    let m = map();
-    let line = m.lines().find(|l| l.contains("192.0.2.1")).unwrap();
-    assert!(line.contains("ns/x/"), "{line}");
     // x goes: y gets the key.
     ns.run(move || a.sync(&[y]).unwrap());
-    let m = map();
-    let line = m.lines().find(|l| l.contains("192.0.2.1")).unwrap();
-    assert!(line.contains("ns/y/"), "{line}");
+    assert!(
+        map().contains(&format!("{key}10.1.0.21 . 8080")),
+        "{}",
+        map()
+    );
     ns.run(move || cleanup(Mode::Nftables, &opts()).unwrap());
 }

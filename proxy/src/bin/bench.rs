@@ -1,7 +1,7 @@
 //! Rule programming time of both modes side by side, in a private network namespace:
 //!   skiff-proxy-bench [--services 1000,5000,10000,20000] [--endpoints 2,10] [--modes nftables,iptables]
 //! For each size: the first full sync, a sync after one endpoint changed, one after a
-//! service was added, a periodic resync with nothing changed, and a restart (a new
+//! service was added (each the median and the largest of 20), a periodic resync with nothing changed, and a restart (a new
 //! proxier reads the table back and finds nothing to change); then the first-packet
 //! connect time to a ClusterIP (median of new connections from a client in the
 //! namespace to a listener behind the service). Needs root, nft and iptables-restore.
@@ -52,6 +52,26 @@ fn ports(n: u32, eps: u32) -> Vec<ServicePort> {
                 .collect(),
         })
         .collect()
+}
+
+/// How many single changes of each kind are timed.
+const CHANGES: usize = 20;
+
+/// The median and the largest of a few timings, printed `median (max)`.
+struct Spread(f64, f64);
+
+impl Spread {
+    fn of(mut times: Vec<f64>) -> Spread {
+        times.sort_by(f64::total_cmp);
+        Spread(times[times.len() / 2], times[times.len() - 1])
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = format!("{:.1} ({:.1})", self.0, self.1);
+        f.pad(&s)
+    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -108,7 +128,7 @@ fn bench(args: &Args, ns: &str) -> Result<()> {
         ..Options::default()
     };
     println!(
-        "mode      services  endpoints  full sync ms  one endpoint ms  one service ms  resync ms  restart ms  connect ms (first, last service)"
+        "mode      services  endpoints  full sync ms  one endpoint ms (max)  one service ms (max)  resync ms  restart ms  connect ms (first, last service)"
     );
     for n in &args.services {
         for eps in &args.endpoints {
@@ -130,18 +150,28 @@ fn bench(args: &Args, ns: &str) -> Result<()> {
                 let t = Instant::now();
                 a.sync(&p)?;
                 let full = ms(t);
-                p[1].endpoints[0].0 = Ipv4Addr::new(10, 255, 0, 1);
-                let t = Instant::now();
-                a.sync(&p)?;
-                let change = ms(t);
-                let mut extra = ports(1, *eps);
-                extra[0].name = "added".into();
-                extra[0].cluster_ip = Some(Ipv4Addr::new(10, 111, 0, 1));
-                extra[0].node_port = None;
-                p.push(extra.remove(0));
-                let t = Instant::now();
-                a.sync(&p)?;
-                let added = ms(t);
+                let mut times = Vec::new();
+                for i in 0..CHANGES {
+                    p[1].endpoints[0].0 = Ipv4Addr::new(10, 255, 0, i as u8 + 1);
+                    let t = Instant::now();
+                    a.sync(&p)?;
+                    times.push(ms(t));
+                }
+                let change = Spread::of(times);
+                let mut times = Vec::new();
+                for i in 0..CHANGES {
+                    let mut extra = ports(1, *eps);
+                    extra[0].name = format!("added{i}");
+                    extra[0].cluster_ip = Some(Ipv4Addr::new(10, 111, 0, i as u8 + 1));
+                    extra[0].node_port = None;
+                    // Before the last (listener) service, which the connect test uses.
+                    let at = p.len() - 1;
+                    p.insert(at, extra.remove(0));
+                    let t = Instant::now();
+                    a.sync(&p)?;
+                    times.push(ms(t));
+                }
+                let added = Spread::of(times);
                 let t = Instant::now();
                 let o = a.resync(&p)?;
                 let resync = ms(t);
@@ -158,11 +188,11 @@ fn bench(args: &Args, ns: &str) -> Result<()> {
                     args.connects,
                 )?;
                 let last = connect_ms(
-                    SocketAddr::from((p[p.len() - 2].cluster_ip.unwrap(), 80)),
+                    SocketAddr::from((p[p.len() - 1].cluster_ip.unwrap(), 80)),
                     args.connects,
                 )?;
                 println!(
-                    "{:<9} {:>8}  {:>9}  {full:>12.1}  {change:>15.1}  {added:>14.1}  {resync:>9.1}  {restart:>10.1}  {first:.3}, {last:.3}",
+                    "{:<9} {:>8}  {:>9}  {full:>12.1}  {change:>21}  {added:>20}  {resync:>9.1}  {restart:>10.1}  {first:.3}, {last:.3}",
                     format!("{mode:?}").to_lowercase(),
                     n,
                     eps

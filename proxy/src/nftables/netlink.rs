@@ -108,18 +108,12 @@ impl Exprs {
         self.expr("cmp", a)
     }
     fn meta_l4proto(&mut self) -> &mut Self {
-        let mut a = Attrs::default();
-        a.u32(2, 16).u32(1, NFT_REG_1);
-        self.expr("meta", a)
+        self.meta_l4proto_to(NFT_REG_1)
     }
-    fn bitwise(&mut self, len: u32, mask: &[u8]) -> &mut Self {
+    fn meta_l4proto_to(&mut self, dreg: u32) -> &mut Self {
         let mut a = Attrs::default();
-        a.u32(1, NFT_REG_1)
-            .u32(2, NFT_REG_1)
-            .u32(3, len)
-            .nest(4, value(mask))
-            .nest(5, value(&vec![0; mask.len()]));
-        self.expr("bitwise", a)
+        a.u32(2, 16).u32(1, dreg);
+        self.expr("meta", a)
     }
     fn immediate(&mut self, dreg: u32, data: Attrs) -> &mut Self {
         let mut a = Attrs::default();
@@ -127,8 +121,11 @@ impl Exprs {
         self.expr("immediate", a)
     }
     fn numgen_random(&mut self, modulus: u32) -> &mut Self {
+        self.numgen_random_to(modulus, NFT_REG_1)
+    }
+    fn numgen_random_to(&mut self, modulus: u32, dreg: u32) -> &mut Self {
         let mut a = Attrs::default();
-        a.u32(1, NFT_REG_1).u32(2, modulus).u32(3, 1).u32(4, 0);
+        a.u32(1, dreg).u32(2, modulus).u32(3, 1).u32(4, 0);
         self.expr("numgen", a)
     }
     fn dnat(&mut self, ip: Ipv4Addr, port: u16) -> &mut Self {
@@ -159,32 +156,43 @@ fn protocol_number(p: Protocol) -> u8 {
 fn encode(rule: &ServiceRule) -> Exprs {
     let mut x = Exprs::default();
     match rule {
-        ServiceRule::MasqueradeOutside {
-            ip,
-            protocol,
-            port,
-            cidr,
-        } => {
-            x.payload(NETWORK, 16, 4, NFT_REG_1).cmp(0, &ip.octets());
-            x.meta_l4proto().cmp(0, &[protocol_number(*protocol)]);
-            x.payload(TRANSPORT, 2, 2, NFT_REG_1)
-                .cmp(0, &port.to_be_bytes());
-            // As nft: a prefix of whole bytes loads just those; any other loads the
-            // address and masks it.
-            let octets = cidr.0.octets();
-            if cidr.1 % 8 == 0 {
-                let bytes = usize::from(cidr.1 / 8);
-                x.payload(NETWORK, 12, bytes as u32, NFT_REG_1);
-                x.cmp(1, &octets[..bytes]);
-            } else {
-                let mask = (u32::MAX << (32 - u32::from(cidr.1))).to_be_bytes();
-                x.payload(NETWORK, 12, 4, NFT_REG_1).bitwise(4, &mask);
-                x.cmp(1, &octets);
+        ServiceRule::Pick { nodeport, of } => {
+            // As nft: the key's fields in consecutive 32-bit registers from register
+            // 1, the endpoint's address and port back in registers 1 and 9.
+            let mut reg = NFT_REG_1;
+            let mut next = || {
+                let r = reg;
+                reg = if reg == NFT_REG_1 {
+                    NFT_REG32_01
+                } else {
+                    reg + 1
+                };
+                r
+            };
+            if !nodeport {
+                x.payload(NETWORK, 16, 4, next());
             }
-            x.immediate(
-                NFT_REG_VERDICT,
-                verdict(NFT_JUMP, Some("mark-for-masquerade")),
-            );
+            x.meta_l4proto_to(next());
+            x.payload(TRANSPORT, 2, 2, next());
+            x.numgen_random_to(*of, next());
+            let set = if *nodeport {
+                super::layout::NODEPORT_ENDPOINTS
+            } else {
+                super::layout::ADDRESS_ENDPOINTS
+            };
+            let mut a = Attrs::default();
+            a.str(1, set).u32(2, NFT_REG_1).u32(3, NFT_REG_1);
+            x.expr("lookup", a);
+            let mut a = Attrs::default();
+            // NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED, as nft sets them.
+            a.u32(1, 1)
+                .u32(2, u32::from(NFPROTO_IPV4))
+                .u32(3, NFT_REG_1)
+                .u32(4, NFT_REG_1)
+                .u32(5, NFT_REG32_01)
+                .u32(6, NFT_REG32_01)
+                .u32(7, 3);
+            x.expr("nat", a);
         }
         ServiceRule::Dnat {
             protocol,
@@ -242,24 +250,70 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.resize(out.len() + (4 - bytes.len() % 4) % 4, 0);
 }
 
-/// An element as we write it (`10.96.0.1 . tcp . 80 : goto chain`, `tcp . 30001 :
-/// goto chain`, `10.1.0.1 . 10.1.0.1`) → key bytes and the verdict's chain.
-pub fn element(text: &str) -> Option<(Vec<u8>, Option<String>)> {
+/// What an element maps its key to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    Goto(String),
+    Drop,
+    /// An endpoint: address . port.
+    Value(Vec<u8>),
+}
+
+/// An element, encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub data: Option<Data>,
+    /// nft's element comment (naming the Service).
+    pub comment: Option<String>,
+}
+
+/// An element as we write it (`10.96.0.1 . tcp . 80 comment "ns/a:http" : goto chain`,
+/// `tcp . 30001 : drop`, `10.96.0.1 . tcp . 80 . 0x00000001 : 10.1.0.1 . 8080`,
+/// `10.1.0.1 . 10.1.0.1`), encoded; None if it is in no format of ours.
+pub fn element(text: &str) -> Option<Element> {
     let (key, data) = match text.split_once(" : ") {
-        Some((k, d)) => (k, Some(d.strip_prefix("goto ")?.to_string())),
+        Some((k, d)) => (k, Some(d)),
         None => (text, None),
     };
+    let (key, comment) = match key.split_once(" comment \"") {
+        Some((k, c)) => (k, Some(c.strip_suffix('"')?.to_string())),
+        None => (key, None),
+    };
+    let data = match data {
+        None => None,
+        Some("drop") => Some(Data::Drop),
+        Some(d) => match d.strip_prefix("goto ") {
+            Some(c) => Some(Data::Goto(c.to_string())),
+            None => Some(Data::Value(fields(d)?)),
+        },
+    };
+    Some(Element {
+        key: fields(key)?,
+        data,
+        comment,
+    })
+}
+
+/// The fields of a concatenation, each padded to 4 bytes: addresses, protocols, ports
+/// (network order) and marks (`0x…`, host order, as nft and numgen have them).
+fn fields(text: &str) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
-    for part in key.split(" . ") {
+    for part in text.split(" . ") {
         if let Ok(ip) = part.parse::<Ipv4Addr>() {
             field(&mut bytes, &ip.octets());
         } else if let Some(p) = ["tcp", "udp", "sctp"].iter().position(|p| *p == part) {
             field(&mut bytes, &[[6u8, 17, 132][p]]);
+        } else if let Some(hex) = part.strip_prefix("0x") {
+            field(
+                &mut bytes,
+                &u32::from_str_radix(hex, 16).ok()?.to_ne_bytes(),
+            );
         } else {
             field(&mut bytes, &part.parse::<u16>().ok()?.to_be_bytes());
         }
     }
-    Some((bytes, data))
+    Some(bytes)
 }
 
 /// One nf_tables transaction.
@@ -342,19 +396,32 @@ impl Batch {
         self.message(NFT_MSG_NEWRULE, flags, &a.0, false);
     }
 
-    /// Elements of one set (key bytes, verdict chain).
-    pub fn elements(&mut self, set: &str, add: bool, elems: &[(Vec<u8>, Option<String>)]) {
+    /// Elements of one set.
+    pub fn elements(&mut self, set: &str, add: bool, elems: &[Element]) {
         if elems.is_empty() {
             return;
         }
         // The element list is one attribute, whose length is 16 bits: a message per
         // 48 KiB of elements.
         let mut lists = vec![Attrs::default()];
-        for (key, chain) in elems {
+        for el in elems {
             let mut e = Attrs::default();
-            e.nest(1, value(key));
-            if let (true, Some(c)) = (add, chain) {
-                e.nest(2, verdict(NFT_GOTO, Some(c)));
+            e.nest(1, value(&el.key));
+            match (add, &el.data) {
+                (true, Some(Data::Goto(c))) => {
+                    e.nest(2, verdict(NFT_GOTO, Some(c)));
+                }
+                (true, Some(Data::Drop)) => {
+                    e.nest(2, verdict(NF_DROP, None));
+                }
+                (true, Some(Data::Value(v))) => {
+                    e.nest(2, value(v));
+                }
+                _ => {}
+            }
+            if let (true, Some(c)) = (add, &el.comment) {
+                // NFTA_SET_ELEM_USERDATA: the comment TLV nft writes (and reads back).
+                e.put(6, &comment(c));
             }
             if lists
                 .last()
@@ -393,7 +460,10 @@ impl Batch {
             | libc::NLM_F_ACK as u16;
         self.buf[last_flags_at..last_flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
         self.message(NFNL_MSG_BATCH_END, 0, &[], true);
-        let fd = crate::generation::socket()?;
+        crate::generation::with_socket(|fd| self.send(fd, last_seq))
+    }
+
+    fn send(&self, fd: &std::os::fd::OwnedFd, last_seq: u32) -> io::Result<()> {
         // The batch goes in one sendmsg: make room for it (root may exceed wmem_max).
         let size = (self.buf.len() + 65536) as libc::c_int;
         // SAFETY: setsockopt with a valid int option.
@@ -475,13 +545,35 @@ mod tests {
     #[test]
     fn elements_encode_as_nft_does() {
         // nft --debug=netlink: `element 0100600a 00000006 00005000 : goto -> x`
-        let (key, chain) = element("10.96.0.1 . tcp . 80 : goto x").unwrap();
-        assert_eq!(key, [10, 96, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0]);
-        assert_eq!(chain.as_deref(), Some("x"));
-        let (key, _) = element("udp . 30001 : goto y").unwrap();
+        let e = element("10.96.0.1 . tcp . 80 : goto x").unwrap();
+        assert_eq!(e.key, [10, 96, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(e.data, Some(Data::Goto("x".into())));
+        assert_eq!(e.comment, None);
+        // `element 0300000a 00000006 00005000 : drop 0 [end] userdata = { \x00\x05ns/c\x00 }`
+        let e = element("10.0.0.3 . tcp . 80 comment \"ns/c\" : drop").unwrap();
+        assert_eq!(e.key, [10, 0, 0, 3, 6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(
+            (e.data, e.comment.as_deref()),
+            (Some(Data::Drop), Some("ns/c"))
+        );
+        assert_eq!(comment("ns/c"), b"\x00\x05ns/c\x00");
+        // `element 0900610a 00000006 00005000 00000001 : 0a00c80a 0000901f`
+        let e = element("10.97.0.9 . tcp . 80 . 0x00000001 : 10.200.0.10 . 8080").unwrap();
+        let mut want = vec![10, 97, 0, 9, 6, 0, 0, 0, 0, 80, 0, 0];
+        want.extend_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(e.key, want);
+        assert_eq!(
+            e.data,
+            Some(Data::Value(vec![10, 200, 0, 10, 0x1f, 0x90, 0, 0]))
+        );
+        assert_eq!(
+            element("tcp . 30001 : drop").unwrap().data,
+            Some(Data::Drop)
+        );
+        let key = element("udp . 30001 : goto y").unwrap().key;
         assert_eq!(key, [17, 0, 0, 0, 0x75, 0x31, 0, 0]);
-        let (key, chain) = element("10.1.0.1 . 10.1.0.1").unwrap();
-        assert_eq!((key.len(), chain), (8, None));
+        let e = element("10.1.0.1 . 10.1.0.1").unwrap();
+        assert_eq!((e.key.len(), e.data), (8, None));
         assert!(element("10.1.0.1 . nonsense").is_none());
         assert_eq!(comment("ab"), [0, 3, b'a', b'b', 0]);
     }

@@ -7,12 +7,12 @@ use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceRule {
-    /// Traffic to the ClusterIP from outside the cluster CIDR is masqueraded.
-    MasqueradeOutside {
-        ip: Ipv4Addr,
-        protocol: Protocol,
-        port: u16,
-        cidr: (Ipv4Addr, u8),
+    /// The one rule of a pick chain: DNAT to endpoint `numgen random mod of` of the
+    /// service port the packet is addressed to, looked up in the shared endpoint map
+    /// (keyed by address, protocol and port, or by protocol and node port).
+    Pick {
+        nodeport: bool,
+        of: u32,
     },
     /// One step of the endpoint cascade: taken with chance 1/`of` (always when None);
     /// with affinity, the client is remembered for `affinity` seconds.
@@ -42,16 +42,16 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 impl ServiceRule {
     pub fn text(&self) -> String {
         match self {
-            ServiceRule::MasqueradeOutside {
-                ip,
-                protocol,
-                port,
-                cidr,
+            ServiceRule::Pick {
+                nodeport: false,
+                of,
             } => format!(
-                "ip daddr {ip} {} dport {port} ip saddr != {}/{} jump mark-for-masquerade",
-                protocol.name(),
-                cidr.0,
-                cidr.1
+                "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {of} map @{}",
+                super::layout::ADDRESS_ENDPOINTS
+            ),
+            ServiceRule::Pick { nodeport: true, of } => format!(
+                "dnat ip to meta l4proto . th dport . numgen random mod {of} map @{}",
+                super::layout::NODEPORT_ENDPOINTS
             ),
             ServiceRule::Dnat {
                 protocol,

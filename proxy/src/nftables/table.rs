@@ -392,7 +392,7 @@ impl Edits {
 }
 
 /// Elements by set, encoded; None if one is not in a format we write.
-type Encoded<'a> = BTreeMap<&'a str, Vec<(Vec<u8>, Option<String>)>>;
+type Encoded<'a> = BTreeMap<&'a str, Vec<netlink::Element>>;
 
 fn group(list: &[(String, String)]) -> Option<Encoded<'_>> {
     let mut by_set: Encoded = BTreeMap::new();
@@ -402,9 +402,10 @@ fn group(list: &[(String, String)]) -> Option<Encoded<'_>> {
     Some(by_set)
 }
 
-/// An element's key: what `delete element` names.
-fn key_of(element: &str) -> &str {
-    element.split(" : ").next().unwrap_or(element)
+/// An element's key: what `delete element` names (without its data and comment).
+pub fn key_of(element: &str) -> &str {
+    let key = element.split(" : ").next().unwrap_or(element);
+    key.split(" comment \"").next().unwrap_or(key)
 }
 
 /// The table as `nft list table` prints it. Rules become their comments; a rule without
