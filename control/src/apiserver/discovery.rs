@@ -72,22 +72,10 @@ pub fn aggregated_version(accept: &str) -> Option<&'static str> {
 fn aggregated_resource(r: &Resource) -> Value {
     let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
     let mut subs = Vec::new();
-    if matches!(
-        r.kind,
-        "Pod"
-            | "Service"
-            | "Node"
-            | "Namespace"
-            | "Deployment"
-            | "ReplicaSet"
-            | "DaemonSet"
-            | "Job"
-            | "CronJob"
-            | "StatefulSet"
-    ) {
+    if super::kinds::of(r.kind).has_status() {
         subs.push(json!({"subresource": "status", "responseKind": kind(r.group, r.version, r.kind), "verbs": ["get", "patch", "update"]}));
     }
-    if super::resources::scalable(r.kind) {
+    if super::kinds::of(r.kind).scalable() {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
     }
     if r.kind == "Pod" {

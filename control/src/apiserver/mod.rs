@@ -8,11 +8,8 @@
 mod allocator;
 mod apply;
 pub mod authz;
-pub mod cronjob;
-mod defaults;
 mod discovery;
-mod immutable;
-pub mod job;
+pub(crate) mod kinds;
 pub mod kubelet;
 pub(crate) mod objects;
 mod protobuf;
@@ -20,7 +17,6 @@ pub mod resources;
 mod review;
 mod schemas;
 mod selector;
-pub mod statefulset;
 pub(crate) mod status;
 mod strategic;
 pub(crate) mod table;
@@ -351,7 +347,7 @@ async fn handle(
         }
     };
     let validation = objects::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
-    if sub == Some("scale") && resources::scalable(r.kind) {
+    if sub == Some("scale") && kinds::of(r.kind).scalable() {
         let ct = headers
             .get("content-type")
             .and_then(|h| h.to_str().ok())
@@ -417,7 +413,7 @@ async fn handle(
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
-    if sub.is_some_and(|s| s != "status") {
+    if sub.is_some_and(|s| s != "status" || !kinds::of(r.kind).has_status()) {
         // As kube-apiserver's answer for a route it does not serve: details present but
         // naming nothing (kubectl debug reads that as "ephemeral containers are
         // disabled"; a named one would mean the pod is missing).

@@ -191,91 +191,26 @@ fn parse_body(c: &Ctx, body: &[u8]) -> Result<Value, ApiError> {
         }
     }
     check_fields(c, &mut v, Vec::new)?;
-    super::defaults::apply(c.r.kind, &mut v);
+    super::kinds::of(c.r.kind).defaults(&mut v);
     typed_check(c.r, &v)?;
     Ok(v)
 }
 
-/// Reject objects that do not deserialize as their Kubernetes type (wrong field types).
+/// Reject objects that do not deserialize as their Kubernetes type (wrong field types)
+/// or break their kind's own rules (checked on the defaulted object).
 fn typed_check(r: &Resource, v: &Value) -> Result<(), ApiError> {
     typed(r, v)?;
-    // The kind's own rules, on the defaulted object.
-    match r.kind {
-        "Job" => super::job::validate(v)?,
-        "CronJob" => super::cronjob::validate(v)?,
-        "StatefulSet" => super::statefulset::validate(v)?,
-        _ => {}
-    }
-    check_size(r, v)
-}
-
-/// ConfigMap and Secret data: at most 1 MiB in all (kube's validation; etcd's value
-/// limit is not far above).
-fn check_size(r: &Resource, v: &Value) -> Result<(), ApiError> {
-    const MAX: usize = 1 << 20;
-    let sum = |field: &str, base64: bool| -> usize {
-        v[field]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, x)| x.as_str())
-            .map(|s| {
-                if base64 {
-                    s.trim_end_matches('=').len() * 3 / 4
-                } else {
-                    s.len()
-                }
-            })
-            .sum()
-    };
-    let (total, path) = match r.kind {
-        "ConfigMap" => (sum("data", false) + sum("binaryData", true), "[]"),
-        "Secret" => (sum("data", true) + sum("stringData", false), "data"),
-        _ => return Ok(()),
-    };
-    if total > MAX {
-        let name = v["metadata"]["name"].as_str().unwrap_or("");
-        return Err(ApiError::invalid(
-            r.kind,
-            name,
-            &format!("{path}: Too long: must have at most {MAX} bytes"),
-        ));
-    }
-    Ok(())
+    super::kinds::of(r.kind).validate(v)
 }
 
 /// The object through its Kubernetes type and back (None for kinds served untyped):
 /// what the type does not declare is gone from it.
 fn typed(r: &Resource, v: &Value) -> Result<Option<Value>, ApiError> {
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
-    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
-        v: &Value,
-    ) -> Result<Option<Value>, serde_json::Error> {
-        let t: T = serde_json::from_value(v.clone())?;
-        serde_json::to_value(t).map(Some)
-    }
-    let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let res = match r.kind {
-        "Pod" => through::<core::Pod>(v),
-        "Service" => through::<core::Service>(v),
-        "Node" => through::<core::Node>(v),
-        "Namespace" => through::<core::Namespace>(v),
-        "ConfigMap" => through::<core::ConfigMap>(v),
-        "Secret" => through::<core::Secret>(v),
-        "ServiceAccount" => through::<core::ServiceAccount>(v),
-        "Endpoints" => through::<core::Endpoints>(v),
-        "Event" => through::<core::Event>(v),
-        "EndpointSlice" => through::<k8s_openapi::api::discovery::v1::EndpointSlice>(v),
-        "Lease" => through::<k8s_openapi::api::coordination::v1::Lease>(v),
-        "Deployment" => through::<apps::Deployment>(v),
-        "ReplicaSet" => through::<apps::ReplicaSet>(v),
-        "DaemonSet" => through::<apps::DaemonSet>(v),
-        "StatefulSet" => through::<apps::StatefulSet>(v),
-        "CronJob" => through::<k8s_openapi::api::batch::v1::CronJob>(v),
-        "Job" => through::<k8s_openapi::api::batch::v1::Job>(v),
-        _ => Ok(None),
-    };
-    res.map_err(|e| ApiError::invalid(r.kind, &name, &e.to_string()))
+    let name = v["metadata"]["name"].as_str().unwrap_or("");
+    super::kinds::of(r.kind)
+        .typed(v)
+        .transpose()
+        .map_err(|e| ApiError::invalid(r.kind, name, &e.to_string()))
 }
 
 /// Take out of `v` the fields its type does not declare (as kube-apiserver's typed
@@ -411,7 +346,7 @@ pub fn create(c: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
 /// create through here: defaults and validation, namespace admission, the name (or
 /// generateName), identity, generation, managedFields, ClusterIP allocation.
 pub(crate) fn create_value(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
-    super::defaults::apply(c.r.kind, &mut v);
+    super::kinds::of(c.r.kind).defaults(&mut v);
     typed_check(c.r, &v)?;
     create_object(c, v)
 }
@@ -457,9 +392,7 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
-    if c.r.kind == "Job" {
-        super::job::prepare_for_create(&mut v);
-    }
+    super::kinds::of(c.r.kind).prepare_for_create(&mut v);
     v["apiVersion"] = json!(c.r.api_version());
     v["kind"] = json!(c.r.kind);
     // A first server-side apply arrives with its managedFields; other creates are Updates.
@@ -478,11 +411,7 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
             StoreError::AlreadyExists(name.clone()),
         ));
     }
-    let reserved = if c.r.kind == "Service" {
-        super::allocator::allocate(c.store, &mut v, &key)?
-    } else {
-        Vec::new()
-    };
+    let reserved = super::kinds::of(c.r.kind).reserve(c.store, &mut v, &key)?;
     if c.dry_run {
         super::allocator::release(c.store, &reserved);
         return Ok(KeyValue {
@@ -734,12 +663,15 @@ fn modify_tracked(
         }
         next["apiVersion"] = json!(c.r.api_version());
         next["kind"] = json!(c.r.kind);
+        let has_status = super::kinds::of(c.r.kind).has_status();
         if status_only {
             let status = next["status"].clone();
             next = cur.clone();
             next["status"] = status;
         } else {
-            next["status"] = cur["status"].clone();
+            if has_status {
+                next["status"] = cur["status"].clone();
+            }
             let gen = cur["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(if next["spec"] != cur["spec"] {
                 gen + 1
@@ -748,8 +680,8 @@ fn modify_tracked(
             });
         }
         if !status_only {
-            super::defaults::apply(c.r.kind, &mut next);
-            super::immutable::check(c.r.kind, &cur, &next)?;
+            super::kinds::of(c.r.kind).defaults(&mut next);
+            super::kinds::of(c.r.kind).immutable(&cur, &next)?;
         }
         typed_check(c.r, &next)?;
         // A patch's fields are checked in what it makes (its body alone is partial).

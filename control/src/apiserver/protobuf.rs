@@ -30,7 +30,7 @@ enum Kind {
 }
 
 #[derive(Clone, Copy)]
-struct Field {
+pub(crate) struct Field {
     num: u64,
     name: &'static str,
     kind: Kind,
@@ -68,20 +68,20 @@ const OBJECT_META: &[Field] = &[
 ];
 
 const NAMESPACE_SPEC: &[Field] = &[f(1, "finalizers", Kind::RepStr)];
-const NAMESPACE: &[Field] = &[
+pub(crate) const NAMESPACE: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(NAMESPACE_SPEC)),
     f(3, "status", Kind::Skip),
 ];
 
-const CONFIG_MAP: &[Field] = &[
+pub(crate) const CONFIG_MAP: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "data", Kind::MapStr),
     f(3, "binaryData", Kind::MapBytes),
     f(4, "immutable", Kind::Bool),
 ];
 
-const SECRET: &[Field] = &[
+pub(crate) const SECRET: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "data", Kind::MapBytes),
     f(3, "type", Kind::Str),
@@ -97,7 +97,7 @@ const OBJECT_REF: &[Field] = &[
     f(5, "apiVersion", Kind::Str),
 ];
 const LOCAL_REF: &[Field] = &[f(1, "name", Kind::Str)];
-const SERVICE_ACCOUNT: &[Field] = &[
+pub(crate) const SERVICE_ACCOUNT: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "secrets", Kind::RepMsg(OBJECT_REF)),
     f(3, "imagePullSecrets", Kind::RepMsg(LOCAL_REF)),
@@ -141,7 +141,7 @@ const DEPLOYMENT_SPEC: &[Field] = &[
     f(3, "template", Kind::Msg(POD_TEMPLATE)),
     f(4, "strategy", Kind::Msg(STRATEGY)),
 ];
-const DEPLOYMENT: &[Field] = &[
+pub(crate) const DEPLOYMENT: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(DEPLOYMENT_SPEC)),
     f(3, "status", Kind::Skip),
@@ -160,7 +160,7 @@ const JOB_SPEC: &[Field] = &[
     f(9, "completionMode", Kind::Str),
     f(10, "suspend", Kind::Bool),
 ];
-const JOB: &[Field] = &[
+pub(crate) const JOB: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(JOB_SPEC)),
     f(3, "status", Kind::Skip),
@@ -180,7 +180,7 @@ const CRON_JOB_SPEC: &[Field] = &[
     f(7, "failedJobsHistoryLimit", Kind::Int),
     f(8, "timeZone", Kind::Str),
 ];
-const CRON_JOB: &[Field] = &[
+pub(crate) const CRON_JOB: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(CRON_JOB_SPEC)),
     f(3, "status", Kind::Skip),
@@ -195,7 +195,7 @@ const POLICY_RULE: &[Field] = &[
     f(4, "resourceNames", Kind::RepStr),
     f(5, "nonResourceURLs", Kind::RepStr),
 ];
-const ROLE: &[Field] = &[
+pub(crate) const ROLE: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "rules", Kind::RepMsg(POLICY_RULE)),
     f(3, "aggregationRule", Kind::Skip),
@@ -211,7 +211,7 @@ const ROLE_REF: &[Field] = &[
     f(2, "kind", Kind::Str),
     f(3, "name", Kind::Str),
 ];
-const ROLE_BINDING: &[Field] = &[
+pub(crate) const ROLE_BINDING: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "subjects", Kind::RepMsg(SUBJECT)),
     f(3, "roleRef", Kind::Msg(ROLE_REF)),
@@ -235,7 +235,7 @@ const SELF_ACCESS_SPEC: &[Field] = &[
         Kind::Msg(NON_RESOURCE_ATTRIBUTES),
     ),
 ];
-const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+pub(crate) const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(SELF_ACCESS_SPEC)),
     f(3, "status", Kind::Skip),
@@ -276,28 +276,11 @@ const SERVICE_SPEC: &[Field] = &[
     f(21, "loadBalancerClass", Kind::Str),
     f(22, "internalTrafficPolicy", Kind::Str),
 ];
-const SERVICE: &[Field] = &[
+pub(crate) const SERVICE: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(SERVICE_SPEC)),
     f(3, "status", Kind::Skip),
 ];
-
-fn schema(kind: &str) -> Option<&'static [Field]> {
-    Some(match kind {
-        "Namespace" => NAMESPACE,
-        "ConfigMap" => CONFIG_MAP,
-        "Secret" => SECRET,
-        "ServiceAccount" => SERVICE_ACCOUNT,
-        "Deployment" => DEPLOYMENT,
-        "Service" => SERVICE,
-        "Job" => JOB,
-        "CronJob" => CRON_JOB,
-        "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
-        "Role" | "ClusterRole" => ROLE,
-        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
-        _ => return None,
-    })
-}
 
 /// Raw protobuf fields: (field number, wire value).
 enum Wire<'a> {
@@ -533,8 +516,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let s =
-        schema(&kind).ok_or_else(|| format!("{kind} in protobuf is not supported; send JSON"))?;
+    let s = super::kinds::of(&kind)
+        .protobuf()
+        .ok_or_else(|| format!("{kind} in protobuf is not supported; send JSON"))?;
     let mut v = message(raw.unwrap_or(&[]), s, &kind)?;
     v["apiVersion"] = json!(api_version);
     v["kind"] = json!(kind);

@@ -32,11 +32,6 @@ const fn r(
     }
 }
 
-/// Kinds with a scale subresource (autoscaling/v1 Scale: `kubectl scale`).
-pub fn scalable(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet")
-}
-
 pub const RESOURCES: &[Resource] = &[
     r(
         "",

@@ -7,45 +7,10 @@
 //! apply keeps its compiled-in patch strategies rather than reading these schemas
 //! (which lack the `x-kubernetes-patch-*` extensions).
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, rbac};
-use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
+use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::OnceLock;
-
-fn add<T: JsonSchema>(gen: &mut SchemaGenerator, kinds: &mut Vec<(String, String)>, kind: &str) {
-    gen.subschema_for::<T>();
-    kinds.push((T::schema_name().into_owned(), kind.to_string()));
-}
-
-/// Register the schema of `kind` (of `group`); false for a kind without one here.
-fn register(gen: &mut SchemaGenerator, kinds: &mut Vec<(String, String)>, kind: &str) -> bool {
-    match kind {
-        "Namespace" => add::<core::v1::Namespace>(gen, kinds, kind),
-        "Node" => add::<core::v1::Node>(gen, kinds, kind),
-        "Pod" => add::<core::v1::Pod>(gen, kinds, kind),
-        "Service" => add::<core::v1::Service>(gen, kinds, kind),
-        "Endpoints" => add::<core::v1::Endpoints>(gen, kinds, kind),
-        "ConfigMap" => add::<core::v1::ConfigMap>(gen, kinds, kind),
-        "Secret" => add::<core::v1::Secret>(gen, kinds, kind),
-        "Event" => add::<core::v1::Event>(gen, kinds, kind),
-        "ServiceAccount" => add::<core::v1::ServiceAccount>(gen, kinds, kind),
-        "Deployment" => add::<apps::v1::Deployment>(gen, kinds, kind),
-        "ReplicaSet" => add::<apps::v1::ReplicaSet>(gen, kinds, kind),
-        "DaemonSet" => add::<apps::v1::DaemonSet>(gen, kinds, kind),
-        "StatefulSet" => add::<apps::v1::StatefulSet>(gen, kinds, kind),
-        "Job" => add::<batch::v1::Job>(gen, kinds, kind),
-        "CronJob" => add::<batch::v1::CronJob>(gen, kinds, kind),
-        "EndpointSlice" => add::<discovery::v1::EndpointSlice>(gen, kinds, kind),
-        "Lease" => add::<coordination::v1::Lease>(gen, kinds, kind),
-        "Role" => add::<rbac::v1::Role>(gen, kinds, kind),
-        "RoleBinding" => add::<rbac::v1::RoleBinding>(gen, kinds, kind),
-        "ClusterRole" => add::<rbac::v1::ClusterRole>(gen, kinds, kind),
-        "ClusterRoleBinding" => add::<rbac::v1::ClusterRoleBinding>(gen, kinds, kind),
-        _ => return false,
-    }
-    true
-}
 
 /// kube-apiserver's form of a reference with siblings: `{allOf: [{$ref}], …}`.
 fn kube_refs(v: &mut Value) {
@@ -69,7 +34,9 @@ fn build(group: &str, version: &str, kinds: &[&str]) -> Map<String, Value> {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let mut named = Vec::new();
     for k in kinds {
-        register(&mut gen, &mut named, k);
+        if let Some(name) = super::kinds::of(k).schema(&mut gen) {
+            named.push((name, k.to_string()));
+        }
     }
     let mut schemas: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
     for v in schemas.values_mut() {

@@ -7,7 +7,7 @@
 //! `lastScheduleTime` and `lastSuccessfulTime` say what happened.
 
 use super::*;
-use crate::apiserver::cronjob::{schedule, time_zone};
+use crate::apiserver::kinds::cronjob::{schedule, time_zone};
 use crate::apiserver::table::humantime_parse;
 use jiff::Timestamp;
 

@@ -2,7 +2,8 @@
 //! `pkg/registry/apps/statefulset/strategy.go`): defaults, what may not change, and the
 //! table columns. The controller is `controllers/statefulset.rs`.
 
-use super::status::ApiError;
+use super::super::status::ApiError;
+use super::super::table::{age, c, containers_and_images, int, w, Col};
 use serde_json::{json, Value};
 
 pub fn defaults(v: &mut Value) {
@@ -98,4 +99,52 @@ pub fn immutable(cur: &Value, next: &Value) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+pub struct StatefulSet;
+
+impl super::Strategy for StatefulSet {
+    super::typed_as!(k8s_openapi::api::apps::v1::StatefulSet);
+
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn defaults(&self, v: &mut Value) {
+        defaults(v)
+    }
+
+    fn validate(&self, v: &Value) -> Result<(), ApiError> {
+        validate(v)
+    }
+
+    fn immutable(&self, cur: &Value, next: &Value) -> Result<(), ApiError> {
+        immutable(cur, next)
+    }
+
+    fn scalable(&self) -> bool {
+        true
+    }
+
+    fn columns(&self, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
+        let name = c("Name", o["metadata"]["name"].clone());
+        let a = c("Age", age(o, now));
+        let (spec, st) = (&o["spec"], &o["status"]);
+
+        let (cs, images) = containers_and_images(&spec["template"]["spec"]);
+        vec![
+            name,
+            c(
+                "Ready",
+                format!(
+                    "{}/{}",
+                    int(&st["readyReplicas"]),
+                    spec["replicas"].as_i64().unwrap_or(1)
+                ),
+            ),
+            a,
+            w("Containers", cs),
+            w("Images", images),
+        ]
+    }
 }

@@ -3,7 +3,8 @@
 //! `@hourly`, a time zone from the system's database), and the table columns. The
 //! controller is `controllers/cronjob.rs`.
 
-use super::status::ApiError;
+use super::super::status::ApiError;
+use super::super::table::{age, c, containers_and_images, or_none, pairs, since, w, Col};
 use serde_json::{json, Value};
 
 /// The schedule as the controller evaluates it.
@@ -73,4 +74,58 @@ pub fn validate(v: &Value) -> Result<(), ApiError> {
 
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or("").to_string()
+}
+
+pub struct CronJob;
+
+impl super::Strategy for CronJob {
+    super::typed_as!(k8s_openapi::api::batch::v1::CronJob);
+
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn defaults(&self, v: &mut Value) {
+        defaults(v)
+    }
+
+    fn validate(&self, v: &Value) -> Result<(), ApiError> {
+        validate(v)
+    }
+
+    fn protobuf(&self) -> Option<&'static [super::Field]> {
+        Some(super::super::protobuf::CRON_JOB)
+    }
+
+    fn columns(&self, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
+        let name = c("Name", o["metadata"]["name"].clone());
+        let a = c("Age", age(o, now));
+        let (spec, st) = (&o["spec"], &o["status"]);
+
+        let tpl = &spec["jobTemplate"]["spec"];
+        let (cs, images) = containers_and_images(&tpl["template"]["spec"]);
+        let last = match st["lastScheduleTime"] {
+            Value::Null => "<none>".to_string(),
+            ref t => since(t, now),
+        };
+        vec![
+            name,
+            c("Schedule", str_of(&spec["schedule"])),
+            c("Timezone", or_none(str_of(&spec["timeZone"]))),
+            c(
+                "Suspend",
+                if spec["suspend"] == true {
+                    "True"
+                } else {
+                    "False"
+                },
+            ),
+            c("Active", st["active"].as_array().map_or(0, Vec::len) as i64),
+            c("Last Schedule", last),
+            a,
+            w("Containers", cs),
+            w("Images", images),
+            w("Selector", or_none(pairs(&tpl["selector"]["matchLabels"]))),
+        ]
+    }
 }

@@ -2,7 +2,10 @@
 //! defaults, the generated selector and pod labels, validation, what may not change,
 //! and the table columns. The controller is `controllers/job.rs`.
 
-use super::status::ApiError;
+use super::super::status::ApiError;
+use super::super::table::{
+    age, c, containers_and_images, human_duration, humantime_parse, pairs, w, Col,
+};
 use serde_json::{json, Value};
 
 /// Labels that tie a Job's pods to it (both spellings kube sets).
@@ -139,5 +142,64 @@ pub fn completions(o: &Value) -> String {
                 format!("{done}/1")
             }
         }
+    }
+}
+
+pub struct Job;
+
+impl super::Strategy for Job {
+    super::typed_as!(k8s_openapi::api::batch::v1::Job);
+
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn defaults(&self, v: &mut Value) {
+        defaults(v)
+    }
+
+    fn validate(&self, v: &Value) -> Result<(), ApiError> {
+        validate(v)
+    }
+
+    fn prepare_for_create(&self, v: &mut Value) {
+        prepare_for_create(v)
+    }
+
+    fn immutable(&self, cur: &Value, next: &Value) -> Result<(), ApiError> {
+        immutable(cur, next)
+    }
+
+    fn protobuf(&self) -> Option<&'static [super::Field]> {
+        Some(super::super::protobuf::JOB)
+    }
+
+    fn columns(&self, o: &Value, now: std::time::SystemTime) -> Vec<Col> {
+        let name = c("Name", o["metadata"]["name"].clone());
+        let a = c("Age", age(o, now));
+        let (spec, st) = (&o["spec"], &o["status"]);
+
+        let (cs, images) = containers_and_images(&spec["template"]["spec"]);
+        let start = st["startTime"]
+            .as_str()
+            .and_then(|t| humantime_parse(t).ok());
+        let end = st["completionTime"]
+            .as_str()
+            .and_then(|t| humantime_parse(t).ok())
+            .unwrap_or(now);
+        let duration = start
+            .and_then(|s| end.duration_since(s).ok())
+            .map(|d| human_duration(d.as_secs()))
+            .unwrap_or_default();
+        vec![
+            name,
+            c("Status", status(o)),
+            c("Completions", completions(o)),
+            c("Duration", duration),
+            a,
+            w("Containers", cs),
+            w("Images", images),
+            w("Selector", pairs(&spec["selector"]["matchLabels"])),
+        ]
     }
 }
