@@ -268,11 +268,13 @@ async fn main() {
             unsafe { libc::malloc_trim(0) };
         })
         .unwrap_or_else(|e| fail(format!("spawn: {e}")));
-    // The controller manager and the scheduler run in this process on the same store.
-    skiff_control::controllers::start_with(store.clone(), cfg);
     let kubelet = skiff_control::apiserver::kubelet::KubeletClient::new(&pki)
         .unwrap_or_else(|e| fail(format!("kubelet client: {e}")));
-    let router = skiff_control::apiserver::router_with(store, Some(kubelet));
+    // The router makes the system namespaces first: the controllers' Leases live in
+    // kube-system and are written through the API, which admits them only there.
+    let router = skiff_control::apiserver::router_with(store.clone(), Some(kubelet));
+    // The controller manager and the scheduler run in this process on the same store.
+    skiff_control::controllers::start_with(store, cfg);
     let tls = skiff_control::apiserver::tls::server_config(&pki).unwrap_or_else(|e| fail(e));
     let addr = SocketAddr::new(cli.bind_address, cli.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -80,8 +80,9 @@ fn start_cp(
     cfg: skiff_control::controllers::Config,
 ) -> (Cp, Server, skiff_control::store::Store) {
     let store = backend.store();
-    skiff_control::controllers::start_with(store.clone(), cfg);
+    // The server first: it makes the system namespaces the controllers write into.
     let server = Server::serve(store.clone());
+    skiff_control::controllers::start_with(store.clone(), cfg);
     (
         Cp {
             addr: server.addr.clone(),
@@ -759,6 +760,82 @@ fn deletion_finalizers_cascades_and_namespaces_on(backend: Backend) {
         |o| !o.contains("namespace/scratch"),
     );
     assert_eq!(count("/registry/core/configmaps/scratch/"), 0);
+
+    // spec.finalizers change only through namespaces/NAME/finalize (kube's rule): a
+    // patch leaves them; the controller takes out only its own ("kubernetes"), so a
+    // namespace with another one stays Terminating until someone finalizes it — the
+    // well-known `kubectl replace --raw …/finalize` fix.
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stuck\n");
+    let fins = || {
+        cp.run(
+            &[
+                "get",
+                "namespace",
+                "stuck",
+                "-o",
+                "jsonpath={.spec.finalizers}",
+            ],
+            None,
+        )
+        .1
+    };
+    let (ok, out) = cp.run(
+        &[
+            "patch",
+            "namespace",
+            "stuck",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"finalizers":["example.com/x"]}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(fins(), r#"["kubernetes"]"#);
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"stuck"},"spec":{"finalizers":["kubernetes","example.com/hold"]}}"#;
+    let (ok, out) = cp.run(
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/stuck/finalize",
+            "-f",
+            "-",
+        ],
+        Some(body),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(fins(), r#"["kubernetes","example.com/hold"]"#);
+    let (ok, out) = cp.run(&["delete", "namespace", "stuck", "--wait=false"], None);
+    assert!(ok, "{out}");
+    cp.eventually(
+        &[
+            "get",
+            "namespace",
+            "stuck",
+            "-o",
+            "jsonpath={.spec.finalizers}",
+        ],
+        "the controller's finalizer out, the other kept",
+        |o| o == r#"["example.com/hold"]"#,
+    );
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"stuck"},"spec":{"finalizers":[]}}"#;
+    let (ok, out) = cp.run(
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/stuck/finalize",
+            "-f",
+            "-",
+        ],
+        Some(body),
+    );
+    assert!(ok, "{out}");
+    cp.eventually(
+        &["get", "namespaces", "-o", "name"],
+        "finalized namespace gone",
+        |o| !o.contains("namespace/stuck"),
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn acknowledged_writes_survive_kill_9() {
             .get(&format!("/k/{i:08}"))
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged write {i} lost"));
-        assert_eq!(kv.value, i.to_le_bytes());
+        assert_eq!(kv.value[..], i.to_le_bytes()[..]);
         assert_eq!(kv.mod_revision, i as i64 + 1);
     }
     let rev = s.revision().unwrap();

@@ -60,7 +60,7 @@ fn store_semantics_on_etcd() {
     // Watch from a revision replays what came after it, then goes live.
     let w = s.watch("/registry/t/", a.mod_revision).unwrap();
     let del = s.delete("/registry/t/b", Precondition::None).unwrap();
-    assert_eq!(del.value, b"b");
+    assert_eq!(del.value[..], b"b"[..]);
     assert_eq!(
         s.delete("/registry/t/b", Precondition::None),
         Err(StoreError::NotFound("/registry/t/b".into()))

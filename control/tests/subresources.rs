@@ -14,14 +14,24 @@ fn status_is_served_only_where_the_kind_has_one() {
     let kc = cp.kubeconfig("admin.kubeconfig");
     let k = kubectl_range().pop().expect("a kubectl");
     let run = |args: &[&str]| kubectl_as(&k, &kc, args, None);
-    assert_eq!(run(&["create", "configmap", "c", "--from-literal=a=1"]).0, 0);
+    assert_eq!(
+        run(&["create", "configmap", "c", "--from-literal=a=1"]).0,
+        0
+    );
     assert_eq!(run(&["run", "p", "--image=busybox"]).0, 0);
     let (code, out, err) = run(&["get", "--raw", "/api/v1/namespaces/default/pods/p/status"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"kind\":\"Pod\""), "{out}");
-    let (code, _, err) = run(&["get", "--raw", "/api/v1/namespaces/default/configmaps/c/status"]);
+    let (code, _, err) = run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/c/status",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("NotFound") || err.contains("could not find"), "{err}");
+    assert!(
+        err.contains("NotFound") || err.contains("could not find"),
+        "{err}"
+    );
     let (code, _, err) = run(&[
         "patch",
         "configmap",

@@ -78,6 +78,9 @@ fn aggregated_resource(r: &Resource) -> Value {
     if super::kinds::of(r.kind).scalable() {
         subs.push(json!({"subresource": "scale", "responseKind": kind("autoscaling", "v1", "Scale"), "verbs": ["get", "patch", "update"]}));
     }
+    if r.kind == "Namespace" {
+        subs.push(json!({"subresource": "finalize", "responseKind": kind("", "v1", "Namespace"), "verbs": ["update"]}));
+    }
     if r.kind == "Pod" {
         subs.push(json!({"subresource": "binding", "responseKind": kind("", "v1", "Binding"), "verbs": ["create"]}));
     }

@@ -413,7 +413,13 @@ async fn handle(
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
-    if sub.is_some_and(|s| s != "status" || !kinds::of(r.kind).has_status()) {
+    let served = |s: &str| match s {
+        "status" => kinds::of(r.kind).has_status(),
+        // kube's namespace finalize: only spec.finalizers is written.
+        "finalize" => r.kind == "Namespace" && method == Method::PUT,
+        _ => false,
+    };
+    if sub.is_some_and(|s| !served(s)) {
         // As kube-apiserver's answer for a route it does not serve: details present but
         // naming nothing (kubectl debug reads that as "ephemeral containers are
         // disabled"; a named one would mean the pod is missing).
@@ -476,6 +482,7 @@ async fn handle(
         (Method::GET, None) => objects::list(&ctx, &q),
         (Method::GET, Some(n)) => objects::get(&ctx, n),
         (Method::POST, None) => objects::create(&ctx, &body),
+        (Method::PUT, Some(n)) if sub == Some("finalize") => objects::finalize(&ctx, n, &body),
         (Method::PUT, Some(n)) => objects::update(&ctx, n, &body, sub.is_some()),
         (Method::PATCH, Some(n)) => {
             let ct = headers

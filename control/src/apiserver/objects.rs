@@ -416,7 +416,7 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
         super::allocator::release(c.store, &reserved);
         return Ok(KeyValue {
             key,
-            value: encode(&v),
+            value: encode(&v).into(),
             create_revision: 0,
             mod_revision: 0,
             version: 0,
@@ -672,6 +672,10 @@ fn modify_tracked(
             if has_status {
                 next["status"] = cur["status"].clone();
             }
+            // A namespace's spec.finalizers change only through its finalize subresource.
+            if c.r.kind == "Namespace" && !matches!(&track, Track::Update("finalize")) {
+                next["spec"]["finalizers"] = cur["spec"]["finalizers"].clone();
+            }
             let gen = cur["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(if next["spec"] != cur["spec"] {
                 gen + 1
@@ -715,7 +719,12 @@ fn modify_tracked(
             && next["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty())
-            && c.r.kind != "Namespace";
+            // A namespace also waits for its spec.finalizers (the namespace controller
+            // clears "kubernetes" once the namespace is empty).
+            && (c.r.kind != "Namespace"
+                || next["spec"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty()));
         if finalized {
             if let Some(gone) =
                 remove_now(c.store, &key, Some(want_rv.unwrap_or(cur_kv.mod_revision)))
@@ -741,6 +750,29 @@ fn modify_tracked(
             actual: 0,
         },
     ))
+}
+
+/// PUT namespaces/NAME/finalize: only the body's spec.finalizers is written; a
+/// terminating namespace left with no finalizers goes.
+pub fn finalize(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let v = parse_body(c, body)?;
+    let (obj, rv) = finalize_value(c, name, |_| v["spec"]["finalizers"].clone())?;
+    Ok(respond(c, StatusCode::OK, &obj, rv))
+}
+
+/// A namespace's spec.finalizers replaced by `f` of the current ones (the namespace
+/// controller takes out its own, "kubernetes", and leaves the rest).
+pub(crate) fn finalize_value(
+    c: &Ctx,
+    name: &str,
+    f: impl Fn(&Value) -> Value,
+) -> Result<(Value, i64), ApiError> {
+    let set = |cur: &Value| {
+        let mut next = cur.clone();
+        next["spec"]["finalizers"] = f(&cur["spec"]["finalizers"]);
+        Ok(next)
+    };
+    modify_tracked(c, name, set, false, Track::Update("finalize"))
 }
 
 pub fn update(c: &Ctx, name: &str, body: &[u8], status_only: bool) -> Result<Response, ApiError> {
@@ -978,36 +1010,18 @@ fn mark_deleted(obj: &mut Value, grace: i64) -> bool {
     true
 }
 
-/// A deletion as the API performs it, for controllers: a pod on a node gets its grace
-/// period (`grace`, else its own) and waits for the kubelet; an object with finalizers
-/// is marked and waits for them; anything else goes now. False if it lost a race.
-pub(crate) fn delete_object(
-    store: &Store,
-    key: &str,
-    grace: Option<i64>,
-) -> Result<bool, StoreError> {
-    let Some(kv) = store.get(key)? else {
-        return Ok(true);
-    };
-    let mut obj = decode(&kv);
-    let grace = match obj["kind"].as_str() {
-        Some("Pod") => pod_grace(&obj, grace),
-        _ => 0,
-    };
-    let has_finalizers = obj["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty());
-    if grace == 0 && !has_finalizers {
-        return Ok(remove_now(store, key, Some(kv.mod_revision))?.is_some());
-    }
-    if !mark_deleted(&mut obj, grace) {
-        return Ok(true);
-    }
-    match store.put(key, encode(&obj), Precondition::Revision(kv.mod_revision)) {
-        Ok(_) => Ok(true),
-        Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+/// What a delete asks for (DeleteOptions and the query).
+#[derive(Debug, Default)]
+pub(crate) struct DeleteOptions {
+    /// Background (the default), Foreground or Orphan.
+    pub policy: String,
+    /// gracePeriodSeconds (pods: their own when None).
+    pub grace: Option<i64>,
+    /// preconditions.uid
+    pub uid: Option<String>,
+    /// preconditions.resourceVersion
+    pub resource_version: Option<i64>,
+    pub dry_run: bool,
 }
 
 /// DELETE: a pod on a node is deleted gracefully (deletionTimestamp and
@@ -1038,7 +1052,47 @@ pub fn delete(
         })
         .unwrap_or("Background")
         .to_string();
-    if !matches!(policy.as_str(), "Background" | "Foreground" | "Orphan") {
+    let grace = match q.get("gracePeriodSeconds") {
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number"))
+        })?),
+        None => opts["gracePeriodSeconds"].as_i64(),
+    };
+    let o = DeleteOptions {
+        policy,
+        grace,
+        uid: opts["preconditions"]["uid"].as_str().map(str::to_string),
+        resource_version: match &opts["preconditions"]["resourceVersion"] {
+            Value::Null => None,
+            v => Some(v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "preconditions.resourceVersion {v} is not a resource version"
+                ))
+            })?),
+        },
+        // DeleteOptions may carry it too (kubectl sends it there).
+        dry_run: c.dry_run
+            || opts["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "All")),
+    };
+    let (code, obj) = delete_with(c, name, &o)?;
+    Ok(json_response(code, &obj))
+}
+
+/// The deletion itself, for the HTTP handler and the controllers alike: 200 with the
+/// object gone or in its grace period, 202 with it waiting for its finalizers.
+pub(crate) fn delete_with(
+    c: &Ctx,
+    name: &str,
+    o: &DeleteOptions,
+) -> Result<(StatusCode, Value), ApiError> {
+    let policy = if o.policy.is_empty() {
+        "Background"
+    } else {
+        o.policy.as_str()
+    };
+    if !matches!(policy, "Background" | "Foreground" | "Orphan") {
         return Err(ApiError::bad_request(format!(
             "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
         )));
@@ -1046,8 +1100,8 @@ pub fn delete(
     let key = c.r.key(c.ns, name);
     let kv = fetch(c, name)?;
     let mut obj = decode(&kv);
-    if let Some(want) = opts["preconditions"]["uid"].as_str() {
-        if obj["metadata"]["uid"].as_str() != Some(want) {
+    if let Some(want) = &o.uid {
+        if obj["metadata"]["uid"].as_str() != Some(want.as_str()) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "Conflict",
@@ -1058,14 +1112,19 @@ pub fn delete(
             ));
         }
     }
-    // DeleteOptions may carry it too (kubectl sends it there).
-    let dry_run = c.dry_run
-        || opts["dryRun"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == "All"));
-    if dry_run {
+    if let Some(want) = o.resource_version.filter(|rv| *rv != kv.mod_revision) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                kv.mod_revision
+            ),
+        ));
+    }
+    if o.dry_run {
         // The object as it stands; nothing deleted, marked or unlinked.
-        return Ok(json_response(StatusCode::OK, &obj));
+        return Ok((StatusCode::OK, obj));
     }
     let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
     if policy == "Orphan" {
@@ -1085,19 +1144,13 @@ pub fn delete(
                 .map_err(|e| store_err(c.r, name, e))?;
             obj = decode(&kv);
         }
-        return Ok(json_response(StatusCode::OK, &obj));
+        return Ok((StatusCode::OK, obj));
     }
     if policy == "Foreground" && !finalizers.contains(&json!("foregroundDeletion")) {
         finalizers.push(json!("foregroundDeletion"));
     }
-    let asked = match q.get("gracePeriodSeconds") {
-        Some(g) => Some(g.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number"))
-        })?),
-        None => opts["gracePeriodSeconds"].as_i64(),
-    };
     let grace = match c.r.kind {
-        "Pod" => pod_grace(&obj, asked),
+        "Pod" => pod_grace(&obj, o.grace),
         _ => 0,
     };
     if finalizers.is_empty() && grace == 0 {
@@ -1105,7 +1158,7 @@ pub fn delete(
             .map_err(|e| store_err(c.r, name, e))?
             .ok_or_else(|| ApiError::conflict_retry(c.r, name))?;
         gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-        return Ok(json_response(StatusCode::OK, &gone));
+        return Ok((StatusCode::OK, gone));
     }
     let changed = mark_deleted(&mut obj, grace);
     let waits_for_finalizers = !finalizers.is_empty();
@@ -1114,7 +1167,7 @@ pub fn delete(
         obj["metadata"]["finalizers"] = json!(finalizers);
     }
     if !changed && obj["metadata"]["finalizers"] == before {
-        return Ok(json_response(StatusCode::OK, &obj));
+        return Ok((StatusCode::OK, obj));
     }
     let kv = c
         .store
@@ -1126,7 +1179,7 @@ pub fn delete(
         true => StatusCode::ACCEPTED,
         false => StatusCode::OK,
     };
-    Ok(json_response(code, &decode(&kv)))
+    Ok((code, decode(&kv)))
 }
 
 /// Drop ownerReferences to `uid` from every object (kubectl delete --cascade=orphan).

@@ -151,11 +151,27 @@ fn main() {
             }
         })
     };
+    // Twenty owners, so the scheduler spreads each one's pods. They must exist: the
+    // garbage collector deletes pods whose owner does not (as kube's does).
+    let owners: Vec<String> = (0..20)
+        .map(|i| {
+            let (_, body) = Conn::new(port).call(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                &format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"owner-{i}"}}}}"#
+                ),
+            );
+            let cm: serde_json::Value = serde_json::from_str(&body).expect("a ConfigMap");
+            cm["metadata"]["uid"].as_str().expect("its uid").to_string()
+        })
+        .collect();
     let first = Instant::now();
     let t = create_all(port, 16, pods, "/api/v1/namespaces/default/pods", |i| {
         format!(
-            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"pod-{i:05}","ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"rs-{0}","uid":"uid-{0}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox","resources":{{"requests":{{"cpu":"100m","memory":"128Mi"}}}}}}]}}}}"#,
-            i % 20
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"pod-{i:05}","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"owner-{0}","uid":"{1}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox","resources":{{"requests":{{"cpu":"100m","memory":"128Mi"}}}}}}]}}}}"#,
+            i % 20,
+            owners[i % 20]
         )
     });
     println!(

@@ -53,7 +53,7 @@ pub fn due(
 /// Delete one of the CronJob's Jobs (its pods follow by garbage collection).
 fn delete_job(store: &Store, cj: &Value, job: &Value) -> Result<(), StoreError> {
     let name = job["metadata"]["name"].as_str().unwrap_or("");
-    delete_object(store, &key_of(job, "batch", "jobs"), None)?;
+    super::delete(store, &key_of(job, "batch", "jobs"), None)?;
     let msg = format!("Deleted job {name}");
     record_event(
         store,

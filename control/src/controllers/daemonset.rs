@@ -63,14 +63,24 @@ fn template_hash(tpl: &Value) -> String {
 }
 
 fn delete_pod(store: &Store, p: &Value) -> Result<(), StoreError> {
-    delete_object(store, &key_of(p, "core", "pods"), None)?;
+    super::delete(store, &key_of(p, "core", "pods"), None)?;
     Ok(())
 }
 
 pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    let nodes = list(store, "/registry/core/nodes/")?;
-    let pods = list(store, "/registry/core/pods/")?;
-    for ds in list(store, "/registry/apps/daemonsets/")? {
+    let sets = list(store, "/registry/apps/daemonsets/")?;
+    if sets.is_empty() {
+        return Ok(()); // nothing to place: no reason to read every node and pod
+    }
+    let node_fields = json!({"metadata": {"name": true, "labels": true}, "spec": {"taints": true}});
+    let nodes: Vec<Value> = store
+        .list("/registry/core/nodes/")?
+        .0
+        .iter()
+        .map(|kv| super::view::masked(kv, &node_fields))
+        .collect();
+    let pods = list_pods(store, "/registry/core/pods/")?;
+    for ds in sets {
         if ds["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }

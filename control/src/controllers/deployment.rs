@@ -255,7 +255,7 @@ fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), Store
     if empty.len() > limit {
         empty.sort_by_key(|rs| revision(rs));
         for rs in &empty[..empty.len() - limit] {
-            delete_object(store, &key_of(rs, "apps", "replicasets"), None)?;
+            super::delete(store, &key_of(rs, "apps", "replicasets"), None)?;
         }
     }
     write_status(store, d, Some(&new_rs), owned, replicas, &hash)?;

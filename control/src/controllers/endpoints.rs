@@ -4,7 +4,6 @@
 //! looked up in the pod's containers). What kube-proxy programs its rules from.
 
 use super::*;
-use crate::apiserver::objects::remove_now;
 
 /// Marks the Endpoints this controller manages (user-made ones for selector-less
 /// Services are left alone); kube's controller sets the same annotation.
@@ -38,7 +37,17 @@ fn target_port(svc_port: &Value, pod: &Value) -> Option<i64> {
 pub fn reconcile(store: &Store) -> Result<(), StoreError> {
     let start = std::time::SystemTime::now();
     let services = list(store, "/registry/core/services/")?;
-    let pods = list(store, "/registry/core/pods/")?;
+    let selects = |s: &Value| {
+        s["spec"]["selector"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    };
+    // Pods matter only to Services that select them.
+    let pods = if services.iter().any(selects) {
+        list_pods(store, "/registry/core/pods/")?
+    } else {
+        Vec::new()
+    };
     let endpoints = list(store, "/registry/core/endpoints/")?;
     let slices = list(store, "/registry/discovery.k8s.io/endpointslices/")?;
     for svc in &services {
@@ -183,10 +192,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
                 && s["metadata"]["name"] == e["metadata"]["name"]
         });
         if managed && !has_svc {
-            let rev = e["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|s| s.parse().ok());
-            remove_now(store, &key_of(e, "core", "endpoints"), rev)?;
+            super::delete_unchanged(store, &key_of(e, "core", "endpoints"), e)?;
         }
     }
     Ok(())

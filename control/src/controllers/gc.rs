@@ -4,7 +4,6 @@
 //! `foregroundDeletion`) first lose their dependents, then go themselves.
 
 use super::*;
-use crate::apiserver::objects::remove_now;
 use std::collections::HashSet;
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -27,11 +26,18 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
         .iter()
         .filter(|kv| mentions(kv, b"\"ownerReferences\"") || mentions(kv, FOREGROUND.as_bytes()))
         .collect();
-    let objs: Vec<Value> = all.iter().map(|kv| decode(kv)).collect();
+    // Only what ownership and deletion say: the rest is not built (an object is
+    // decoded whole only to be written).
+    let mask = json!({"metadata": {"uid": true, "ownerReferences": true, "finalizers": true,
+        "deletionTimestamp": true}});
+    let objs: Vec<Value> = all
+        .iter()
+        .map(|kv| super::view::masked(kv, &mask))
+        .collect();
     for (kv, o) in all.iter().zip(&objs) {
         if let Some(owner) = controller_uid(o) {
             if !uids.contains(owner) && o["metadata"]["deletionTimestamp"].is_null() {
-                delete_object(store, &kv.key, None)?;
+                super::delete(store, &kv.key, None)?;
             }
         }
     }
@@ -53,22 +59,19 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             })
             .collect();
         if dependents.is_empty() {
-            let mut next = o.clone();
+            let mut next = decode(kv);
             let left: Vec<Value> = fins
                 .into_iter()
                 .flatten()
                 .filter(|x| *x != FOREGROUND)
                 .cloned()
                 .collect();
-            if left.is_empty() {
-                remove_now(store, &kv.key, Some(kv.mod_revision))?;
-            } else {
-                next["metadata"]["finalizers"] = json!(left);
-                update(store, &kv.key, &next)?;
-            }
+            // With no finalizer left the API's update removes it.
+            next["metadata"]["finalizers"] = json!(left);
+            update(store, &kv.key, &next)?;
         } else {
             for (dkv, _) in dependents {
-                delete_object(store, &dkv.key, None)?;
+                super::delete(store, &dkv.key, None)?;
             }
         }
     }

@@ -48,7 +48,7 @@ fn sync_job(store: &Store, job: &Value) -> Result<(), StoreError> {
     let uid = job["metadata"]["uid"].as_str().unwrap_or("");
     let spec = &job["spec"];
     let now = now_rfc3339();
-    let pods: Vec<Value> = list(store, &format!("/registry/core/pods/{ns}/"))?
+    let pods: Vec<Value> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
         .into_iter()
         .filter(|p| controller_uid(p) == Some(uid))
         .collect();
@@ -161,7 +161,7 @@ fn sync_job(store: &Store, job: &Value) -> Result<(), StoreError> {
         });
         for p in active.drain(..active.len() - want) {
             let pname = p["metadata"]["name"].as_str().unwrap_or("").to_string();
-            delete_object(store, &key_of(&p, "core", "pods"), None)?;
+            super::delete(store, &key_of(&p, "core", "pods"), None)?;
             event(
                 store,
                 job,

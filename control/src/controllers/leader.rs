@@ -1,7 +1,8 @@
 //! Leader election through a coordination.k8s.io Lease (kube-system/<name>), as
 //! kube-controller-manager and kube-scheduler do: the holder renews it; when a holder
-//! stops renewing for leaseDurationSeconds, another candidate takes it over. Writes are
-//! compare-and-swap on the lease's revision, so two candidates never both win.
+//! stops renewing for leaseDurationSeconds, another candidate takes it over. Writes go
+//! through the API's create and update (validation, managedFields) and are
+//! compare-and-swap on the lease's resourceVersion, so two candidates never both win.
 
 use super::*;
 use crate::apiserver::table::humantime_parse;
@@ -74,27 +75,35 @@ impl Elector {
         won
     }
 
+    /// The field manager of the lease writes, as kube's components name themselves.
+    fn manager(&self) -> &'static str {
+        if self.name.contains("scheduler") {
+            "kube-scheduler"
+        } else {
+            CONTROLLER_MANAGER
+        }
+    }
+
     fn try_acquire(&self) -> Result<bool, StoreError> {
         let now = micro_now();
         let secs = self.duration.as_secs().max(1);
-        let lost_race = |r: Result<_, StoreError>| match r {
-            Ok(_) => Ok(true),
-            Err(StoreError::Conflict { .. } | StoreError::AlreadyExists(_)) => Ok(false),
-            Err(StoreError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        };
         match self.store.get(&self.key)? {
             None => {
                 let lease = json!({
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"namespace": "kube-system", "name": self.name, "uid": uid(), "creationTimestamp": now_rfc3339()},
+                    "metadata": {"namespace": "kube-system", "name": self.name},
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": secs,
                              "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
                 });
-                lost_race(
-                    self.store
-                        .put(&self.key, encode(&lease), Precondition::Absent),
-                )
+                // None: another candidate created it first.
+                Ok(create_as(
+                    &self.store,
+                    "coordination.k8s.io",
+                    "leases",
+                    lease,
+                    self.manager(),
+                )?
+                .is_some())
             }
             Some(kv) => {
                 let mut lease = decode(&kv);
@@ -121,11 +130,8 @@ impl Elector {
                 } else {
                     return Ok(false);
                 }
-                lost_race(self.store.put(
-                    &self.key,
-                    encode(&lease),
-                    Precondition::Revision(kv.mod_revision),
-                ))
+                // The read's resourceVersion guards the write; None: someone else wrote.
+                Ok(update_as(&self.store, &self.key, &lease, self.manager())?.is_some())
             }
         }
     }
@@ -160,6 +166,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-leader-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).unwrap();
+        crate::apiserver::objects::ensure_default_namespaces(&store).unwrap();
         let d = Duration::from_secs(1);
         let a = Elector::new(store.clone(), "skiff-scheduler", "a", d);
         let b = Elector::new(store.clone(), "skiff-scheduler", "b", d);
@@ -179,6 +186,11 @@ mod tests {
         );
         assert_eq!(lease["spec"]["holderIdentity"], "b");
         assert_eq!(lease["spec"]["leaseTransitions"], 1);
+        // Written through the API: its field manager is recorded.
+        assert_eq!(
+            lease["metadata"]["managedFields"][0]["manager"],
+            "kube-scheduler"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

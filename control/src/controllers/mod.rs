@@ -20,8 +20,8 @@ mod scheduling;
 mod statefulset;
 mod view;
 
-use crate::apiserver::objects::{decode, delete_object, encode, now_rfc3339, random_hex, uid};
-use crate::store::{Precondition, Store, StoreError};
+use crate::apiserver::objects::{decode, now_rfc3339, random_hex};
+use crate::store::{Store, StoreError};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -30,6 +30,17 @@ use std::time::Duration;
 /// everything.
 pub(crate) fn list(store: &Store, prefix: &str) -> Result<Vec<Value>, StoreError> {
     Ok(store.list(prefix)?.0.iter().map(decode).collect())
+}
+
+/// Pods under a prefix with only the fields controller passes read ([`view::pod_fields`]):
+/// for looking at, never for writing back.
+pub(crate) fn list_pods(store: &Store, prefix: &str) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .list(prefix)?
+        .0
+        .iter()
+        .map(|kv| view::masked(kv, view::pod_fields()))
+        .collect())
 }
 
 pub(crate) fn key_of(o: &Value, group: &str, plural: &str) -> String {
@@ -82,6 +93,16 @@ pub(crate) fn update(store: &Store, key: &str, o: &Value) -> Result<Option<Value
 /// The field manager of the controllers' writes, as kube's.
 const CONTROLLER_MANAGER: &str = "kube-controller-manager";
 
+/// An update under another field manager (the scheduler's lease is kube-scheduler's).
+pub(crate) fn update_as(
+    store: &Store,
+    key: &str,
+    o: &Value,
+    manager: &str,
+) -> Result<Option<Value>, StoreError> {
+    replace(store, key, o, false, manager)
+}
+
 /// Write `o`'s status back through the API's status path.
 pub(crate) fn update_status(
     store: &Store,
@@ -118,6 +139,74 @@ fn replace(
     }
 }
 
+/// Delete the object at `key` through the API's delete (Background propagation: a pod
+/// on a node gets its grace period, `grace` or its own; an object with finalizers is
+/// marked and waits for them). False if it changed meanwhile (the next round sees it);
+/// true if it is gone already.
+pub(crate) fn delete(store: &Store, key: &str, grace: Option<i64>) -> Result<bool, StoreError> {
+    delete_with(
+        store,
+        key,
+        crate::apiserver::objects::DeleteOptions {
+            grace,
+            ..Default::default()
+        },
+    )
+}
+
+/// Delete `o` (as listed) unless it changed since (its resourceVersion as precondition).
+pub(crate) fn delete_unchanged(store: &Store, key: &str, o: &Value) -> Result<bool, StoreError> {
+    delete_with(
+        store,
+        key,
+        crate::apiserver::objects::DeleteOptions {
+            resource_version: o["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok()),
+            ..Default::default()
+        },
+    )
+}
+
+fn delete_with(
+    store: &Store,
+    key: &str,
+    o: crate::apiserver::objects::DeleteOptions,
+) -> Result<bool, StoreError> {
+    let (c, name) = ctx_for(store, key, CONTROLLER_MANAGER);
+    match crate::apiserver::objects::delete_with(&c, name, &o) {
+        Ok(_) => Ok(true),
+        Err(e) => match api_error(e) {
+            StoreError::NotFound(_) => Ok(true),
+            StoreError::Conflict { .. } => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
+/// Take the namespace controller's finalizer ("kubernetes") out of an emptied
+/// namespace's spec.finalizers through the API's finalize, which removes the
+/// terminating namespace once no finalizer is left.
+pub(crate) fn finalize(store: &Store, key: &str) -> Result<(), StoreError> {
+    let (c, name) = ctx_for(store, key, CONTROLLER_MANAGER);
+    let without_ours = |fins: &Value| {
+        let left: Vec<&Value> = fins
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| *f != "kubernetes")
+            .collect();
+        json!(left)
+    };
+    match crate::apiserver::objects::finalize_value(&c, name, without_ours) {
+        Ok(_) => Ok(()),
+        Err(e) => match api_error(e) {
+            StoreError::NotFound(_) | StoreError::Conflict { .. } => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
 /// The API's answer to a controller's write, as the store error it stands for.
 fn api_error(e: crate::apiserver::status::ApiError) -> StoreError {
     match (e.code.as_u16(), e.reason) {
@@ -147,6 +236,17 @@ pub(crate) fn create(
     plural: &str,
     o: Value,
 ) -> Result<Option<Value>, StoreError> {
+    create_as(store, group, plural, o, CONTROLLER_MANAGER)
+}
+
+/// A create under another field manager.
+pub(crate) fn create_as(
+    store: &Store,
+    group: &str,
+    plural: &str,
+    o: Value,
+    manager: &str,
+) -> Result<Option<Value>, StoreError> {
     let api_group = if group == "core" { "" } else { group };
     let r = crate::apiserver::resources::find(api_group, "v1", plural)
         .unwrap_or_else(|| panic!("controllers create served kinds: {group}/{plural}"));
@@ -159,7 +259,7 @@ pub(crate) fn create(
         r,
         ns: ns.as_deref().filter(|_| r.namespaced),
         table: false,
-        manager: CONTROLLER_MANAGER,
+        manager,
         dry_run: false,
         validation: crate::apiserver::objects::FieldValidation::Ignore,
         warnings: Default::default(),

@@ -1,9 +1,9 @@
 //! Namespace deletion: a Terminating namespace is emptied (every namespaced object in
 //! it deleted as the API deletes: objects with finalizers and pods in their grace
-//! period are marked and waited for), then removed.
+//! period are marked and waited for), then finalized through the API (its
+//! "kubernetes" finalizer cleared), which removes it.
 
 use super::*;
-use crate::apiserver::objects::remove_now;
 use crate::apiserver::resources::RESOURCES;
 
 /// Empties terminating namespaces; asks to run again soon while one still has content
@@ -19,15 +19,11 @@ pub fn reconcile(store: &Store) -> Result<Action, StoreError> {
         for r in RESOURCES.iter().filter(|r| r.namespaced) {
             for kv in store.list(&r.prefix(Some(name)))?.0 {
                 left += 1;
-                delete_object(store, &kv.key, None)?;
+                super::delete(store, &kv.key, None)?;
             }
         }
         if left == 0 {
-            let key = key_of(&ns, "core", "namespaces");
-            let rev = ns["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|s| s.parse().ok());
-            remove_now(store, &key, rev)?;
+            finalize(store, &key_of(&ns, "core", "namespaces"))?;
         } else {
             action = Action::Requeue(Duration::from_secs(1));
         }

@@ -51,7 +51,11 @@ fn mark_not_ready(store: &Store, pod: &Value) -> Result<(), StoreError> {
     {
         return Ok(());
     }
-    let mut next = pod.clone();
+    // The listed pod has only the fields passes read: the write starts from all of it.
+    let Some(kv) = store.get(&key_of(pod, "core", "pods"))? else {
+        return Ok(());
+    };
+    let mut next = decode(&kv);
     for c in next["status"]["conditions"]
         .as_array_mut()
         .into_iter()
@@ -168,7 +172,7 @@ pub fn reconcile(
             next["spec"]["taints"] = json!(t);
             update(store, &key_of(&node, "core", "nodes"), &next)?;
         }
-        let pods: Vec<Value> = list(store, "/registry/core/pods/")?
+        let pods: Vec<Value> = list_pods(store, "/registry/core/pods/")?
             .into_iter()
             .filter(|p| p["spec"]["nodeName"] == name.as_str())
             .collect();
@@ -187,7 +191,7 @@ pub fn reconcile(
         for pod in pods {
             if toleration_secs(&pod, cfg.eviction_default).is_some_and(|t| elapsed >= t) {
                 tracing::info!(node = %name, pod = %format!("{}/{}", pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or("")), "evicting pod from an unreachable node");
-                delete_object(store, &key_of(&pod, "core", "pods"), None)?;
+                super::delete(store, &key_of(&pod, "core", "pods"), None)?;
             }
         }
     }

@@ -44,7 +44,7 @@ pub fn reconcile(store: &Store, cfg: &Config, orphans: &mut Orphans) -> Result<(
             Some(out_of_service) => terminating && *out_of_service,
         };
         if force {
-            delete_object(store, &kv.key, Some(0))?;
+            super::delete(store, &kv.key, Some(0))?;
         }
     }
     orphans.retain(|uid, _| still_orphaned.contains(uid));

@@ -19,7 +19,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             .to_string();
         let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-        let mut pods: Vec<Value> = list(store, &format!("/registry/core/pods/{ns}/"))?
+        let mut pods: Vec<Value> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
             .into_iter()
             .filter(|p| {
                 controller_uid(p) == Some(uid.as_str())
@@ -64,7 +64,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             });
             tracing::debug!(replicaset = %format!("{ns}/{}", rs["metadata"]["name"].as_str().unwrap_or("")), have = pods.len(), want, "deleting pods");
             for p in pods.drain(..pods.len() - want) {
-                delete_object(store, &key_of(&p, "core", "pods"), None)?;
+                super::delete(store, &key_of(&p, "core", "pods"), None)?;
             }
         }
         let ready = pods.iter().filter(|p| pod_ready(p)).count();

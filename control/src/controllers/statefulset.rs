@@ -65,7 +65,7 @@ fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
     let parallel = spec["podManagementPolicy"] == "Parallel";
     let revision = format!("{name}-{}", template_hash(&spec["template"]));
     let id = format!("{ns}/{name}");
-    let mut pods: Vec<(i64, Value)> = list(store, &format!("/registry/core/pods/{ns}/"))?
+    let mut pods: Vec<(i64, Value)> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
         .into_iter()
         .filter(|p| controller_uid(p) == Some(uid))
         .filter_map(|p| ordinal(name, &p).map(|i| (i, p)))
@@ -77,7 +77,7 @@ fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
     for (i, p) in &pods {
         if !deleting(p) && matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded")) {
             tracing::info!(statefulset = %id, pod = i, "pod ended: deleting it to recreate");
-            delete_object(store, &key_of(p, "core", "pods"), None)?;
+            super::delete(store, &key_of(p, "core", "pods"), None)?;
             busy = true;
         }
     }
@@ -129,7 +129,7 @@ fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
             break;
         }
         tracing::debug!(statefulset = %id, pod = i, "deleting pod");
-        delete_object(store, &key_of(&p, "core", "pods"), None)?;
+        super::delete(store, &key_of(&p, "core", "pods"), None)?;
         record_event(
             store,
             set,
@@ -156,7 +156,7 @@ fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
         if let Some((i, p)) = stale {
             if live.iter().all(|(_, p)| running_ready(p)) {
                 tracing::info!(statefulset = %id, pod = i, "rolling update: replacing pod");
-                delete_object(store, &key_of(p, "core", "pods"), None)?;
+                super::delete(store, &key_of(p, "core", "pods"), None)?;
             }
         }
     }

@@ -101,7 +101,7 @@ fn classify(url: &str, e: etcd_client::Error) -> Failure {
 fn kv_of(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
+        value: kv.value().into(),
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
         version: kv.version(),
@@ -448,7 +448,7 @@ impl Etcd {
             // An earlier attempt whose answer was lost may have been the write that
             // moved the key on: if the key now holds exactly our value, it was.
             if attempts > 1 {
-                if let Some(cur) = prev.as_ref().filter(|c| c.value == value) {
+                if let Some(cur) = prev.as_ref().filter(|c| *c.value == *value) {
                     let landed = match pre {
                         Precondition::Absent => true,
                         Precondition::Revision(r) => cur.mod_revision > r,
@@ -463,7 +463,7 @@ impl Etcd {
         }
         Ok(KeyValue {
             key: key.into(),
-            value,
+            value: value.into(),
             create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
@@ -535,7 +535,7 @@ fn event_of(e: &etcd_client::Event) -> Option<Event> {
             kind: EventKind::Delete,
             kv: KeyValue {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
-                value: Vec::new(),
+                value: Vec::new().into(),
                 create_revision: 0,
                 mod_revision: kv.mod_revision(),
                 version: 0,

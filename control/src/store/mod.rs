@@ -26,7 +26,9 @@ use wal::{Record, Wal};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
-    pub value: Vec<u8>,
+    /// Shared: the store's copy, the watch history's and every reader's are one
+    /// allocation (a list of the whole store clones no object).
+    pub value: std::sync::Arc<[u8]>,
     /// Revision of the write that created the key (since its last deletion).
     pub create_revision: i64,
     /// Revision of the last write; the object's resourceVersion.
@@ -390,7 +392,7 @@ impl State {
                 let prev = self.keys.get(key).cloned();
                 let kv = KeyValue {
                     key: key.clone(),
-                    value: value.clone(),
+                    value: value.as_slice().into(),
                     create_revision: prev.as_ref().map_or(*rev, |p| p.create_revision),
                     mod_revision: *rev,
                     version: prev.as_ref().map_or(1, |p| p.version + 1),
@@ -408,7 +410,7 @@ impl State {
                 self.rev = *rev;
                 let kv = KeyValue {
                     key: key.clone(),
-                    value: Vec::new(),
+                    value: Vec::new().into(),
                     create_revision: 0,
                     mod_revision: *rev,
                     version: 0,
@@ -828,7 +830,10 @@ mod tests {
                 actual: 2
             }
         );
-        assert_eq!(s.delete("/pods/a", Precondition::None).unwrap().value, b"2");
+        assert_eq!(
+            s.delete("/pods/a", Precondition::None).unwrap().value[..],
+            b"2"[..]
+        );
         assert_eq!(
             s.delete("/pods/a", Precondition::None),
             Err(StoreError::NotFound("/pods/a".into()))
@@ -914,12 +919,12 @@ mod tests {
         s.put("/p/d", b"D".to_vec(), Precondition::None).unwrap();
         let next = s.range("/p/", Some("/p/b"), 2, first.revision).unwrap();
         assert_eq!(keys(&next), ["/p/c", "/p/d"]);
-        assert_eq!(next.kvs[1].value, b"d");
+        assert_eq!(next.kvs[1].value[..], b"d"[..]);
         assert_eq!(next.remaining, 0);
         // Now: the current keys.
         let now = s.range("/p/", Some("/p/b"), 0, 0).unwrap();
         assert_eq!(keys(&now), ["/p/bb", "/p/d"]);
-        assert_eq!(now.kvs[1].value, b"D");
+        assert_eq!(now.kvs[1].value[..], b"D"[..]);
         // Compacted: gone; from the future: refused.
         s.compact(7).unwrap();
         assert!(matches!(

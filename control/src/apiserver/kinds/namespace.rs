@@ -3,7 +3,7 @@
 
 use super::super::table::{age, c, Col};
 use super::{typed_as, Strategy};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::SystemTime;
 
 pub struct Namespace;
@@ -13,6 +13,13 @@ impl Strategy for Namespace {
 
     fn has_status(&self) -> bool {
         true
+    }
+
+    // As kube's namespace strategy: every namespace starts Active, held by the
+    // namespace controller's finalizer (cleared through finalize once it is emptied).
+    fn prepare_for_create(&self, v: &mut Value) {
+        v["spec"]["finalizers"] = json!(["kubernetes"]);
+        v["status"] = json!({"phase": "Active"});
     }
 
     fn columns(&self, o: &Value, now: SystemTime) -> Vec<Col> {
