@@ -1282,10 +1282,11 @@ pub fn watch(c: &Ctx, q: &HashMap<String, String>) -> Result<Response, ApiError>
                 }
                 None => {
                     // A bookmark carries the store's revision where it is settled (every
-                    // event up to it is queued here: send those first), so an idle watch
-                    // resumes from a revision compaction has not passed.
+                    // event up to it is queued here: send those first; etcd says so per
+                    // watch), so an idle watch resumes from a revision compaction has
+                    // not passed.
                     let mut queued = Vec::new();
-                    if let Some(settled) = store.settled_revision() {
+                    if let Some(settled) = w.settled().or_else(|| store.settled_revision()) {
                         queued = match w.drain() {
                             Ok(q) => q,
                             Err(e) => {

@@ -499,14 +499,18 @@ impl Etcd {
         };
         let (tx, rx) = flume::unbounded();
         let mut stops = Vec::new();
+        let mut settled = Vec::new();
         for p in prefixes {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let (m, tx, prefix) = (self.members.clone(), tx.clone(), p.to_string());
+            let s = Arc::new(std::sync::atomic::AtomicI64::new(0));
+            let progress = s.clone();
             self.rt
-                .spawn(async move { follow(m, prefix, from, tx, stopped).await });
+                .spawn(async move { follow(m, prefix, from, tx, stopped, progress).await });
             stops.push(stop);
+            settled.push(s);
         }
-        Ok(Watch::new(rx, stops))
+        Ok(Watch::new(rx, stops).with_settled(settled))
     }
 
     pub fn compact(&self, rev: i64) -> Result<(), StoreError> {
@@ -545,14 +549,29 @@ fn event_of(e: &etcd_client::Event) -> Option<Event> {
     })
 }
 
+/// Whether a watch answer is etcd's progress report: no events, nothing created or
+/// cancelled, and the revision up to which the stream has sent everything.
+fn progress_of(r: &etcd_client::WatchResponse) -> Option<i64> {
+    let quiet = r.events().is_empty() && !r.created() && !r.canceled() && r.compact_revision() == 0;
+    r.header()
+        .map(|h| h.revision())
+        .filter(|rev| quiet && *rev > 0)
+}
+
+/// How often a watch asks etcd how far it has been sent everything (for the
+/// bookmarks of idle API watches; kube-apiserver's watch cache asks likewise).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
 /// Keep a watch of `prefix` going from revision `last` across members until the
 /// consumer drops it (`stopped`) or it cannot go on (the error is its last item).
+/// `settled` follows etcd's progress answers.
 async fn follow(
     m: Arc<Members>,
     prefix: String,
     mut last: i64,
     tx: Sink,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    settled: Arc<std::sync::atomic::AtomicI64>,
 ) {
     let n = m.clients.len();
     let mut down_since: Option<Instant> = None;
@@ -573,15 +592,25 @@ async fn follow(
         let opened_at = Instant::now();
         let why = match opened {
             Ok(Ok((mut watcher, mut stream))) => {
+                let mut ask = tokio::time::interval(PROGRESS_EVERY);
                 let why = loop {
                     let msg = tokio::select! {
                         m = stream.message() => m,
+                        _ = ask.tick() => {
+                            // The answer comes on the stream, after every event before it.
+                            let _ = watcher.request_progress().await;
+                            continue;
+                        }
                         _ = &mut stopped => {
                             let _ = watcher.cancel().await;
                             return;
                         }
                     };
                     match msg {
+                        Ok(Some(r)) if progress_of(&r).is_some() => {
+                            let rev = progress_of(&r).unwrap_or(0);
+                            settled.fetch_max(rev, Ordering::SeqCst);
+                        }
                         Ok(Some(r)) if r.canceled() && r.compact_revision() > 0 => {
                             let _ = tx.send(Err(StoreError::Compacted {
                                 requested: last,

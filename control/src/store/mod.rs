@@ -297,6 +297,10 @@ pub struct Watch {
     /// watch at once rather than at the next event). Hence the receiver is reached
     /// through methods: a closure that captured only it would drop this early.
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Per watched prefix, the revision up to which its backend stream has delivered
+    /// every event (etcd's progress answers; 0 until one came). Empty: the backend
+    /// says it another way ([`Store::settled_revision`]).
+    settled: Vec<std::sync::Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Watch {
@@ -304,7 +308,31 @@ impl Watch {
         rx: flume::Receiver<Result<Event, StoreError>>,
         stop: Vec<tokio::sync::oneshot::Sender<()>>,
     ) -> Watch {
-        Watch { rx, _stop: stop }
+        Watch {
+            rx,
+            _stop: stop,
+            settled: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_settled(
+        mut self,
+        settled: Vec<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+    ) -> Watch {
+        self.settled = settled;
+        self
+    }
+
+    /// A revision this watch has been handed every event up to (its events up to it
+    /// are in its queue), where its backend says so per watch (etcd): an idle watch's
+    /// bookmark. None until every stream has said.
+    pub fn settled(&self) -> Option<i64> {
+        let revs = self
+            .settled
+            .iter()
+            .map(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+        let min = revs.min()?;
+        (min > 0).then_some(min)
     }
 
     /// The next event, None if none came within `t`, or why the watch ended.

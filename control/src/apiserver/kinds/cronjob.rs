@@ -4,7 +4,7 @@
 //! controller is `controllers/cronjob.rs`.
 
 use super::super::status::ApiError;
-use super::super::table::{age, c, containers_and_images, or_none, pairs, since, w, Col};
+use super::super::table::{age, c, containers_and_images, or_none, pairs, since, str_of, w, Col};
 use serde_json::{json, Value};
 
 /// The schedule as the controller evaluates it.
@@ -70,10 +70,6 @@ pub fn validate(v: &Value) -> Result<(), ApiError> {
             "spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\" (got {other:?})"
         )),
     }
-}
-
-fn str_of(v: &Value) -> String {
-    v.as_str().unwrap_or("").to_string()
 }
 
 pub struct CronJob;
