@@ -15,6 +15,7 @@ mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
+mod queue;
 mod replicaset;
 mod scheduling;
 mod statefulset;
@@ -458,6 +459,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
     if cfg.controllers {
         let lead = gate("skiff-controller-manager", &mut handles);
         handles.extend(start_loops(store.clone(), &CONTROLLER_LOOPS, lead.clone()));
+        handles.push(endpoints::run(store.clone(), lead.clone()));
         let store = store.clone();
         let cfg = cfg.clone();
         handles.push(
@@ -528,7 +530,7 @@ fn gc_wakes(ev: &crate::store::Event) -> bool {
 /// Loops wake on the events they care about; this pass without one is a safety net.
 const RESYNC: Duration = Duration::from_secs(30);
 
-const CONTROLLER_LOOPS: [Loop; 9] = [
+const CONTROLLER_LOOPS: [Loop; 8] = [
     Loop {
         name: "deployment",
         pass: on_change!(deployment::reconcile),
@@ -579,17 +581,6 @@ const CONTROLLER_LOOPS: [Loop; 9] = [
             "/registry/apps/daemonsets/",
             "/registry/core/pods/",
             "/registry/core/nodes/",
-        ],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "endpoints",
-        pass: on_change!(endpoints::reconcile),
-        prefixes: &[
-            "/registry/core/services/",
-            "/registry/core/pods/",
-            "/registry/core/endpoints/",
         ],
         wakes: any_event,
         resync: RESYNC,
