@@ -251,11 +251,11 @@ fn serve(
                     crate::store::EventKind::Delete => None,
                 };
                 let gone = ev.kind == crate::store::EventKind::Delete;
-                // Selectors are read before the cache changes (a deleted Service's
-                // Endpoints go, a relabelled pod leaves its old Services).
-                let mut keys = c.concerned(&key, now.as_ref(), prev.as_ref());
+                // Which Services an event concerns does not depend on the event's own
+                // object in the cache (a pod's: the Services' selectors against its old
+                // and new labels), so it is asked once.
+                let keys = c.concerned(&key, now.as_ref(), prev.as_ref());
                 c.apply(&key, (!gone).then_some(&ev.kv));
-                keys.extend(c.concerned(&key, now.as_ref(), prev.as_ref()));
                 for k in keys {
                     q.add(&k);
                 }
