@@ -9,7 +9,6 @@ mod common;
 use common::etcd::{EtcdCluster, EtcdPki};
 use serde_json::{json, Value};
 use skiff_fixtures::process::Control;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,35 +24,12 @@ fn free_port() -> u16 {
 
 /// One plain-HTTP request to the API server's loopback port: (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut c = match std::net::TcpStream::connect(("127.0.0.1", port)) {
-        Ok(c) => c,
-        Err(e) => return (0, format!("connect: {e}")),
-    };
-    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let ct = if method == "PATCH" {
         "application/merge-patch+json"
     } else {
         "application/json"
     };
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if let Err(e) = c.write_all(req.as_bytes()) {
-        return (0, format!("write: {e}"));
-    }
-    let mut text = String::new();
-    if let Err(e) = c.read_to_string(&mut text) {
-        return (0, format!("read: {e}"));
-    }
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (code, body.to_string())
+    common::http(&format!("127.0.0.1:{port}"), method, path, ct, body)
 }
 
 fn json_of(body: &str) -> Value {

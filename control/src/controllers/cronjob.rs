@@ -6,6 +6,8 @@
 //! finished Jobs beyond the history limits are deleted, and `status.active`,
 //! `lastScheduleTime` and `lastSuccessfulTime` say what happened.
 
+use super::controller::own_or_owner;
+use super::reflector::{Kind, Reflector};
 use super::*;
 use crate::apiserver::kinds::cronjob::{schedule, time_zone};
 use crate::apiserver::table::humantime_parse;
@@ -66,30 +68,64 @@ fn delete_job(store: &Store, cj: &Value, job: &Value) -> Result<(), StoreError> 
     Ok(())
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    for cj in list(store, "/registry/batch/cronjobs/")? {
-        if cj["metadata"]["deletionTimestamp"].is_null() {
-            sync(store, &cj)?;
+const CRONJOBS: &str = "/registry/batch/cronjobs/";
+const JOBS: &str = "/registry/batch/jobs/";
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "cronjob"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::whole(CRONJOBS), Kind::whole(JOBS).owned_by("CronJob")]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache.list(CRONJOBS).map(|(k, _)| k.to_string()).collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        own_or_owner(key, CRONJOBS, "CronJob", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        match cache.get(key) {
+            Some(cj) if cj["metadata"]["deletionTimestamp"].is_null() => sync(store, cache, cj),
+            _ => Ok(Action::AwaitChange),
         }
     }
-    Ok(())
 }
 
-fn sync(store: &Store, cj: &Value) -> Result<(), StoreError> {
+fn sync(store: &Store, cache: &Reflector, cj: &Value) -> Result<Action, StoreError> {
     let ns = cj["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = cj["metadata"]["name"].as_str().unwrap_or("");
     let uid = cj["metadata"]["uid"].as_str().unwrap_or("");
     let spec = &cj["spec"];
     let id = format!("{ns}/{name}");
-    let mut jobs: Vec<Value> = list(store, &format!("/registry/batch/jobs/{ns}/"))?
-        .into_iter()
-        .filter(|j| controller_uid(j) == Some(uid) && j["metadata"]["deletionTimestamp"].is_null())
+    let mut jobs: Vec<Value> = cache
+        .controlled_by(uid, JOBS)
+        .filter(|j| j["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
         .collect();
     let mut status = cj["status"].clone();
     if !status.is_object() {
         status = json!({});
     }
     let now = Timestamp::now();
+    let mut wake = None;
     if spec["suspend"] != true {
         let (cron, tz) = match (
             schedule(spec["schedule"].as_str().unwrap_or("")),
@@ -98,9 +134,17 @@ fn sync(store: &Store, cj: &Value) -> Result<(), StoreError> {
             (Ok(c), Ok(t)) => (c, t),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(cronjob = %id, error = %e, "cannot schedule");
-                return Ok(());
+                return Ok(Action::AwaitChange); // a change of the CronJob brings it back
             }
         };
+        // Back at the next scheduled time (kube's controller v2 requeues the same way).
+        wake = cron
+            .find_next_occurrence(&now.to_zoned(tz.clone()), false)
+            .ok()
+            .map(|next| {
+                let ms = next.timestamp().as_millisecond() - Timestamp::now().as_millisecond();
+                Duration::from_millis(ms.max(0) as u64 + 1)
+            });
         let after = ts(&status["lastScheduleTime"])
             .or_else(|| ts(&cj["metadata"]["creationTimestamp"]))
             .unwrap_or(now);
@@ -208,7 +252,7 @@ fn sync(store: &Store, cj: &Value) -> Result<(), StoreError> {
         next["status"] = status;
         update_status(store, &key_of(cj, "batch", "cronjobs"), &next)?;
     }
-    Ok(())
+    Ok(wake.map_or(Action::AwaitChange, Action::Requeue))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! A new template rolls out node by node within maxUnavailable (RollingUpdate), or waits
 //! for pods to be deleted by hand (OnDelete).
 
+use super::controller::own_or_owner;
+use super::reflector::{Kind, Reflector};
 use super::*;
 
 const HASH: &str = "controller-revision-hash";
@@ -67,23 +69,79 @@ fn delete_pod(store: &Store, p: &Value) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    let sets = list(store, "/registry/apps/daemonsets/")?;
-    if sets.is_empty() {
-        return Ok(()); // nothing to place: no reason to read every node and pod
+const DAEMONSETS: &str = "/registry/apps/daemonsets/";
+const PODS: &str = "/registry/core/pods/";
+const NODES: &str = "/registry/core/nodes/";
+
+/// What placement reads of a node.
+fn node_fields() -> &'static Value {
+    static MASK: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    MASK.get_or_init(
+        || json!({"metadata": {"name": true, "labels": true}, "spec": {"taints": true}}),
+    )
+}
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "daemonset"
     }
-    let node_fields = json!({"metadata": {"name": true, "labels": true}, "spec": {"taints": true}});
-    let nodes: Vec<Value> = store
-        .list("/registry/core/nodes/")?
-        .0
-        .iter()
-        .map(|kv| super::view::masked(kv, &node_fields))
-        .collect();
-    let pods = list_pods(store, "/registry/core/pods/")?;
-    for ds in sets {
-        if ds["metadata"]["deletionTimestamp"].is_string() {
-            continue;
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![
+            Kind::whole(DAEMONSETS),
+            Kind::masked(PODS, view::pod_fields()).owned_by("DaemonSet"),
+            Kind::masked(NODES, node_fields()),
+        ]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache.list(DAEMONSETS).map(|(k, _)| k.to_string()).collect()
+    }
+
+    fn concerned(
+        &self,
+        cache: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        if key.starts_with(NODES) {
+            // A node came, went, or changed its labels or taints (its view is only
+            // those; a heartbeat changes nothing): every DaemonSet may place anew.
+            let strip = |v: Option<&Value>| {
+                v.map(|v| {
+                    let mut v = v.clone();
+                    v["metadata"]["resourceVersion"] = Value::Null;
+                    v
+                })
+            };
+            if strip(prev) == strip(now) {
+                return Vec::new();
+            }
+            return self.keys(cache);
         }
+        own_or_owner(key, DAEMONSETS, "DaemonSet", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        match cache.get(key) {
+            Some(ds) if ds["metadata"]["deletionTimestamp"].is_null() => sync(store, cache, ds)?,
+            _ => {}
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
+fn sync(store: &Store, cache: &Reflector, ds: &Value) -> Result<(), StoreError> {
+    let nodes: Vec<&Value> = cache.list(NODES).map(|(_, n)| n).collect();
+    {
         let uid = ds["metadata"]["uid"].as_str().unwrap_or("");
         let tpl = &ds["spec"]["template"];
         let hash = template_hash(tpl);
@@ -92,14 +150,13 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             .cloned()
             .unwrap_or_default();
         tolerations.extend(default_tolerations());
-        let owned: Vec<&Value> = pods
-            .iter()
-            .filter(|p| {
-                controller_uid(p) == Some(uid) && p["metadata"]["deletionTimestamp"].is_null()
-            })
+        let owned: Vec<&Value> = cache
+            .controlled_by(uid, PODS)
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
             .collect();
         let wanted: Vec<&Value> = nodes
             .iter()
+            .copied()
             .filter(|n| eligible(n, &tpl["spec"], &tolerations))
             .collect();
         let wanted_names: Vec<&str> = wanted
@@ -133,7 +190,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
             match here.first() {
                 None => {
                     unavailable += 1;
-                    let mut pod = pod_from_template(&ds, "DaemonSet", tpl);
+                    let mut pod = pod_from_template(ds, "DaemonSet", tpl);
                     pod["metadata"]["labels"][HASH] = json!(hash);
                     pod["spec"]["nodeName"] = json!(name);
                     pod["spec"]["tolerations"] = json!(tolerations);
@@ -189,7 +246,7 @@ pub fn reconcile(store: &Store) -> Result<(), StoreError> {
         if ds["status"] != status {
             let mut next = ds.clone();
             next["status"] = status;
-            update_status(store, &key_of(&ds, "apps", "daemonsets"), &next)?;
+            update_status(store, &key_of(ds, "apps", "daemonsets"), &next)?;
         }
     }
     Ok(())

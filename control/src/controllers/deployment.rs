@@ -6,6 +6,8 @@
 //! a new revision. Old empty sets beyond revisionHistoryLimit are deleted. Status and
 //! the Available/Progressing conditions are what `kubectl rollout status` reads.
 
+use super::controller::own_or_owner;
+use super::reflector::{Kind, Reflector};
 use super::*;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -116,20 +118,57 @@ fn set_replicas(store: &Store, d: &Value, rs: &Value, n: i64) -> Result<(), Stor
     Ok(())
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    let all_rs = list(store, "/registry/apps/replicasets/")?;
-    for d in list(store, "/registry/apps/deployments/")? {
-        if d["metadata"]["deletionTimestamp"].is_string() {
-            continue;
-        }
-        let uid = d["metadata"]["uid"].as_str().unwrap_or("");
-        let owned: Vec<&Value> = all_rs
-            .iter()
-            .filter(|rs| controller_uid(rs) == Some(uid))
-            .collect();
-        reconcile_one(store, &d, &owned)?;
+const DEPLOYMENTS: &str = "/registry/apps/deployments/";
+const REPLICASETS: &str = "/registry/apps/replicasets/";
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "deployment"
     }
-    Ok(())
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![
+            Kind::whole(DEPLOYMENTS),
+            Kind::whole(REPLICASETS).owned_by("Deployment"),
+        ]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache
+            .list(DEPLOYMENTS)
+            .map(|(k, _)| k.to_string())
+            .collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        own_or_owner(key, DEPLOYMENTS, "Deployment", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        let Some(d) = cache
+            .get(key)
+            .filter(|d| d["metadata"]["deletionTimestamp"].is_null())
+        else {
+            return Ok(Action::AwaitChange);
+        };
+        let uid = d["metadata"]["uid"].as_str().unwrap_or("");
+        let owned: Vec<&Value> = cache.controlled_by(uid, REPLICASETS).collect();
+        reconcile_one(store, d, &owned)?;
+        Ok(Action::AwaitChange)
+    }
 }
 
 fn reconcile_one(store: &Store, d: &Value, owned: &[&Value]) -> Result<(), StoreError> {

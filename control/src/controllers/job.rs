@@ -5,6 +5,8 @@
 //! finished Job deleted, startTime/completionTime, and the events SuccessfulCreate,
 //! SuccessfulDelete, Completed and BackoffLimitExceeded. A suspended Job has no pods.
 
+use super::controller::own_or_owner;
+use super::reflector::{Kind, Reflector};
 use super::*;
 
 fn terminal(p: &Value) -> Option<&str> {
@@ -32,26 +34,59 @@ fn event(store: &Store, job: &Value, warning: bool, reason: &str, msg: &str) {
     record_event(store, job, kind, reason, msg, "job-controller");
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    for job in list(store, "/registry/batch/jobs/")? {
-        if job["metadata"]["deletionTimestamp"].is_string() {
-            continue;
-        }
-        sync_job(store, &job)?;
+const JOBS: &str = "/registry/batch/jobs/";
+const PODS: &str = "/registry/core/pods/";
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "job"
     }
-    Ok(())
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![
+            Kind::whole(JOBS),
+            Kind::masked(PODS, view::pod_fields()).owned_by("Job"),
+        ]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache.list(JOBS).map(|(k, _)| k.to_string()).collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        own_or_owner(key, JOBS, "Job", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        match cache.get(key) {
+            Some(job) if job["metadata"]["deletionTimestamp"].is_null() => {
+                sync_job(store, cache, job)
+            }
+            _ => Ok(Action::AwaitChange),
+        }
+    }
 }
 
-fn sync_job(store: &Store, job: &Value) -> Result<(), StoreError> {
+fn sync_job(store: &Store, cache: &Reflector, job: &Value) -> Result<Action, StoreError> {
     let ns = job["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = job["metadata"]["name"].as_str().unwrap_or("");
     let uid = job["metadata"]["uid"].as_str().unwrap_or("");
     let spec = &job["spec"];
     let now = now_rfc3339();
-    let pods: Vec<Value> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
-        .into_iter()
-        .filter(|p| controller_uid(p) == Some(uid))
-        .collect();
+    let pods: Vec<Value> = cache.controlled_by(uid, PODS).cloned().collect();
     let live = |p: &&Value| terminal(p).is_none() && p["metadata"]["deletionTimestamp"].is_null();
     let mut active: Vec<Value> = pods.iter().filter(live).cloned().collect();
     let succeeded = pods
@@ -204,5 +239,5 @@ fn sync_job(store: &Store, job: &Value) -> Result<(), StoreError> {
         next["status"] = status;
         update_status(store, &key_of(job, "batch", "jobs"), &next)?;
     }
-    Ok(())
+    Ok(Action::AwaitChange)
 }

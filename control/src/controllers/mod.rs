@@ -1,9 +1,10 @@
-//! The controller manager: level-triggered loops that make actual state equal desired
-//! state. Each loop wakes on store events under its prefixes (or every second) and
-//! reconciles everything: Deployment → ReplicaSet → Pods, DaemonSets, scheduling of
-//! pending pods, Endpoints/EndpointSlices, namespaces, node lifecycle and IPAM, and
-//! garbage collection by ownerReferences.
+//! The controller manager: controllers that make actual state equal desired state —
+//! Deployment → ReplicaSet → Pods, StatefulSets, DaemonSets, Jobs and CronJobs,
+//! Endpoints/EndpointSlices, namespaces, garbage collection by ownerReferences (each a
+//! controller of keys: [`controller`]), node lifecycle, IPAM and pod GC (one periodic
+//! loop, as their work is on time), and the scheduler.
 
+mod controller;
 mod cronjob;
 mod daemonset;
 mod deployment;
@@ -16,6 +17,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 mod queue;
+mod reflector;
 mod replicaset;
 mod scheduling;
 mod statefulset;
@@ -25,13 +27,6 @@ use crate::apiserver::objects::{decode, now_rfc3339, random_hex};
 use crate::store::{Store, StoreError};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// Objects of one kind under a prefix, decoded. A store that cannot answer is an error,
-/// never an empty list: a controller acting on "nothing exists" would create or delete
-/// everything.
-pub(crate) fn list(store: &Store, prefix: &str) -> Result<Vec<Value>, StoreError> {
-    Ok(store.list(prefix)?.0.iter().map(decode).collect())
-}
 
 /// Pods under a prefix with only the fields controller passes read ([`view::pod_fields`]):
 /// for looking at, never for writing back.
@@ -132,7 +127,10 @@ fn replace(
 ) -> Result<Option<Value>, StoreError> {
     let (c, name) = ctx_for(store, key, manager);
     match crate::apiserver::objects::replace_value(&c, name, o, status) {
-        Ok(v) => Ok(Some(v)),
+        Ok(v) => {
+            controller::note_written(key, &v);
+            Ok(Some(v))
+        }
         Err(e) => match api_error(e) {
             StoreError::Conflict { .. } | StoreError::NotFound(_) => Ok(None),
             e => Err(e),
@@ -176,7 +174,10 @@ fn delete_with(
 ) -> Result<bool, StoreError> {
     let (c, name) = ctx_for(store, key, CONTROLLER_MANAGER);
     match crate::apiserver::objects::delete_with(&c, name, &o) {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            controller::note_deleting(key);
+            Ok(true)
+        }
         Err(e) => match api_error(e) {
             StoreError::NotFound(_) => Ok(true),
             StoreError::Conflict { .. } => Ok(false),
@@ -266,7 +267,11 @@ pub(crate) fn create_as(
         warnings: Default::default(),
     };
     match crate::apiserver::objects::create_value(&c, o) {
-        Ok(kv) => Ok(Some(decode(&kv))),
+        Ok(kv) => {
+            let v = decode(&kv);
+            controller::note_written(&kv.key, &v);
+            Ok(Some(v))
+        }
         Err(e) => match api_error(e) {
             StoreError::AlreadyExists(_) => Ok(None),
             e => Err(e),
@@ -427,15 +432,6 @@ pub enum Action {
     Requeue(Duration),
 }
 
-type Reconcile = fn(&Store) -> Result<Action, StoreError>;
-
-/// A pass that only ever waits for the next change.
-macro_rules! on_change {
-    ($f:path) => {
-        |s: &Store| $f(s).map(|()| Action::AwaitChange)
-    };
-}
-
 /// Start every controller on its own thread, with default timings.
 pub fn start(store: Store) -> Vec<std::thread::JoinHandle<()>> {
     start_with(store, Config::default())
@@ -458,7 +454,42 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
     let mut handles = Vec::new();
     if cfg.controllers {
         let lead = gate("skiff-controller-manager", &mut handles);
-        handles.extend(start_loops(store.clone(), &CONTROLLER_LOOPS, lead.clone()));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            deployment::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            replicaset::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            statefulset::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            daemonset::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            job::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            cronjob::Controller,
+        ));
+        handles.push(controller::run(store.clone(), lead.clone(), gc::Controller));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            namespace::Controller,
+        ));
         handles.push(endpoints::run(store.clone(), lead.clone()));
         let store = store.clone();
         let cfg = cfg.clone();
@@ -503,96 +534,9 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
     handles
 }
 
-/// A controller loop: its name, its pass, the prefixes whose changes wake it, which of
-/// those events matter (the rest are ignored), and how often it runs without one.
-struct Loop {
-    name: &'static str,
-    pass: Reconcile,
-    prefixes: &'static [&'static str],
-    wakes: fn(&crate::store::Event) -> bool,
-    resync: Duration,
-}
-
-fn any_event(_: &crate::store::Event) -> bool {
-    true
-}
-
-/// What the garbage collector acts on: deletions (dependents may be orphaned now),
-/// objects created with an owner (it may be gone), and foreground deletions. Not the
-/// status updates of owned objects, which are most events.
-fn gc_wakes(ev: &crate::store::Event) -> bool {
-    let has = |needle: &[u8]| ev.kv.value.windows(needle.len()).any(|w| w == needle);
-    ev.kind == crate::store::EventKind::Delete
-        || (ev.prev.is_none() && has(b"\"ownerReferences\""))
-        || has(b"foregroundDeletion")
-}
-
-/// Loops wake on the events they care about; this pass without one is a safety net.
+/// Keys are reconciled on the events that concern them; every key again this often,
+/// as a safety net.
 const RESYNC: Duration = Duration::from_secs(30);
-
-const CONTROLLER_LOOPS: [Loop; 8] = [
-    Loop {
-        name: "deployment",
-        pass: on_change!(deployment::reconcile),
-        prefixes: &["/registry/apps/deployments/", "/registry/apps/replicasets/"],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "replicaset",
-        pass: on_change!(replicaset::reconcile),
-        prefixes: &["/registry/apps/replicasets/", "/registry/core/pods/"],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "garbage-collector",
-        pass: on_change!(gc::reconcile),
-        prefixes: &["/registry/"],
-        wakes: gc_wakes,
-        resync: Duration::from_secs(30),
-    },
-    Loop {
-        name: "statefulset",
-        pass: on_change!(statefulset::reconcile),
-        prefixes: &["/registry/apps/statefulsets/", "/registry/core/pods/"],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "cronjob",
-        pass: on_change!(cronjob::reconcile),
-        prefixes: &["/registry/batch/cronjobs/", "/registry/batch/jobs/"],
-        wakes: any_event,
-        // Schedules are in minutes: a pass every second starts a Job on time.
-        resync: Duration::from_secs(1),
-    },
-    Loop {
-        name: "job",
-        pass: on_change!(job::reconcile),
-        prefixes: &["/registry/batch/jobs/", "/registry/core/pods/"],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "daemonset",
-        pass: on_change!(daemonset::reconcile),
-        prefixes: &[
-            "/registry/apps/daemonsets/",
-            "/registry/core/pods/",
-            "/registry/core/nodes/",
-        ],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-    Loop {
-        name: "namespace",
-        pass: namespace::reconcile,
-        prefixes: &["/registry/core/namespaces/"],
-        wakes: any_event,
-        resync: RESYNC,
-    },
-];
 
 /// Back-off after a failed pass: the store could not answer, or a write failed. The
 /// pass is repeated (level-triggered: it reads everything again), 100 ms doubling to 5 s.
@@ -616,80 +560,4 @@ impl Retry {
     fn pause(&self) -> Duration {
         self.pause
     }
-}
-
-fn start_loops(
-    store: Store,
-    loops: &[Loop],
-    lead: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    loops
-        .iter()
-        .map(|l| {
-            let (name, f, prefixes, wakes, resync) =
-                (l.name, l.pass, l.prefixes, l.wakes, l.resync);
-            let store = store.clone();
-            let lead = lead.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    let mut wake = None;
-                    let mut retry = Retry::default();
-                    loop {
-                        let leading = lead.load(std::sync::atomic::Ordering::SeqCst);
-                        let mut next = resync;
-                        if leading {
-                            let r = f(&store);
-                            if let Ok(Action::Requeue(after)) = r {
-                                next = next.min(after);
-                            }
-                            retry.after(name, r);
-                        } else {
-                            // Look at the lease again soon: a new leader acts at once.
-                            next = Duration::from_secs(1);
-                        }
-                        if !retry.pause().is_zero() {
-                            std::thread::sleep(retry.pause());
-                            continue;
-                        }
-                        // Wake on an event that matters (drained: one pass covers them
-                        // all) or after the resync period (time-based work such as grace
-                        // periods). A watch the store lost is opened again: the pass
-                        // reads everything.
-                        let w = match &wake {
-                            Some(w) => w,
-                            None => match store.watch_many(prefixes, 0) {
-                                Ok(w) => wake.insert(w),
-                                Err(e) => {
-                                    tracing::warn!(controller = name, error = %e, "cannot watch");
-                                    std::thread::sleep(Duration::from_secs(1));
-                                    continue;
-                                }
-                            },
-                        };
-                        let deadline = std::time::Instant::now() + next;
-                        loop {
-                            let left = deadline.saturating_duration_since(std::time::Instant::now());
-                            let got = w
-                                .recv_timeout(left)
-                                .and_then(|first| Ok((first, w.drain()?)));
-                            match got {
-                                Ok((None, _)) => break,
-                                Ok((Some(first), rest)) => {
-                                    if wakes(&first) || rest.iter().any(wakes) {
-                                        break;
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::warn!(controller = name, error = %e, "watch ended; opening it again");
-                                    wake = None;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                })
-                .expect("spawn controller")
-        })
-        .collect()
 }

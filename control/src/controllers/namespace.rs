@@ -3,17 +3,52 @@
 //! period are marked and waited for), then finalized through the API (its
 //! "kubernetes" finalizer cleared), which removes it.
 
+use super::controller::Reconciler;
+use super::reflector::{Kind, Reflector};
 use super::*;
 use crate::apiserver::resources::RESOURCES;
 
-/// Empties terminating namespaces; asks to run again soon while one still has content
-/// (its objects' finalizers and grace periods run out on their own time).
-pub fn reconcile(store: &Store) -> Result<Action, StoreError> {
-    let mut action = Action::AwaitChange;
-    for ns in list(store, "/registry/core/namespaces/")? {
-        if ns["metadata"]["deletionTimestamp"].is_null() {
-            continue;
-        }
+const NAMESPACES: &str = "/registry/core/namespaces/";
+
+pub(crate) struct Controller;
+
+impl Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "namespace"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::whole(NAMESPACES)]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache.list(NAMESPACES).map(|(k, _)| k.to_string()).collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        _: Option<&Value>,
+        _: Option<&Value>,
+    ) -> Vec<String> {
+        vec![key.to_string()]
+    }
+
+    /// Empties a terminating namespace; asks to come back soon while it still has
+    /// content (its objects' finalizers and grace periods run out on their own time).
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        let Some(ns) = cache
+            .get(key)
+            .filter(|ns| ns["metadata"]["deletionTimestamp"].is_string())
+        else {
+            return Ok(Action::AwaitChange);
+        };
         let name = ns["metadata"]["name"].as_str().unwrap_or("");
         let mut left = 0;
         for r in RESOURCES.iter().filter(|r| r.namespaced) {
@@ -23,10 +58,10 @@ pub fn reconcile(store: &Store) -> Result<Action, StoreError> {
             }
         }
         if left == 0 {
-            finalize(store, &key_of(&ns, "core", "namespaces"))?;
+            finalize(store, key)?;
+            Ok(Action::AwaitChange)
         } else {
-            action = Action::Requeue(Duration::from_secs(1));
+            Ok(Action::Requeue(Duration::from_secs(1)))
         }
     }
-    Ok(action)
 }

@@ -1,6 +1,8 @@
 //! ReplicaSet: keep `spec.replicas` live pods matching the selector and owned by the set
 //! (want 5, 3 exist: create 2; too many: delete the surplus, unscheduled ones first).
 
+use super::controller::own_or_owner;
+use super::reflector::{Kind, Reflector};
 use super::*;
 
 fn active(p: &Value) -> bool {
@@ -11,21 +13,71 @@ fn active(p: &Value) -> bool {
         )
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    for rs in list(store, "/registry/apps/replicasets/")? {
+const REPLICASETS: &str = "/registry/apps/replicasets/";
+const PODS: &str = "/registry/core/pods/";
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![
+            Kind::whole(REPLICASETS),
+            Kind::masked(PODS, view::pod_fields()).owned_by("ReplicaSet"),
+        ]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache
+            .list(REPLICASETS)
+            .map(|(k, _)| k.to_string())
+            .collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        own_or_owner(key, REPLICASETS, "ReplicaSet", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        match cache.get(key) {
+            Some(rs) if rs["metadata"]["deletionTimestamp"].is_null() => {
+                sync(store, cache, rs)?;
+            }
+            _ => {}
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
+fn sync(store: &Store, cache: &Reflector, rs: &Value) -> Result<(), StoreError> {
+    let rs = rs.clone();
+    {
         let ns = rs["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
             .to_string();
         let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-        let mut pods: Vec<Value> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
-            .into_iter()
+        let mut pods: Vec<Value> = cache
+            .controlled_by(&uid, PODS)
             .filter(|p| {
-                controller_uid(p) == Some(uid.as_str())
-                    && active(p)
-                    && labels_match(&rs["spec"]["selector"], &p["metadata"]["labels"])
+                active(p) && labels_match(&rs["spec"]["selector"], &p["metadata"]["labels"])
             })
+            .cloned()
             .collect();
         if pods.len() < want {
             let tpl = &rs["spec"]["template"];

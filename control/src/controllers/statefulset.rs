@@ -6,7 +6,9 @@
 //! pods whose revision differs, from the highest ordinal down to the partition, one at
 //! a time while the rest are Ready; OnDelete waits for the user to delete them.
 
+use super::controller::own_or_owner;
 use super::deployment::template_hash;
+use super::reflector::{Kind, Reflector};
 use super::*;
 
 const REVISION: &str = "controller-revision-hash";
@@ -26,13 +28,54 @@ fn running_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running" && pod_ready(p)
 }
 
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
-    for set in list(store, "/registry/apps/statefulsets/")? {
-        if set["metadata"]["deletionTimestamp"].is_null() {
-            sync_set(store, &set)?;
-        }
+const STATEFULSETS: &str = "/registry/apps/statefulsets/";
+const PODS: &str = "/registry/core/pods/";
+
+pub(crate) struct Controller;
+
+impl super::controller::Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        "statefulset"
     }
-    Ok(())
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![
+            Kind::whole(STATEFULSETS),
+            Kind::masked(PODS, view::pod_fields()).owned_by("StatefulSet"),
+        ]
+    }
+
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        cache
+            .list(STATEFULSETS)
+            .map(|(k, _)| k.to_string())
+            .collect()
+    }
+
+    fn concerned(
+        &self,
+        _: &Reflector,
+        key: &str,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+    ) -> Vec<String> {
+        own_or_owner(key, STATEFULSETS, "StatefulSet", prev, now)
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        cache: &Reflector,
+        key: &str,
+    ) -> Result<Action, StoreError> {
+        match cache.get(key) {
+            Some(set) if set["metadata"]["deletionTimestamp"].is_null() => {
+                sync_set(store, cache, set)?
+            }
+            _ => {}
+        }
+        Ok(Action::AwaitChange)
+    }
 }
 
 fn pod_for(set: &Value, name: &str, i: i64, revision: &str) -> Value {
@@ -56,7 +99,7 @@ fn pod_for(set: &Value, name: &str, i: i64, revision: &str) -> Value {
     pod
 }
 
-fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
+fn sync_set(store: &Store, cache: &Reflector, set: &Value) -> Result<(), StoreError> {
     let ns = set["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = set["metadata"]["name"].as_str().unwrap_or("");
     let uid = set["metadata"]["uid"].as_str().unwrap_or("");
@@ -65,10 +108,9 @@ fn sync_set(store: &Store, set: &Value) -> Result<(), StoreError> {
     let parallel = spec["podManagementPolicy"] == "Parallel";
     let revision = format!("{name}-{}", template_hash(&spec["template"]));
     let id = format!("{ns}/{name}");
-    let mut pods: Vec<(i64, Value)> = list_pods(store, &format!("/registry/core/pods/{ns}/"))?
-        .into_iter()
-        .filter(|p| controller_uid(p) == Some(uid))
-        .filter_map(|p| ordinal(name, &p).map(|i| (i, p)))
+    let mut pods: Vec<(i64, Value)> = cache
+        .controlled_by(uid, PODS)
+        .filter_map(|p| ordinal(name, p).map(|i| (i, p.clone())))
         .collect();
     pods.sort_by_key(|(i, _)| *i);
     let deleting = |p: &Value| p["metadata"]["deletionTimestamp"].is_string();

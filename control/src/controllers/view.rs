@@ -72,6 +72,15 @@ pub fn masked(kv: &KeyValue, mask: &serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// A decoded object with only the fields named in `mask` (as [`masked`]): what a
+/// controller wrote, kept in its cache in the form the cache holds.
+pub fn mask_value(v: &serde_json::Value, mask: &serde_json::Value) -> serde_json::Value {
+    use serde::de::DeserializeSeed;
+    Masked(mask)
+        .deserialize(v)
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// What a controller pass reads of a pod (not its containers' images, env, commands,
 /// volumes, managedFields…). An object decoded this way is read, never written back.
 pub fn pod_fields() -> &'static serde_json::Value {

@@ -122,3 +122,41 @@ impl Drop for Server {
         }
     }
 }
+
+/// One plain HTTP/1.0 request to `addr`: the status code (0 if the connection failed)
+/// and the body.
+#[allow(dead_code)]
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = match std::net::TcpStream::connect(addr) {
+        Ok(c) => c,
+        Err(e) => return (0, format!("connect: {e}")),
+    };
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = c.write_all(req.as_bytes()) {
+        return (0, format!("write: {e}"));
+    }
+    let mut text = String::new();
+    if let Err(e) = c.read_to_string(&mut text) {
+        return (0, format!("read: {e}"));
+    }
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_string())
+}
