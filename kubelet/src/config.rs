@@ -30,6 +30,8 @@ pub struct Config {
     pub lease_duration_seconds: i32,
     /// How often Node status is posted when nothing changed.
     pub status_period: Duration,
+    /// What pods' resolv.conf is made from.
+    pub dns: crate::pods::dns::Settings,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             lease_renew: Duration::from_secs(10),
             lease_duration_seconds: 40,
             status_period: Duration::from_secs(60),
+            dns: Default::default(),
         }
     }
 }

@@ -63,6 +63,17 @@ struct Args {
     address: Option<IpAddr>,
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// The cluster's DNS server(s), written into ClusterFirst pods' resolv.conf
+    /// (kube-dns' ClusterIP, usually 10.96.0.10). Without it pods get the node's.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+    /// The cluster's DNS domain: pods search NAMESPACE.svc.DOMAIN, svc.DOMAIN, DOMAIN.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver settings, for Default-policy pods and after the cluster's
+    /// search list ("" for none).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Log verbosity as the kubelet counts it: 0-1 info (what it does to pods), 2-3
     /// debug (each decision), 4+ trace. RUST_LOG, when set, takes precedence.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
@@ -114,6 +125,13 @@ fn config(a: &Args) -> Result<Config> {
     cfg.max_pods = a.max_pods;
     cfg.lease_renew = Duration::from_secs(a.node_lease_renew_interval.max(1));
     cfg.lease_duration_seconds = a.node_lease_duration_seconds;
+    cfg.dns.cluster_dns = a.cluster_dns.clone();
+    cfg.dns.cluster_domain = a.cluster_domain.trim_end_matches('.').to_string();
+    if !a.resolv_conf.as_os_str().is_empty() {
+        let text = std::fs::read_to_string(&a.resolv_conf)
+            .with_context(|| format!("--resolv-conf {}", a.resolv_conf.display()))?;
+        cfg.dns.host = skiff_kubelet::pods::dns::Resolv::parse(&text);
+    }
     for l in &a.node_labels {
         let (k, v) = l
             .split_once('=')

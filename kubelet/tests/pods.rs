@@ -612,7 +612,12 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         "--port",
         "0",
     ];
-    let tls = [&["--hostname-override", "n1"][..], &tls[..]].concat();
+    // Pods resolve through the cluster's DNS address (kube-dns' ClusterIP).
+    let tls = [
+        &["--hostname-override", "n1", "--cluster-dns", "10.96.0.10"][..],
+        &tls[..],
+    ]
+    .concat();
     let mut kubelet = Kubelet::start(&node_kc, &node, dir.join("kubelet.log"), &tls);
 
     // Registration: a Ready node with capacity, and a Lease that gets renewed.
@@ -758,9 +763,11 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
             "100ms",
             "--hostname-override",
             "n1",
+            "--cluster-dns",
+            "10.96.0.10",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
         .spawn()
         .unwrap();
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n");
@@ -821,6 +828,29 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
         value("skiff_proxy_programmed_endpoints") >= 2.0,
         "{metrics}"
     );
+    // Cluster DNS, answered on the node by the proxy at the kubelet's --cluster-dns: a
+    // pod finds the Service by its short name (through the search list) and by its
+    // full name.
+    let pod0 = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    for name in ["web", "web.default.svc.cluster.local"] {
+        let found = c.wait(
+            20,
+            &format!("{name} resolved in a pod"),
+            |c| {
+                let mut a = vec!["--kubeconfig", c.kc.as_str()];
+                a.extend_from_slice(&["exec", pod0.as_str(), "--", "nslookup", name]);
+                let o = kubectl_in(Some(&c.netns), &a, None);
+                let out = String::from_utf8_lossy(&o.stdout).to_string();
+                // "Address: IP" of the answer (the server's own line carries :53).
+                let answered = out.lines().any(|l| {
+                    l.split_whitespace().collect::<Vec<_>>() == ["Address:", cluster_ip.as_str()]
+                });
+                answered.then_some(out)
+            },
+            &kubelet,
+        );
+        assert!(found.contains("web.default.svc.cluster.local"), "{found}");
+    }
     trace_a_starting_pod(&c, &kubelet);
 
     // Killed, the proxy leaves its rules: the Service keeps answering.
@@ -1201,6 +1231,14 @@ fn kubelet_runs_a_deployment_restarts_reports_and_survives_kill_9() {
     assert_eq!(
         c.k(&["exec", web0, "--", "cat", "/etc/hostname"]),
         format!("{web0}\n")
+    );
+    // ClusterFirst: the kubelet's --cluster-dns, Kubernetes' search list, ndots:5.
+    let resolv = c.k(&["exec", web0, "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 10.96.0.10\n")
+            && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
     );
     let o = kubectl_in(
         Some(&netns),

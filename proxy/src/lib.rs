@@ -8,6 +8,7 @@
 //! `/healthz` report them.
 
 pub mod apply;
+pub mod dns;
 pub mod generation;
 pub mod iptables;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod nftables;
 pub mod programmed;
 pub mod routes;
 pub mod runner;
+pub mod vxlan;
 
 pub use model::{Protocol, ServicePort};
 

@@ -14,7 +14,7 @@ use skiff_apimachinery::trace::Step;
 use skiff_proxy::apply::{cleanup, Applier, Mode};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::runner::{self, Kind, Runner};
-use skiff_proxy::{model, programmed, routes, Options};
+use skiff_proxy::{model, programmed, routes, vxlan, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,9 @@ enum PodNetwork {
     None,
     /// Every other node's podCIDR is routed through its InternalIP (nodes share a link).
     HostGw,
+    /// Every other node's podCIDR is routed through a VXLAN device to its InternalIP
+    /// (nodes reach each other's InternalIP, over any number of hops).
+    Vxlan,
 }
 
 #[derive(Parser, Debug)]
@@ -74,9 +77,26 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration)]
     healthz_timeout: Option<Duration>,
     /// The pod network between nodes: `host-gw` routes every other Node's podCIDR
-    /// through its InternalIP, following the Node objects.
+    /// through its InternalIP (nodes on one link), `vxlan` through a VXLAN device to it
+    /// (nodes anywhere they reach each other), following the Node objects.
     #[arg(long, value_enum, default_value = "none")]
     pod_network: PodNetwork,
+    /// Serve cluster DNS on this node at this address (kube-dns' ClusterIP, usually
+    /// 10.96.0.10, which the kubelet's --cluster-dns writes into pods' resolv.conf): it
+    /// is put on the node's loopback and the Service holding it is left out of the
+    /// rules, so pods' questions are answered on their own node.
+    #[arg(long)]
+    cluster_dns: Option<std::net::IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Where names outside the cluster are asked (default: the nameservers of the
+    /// node's /etc/resolv.conf), `IP` or `IP:PORT`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<String>,
+    /// Serve DNS here instead of CLUSTER_DNS:53 (tests; the address is not managed).
+    #[arg(long)]
+    dns_bind_address: Option<SocketAddr>,
     /// Log verbosity: 0-1 info (one line per sync that changed rules), 2-3 debug,
     /// 4+ trace. RUST_LOG, when set, takes precedence.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
@@ -110,7 +130,7 @@ fn init_logs(args: &Args) {
 /// service rules' inputs) told a change is queued.
 fn reflect<K>(
     api: Api<K>,
-    changed: Arc<tokio::sync::Notify>,
+    changed: Vec<Arc<tokio::sync::Notify>>,
     metrics: Option<Arc<Metrics>>,
 ) -> Store<K>
 where
@@ -141,7 +161,9 @@ where
                     if let Some(m) = &metrics {
                         m.queued(Instant::now());
                     }
-                    changed.notify_one();
+                    for c in &changed {
+                        c.notify_one();
+                    }
                 }
                 Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
             }
@@ -192,20 +214,35 @@ async fn serve(args: &Args, metrics: Arc<Metrics>, bound: Duration) -> Result<()
     Ok(())
 }
 
-/// host-gw: routes to the other nodes' pod CIDRs follow the Node objects (within
-/// 100 ms of a change), and are checked every `period` (repairing outside changes).
-fn spawn_routes(client: kube::Client, me: String, period: Duration) {
+/// host-gw or vxlan: routes (and VXLAN entries) to the other nodes' pod CIDRs follow the
+/// Node objects (within 100 ms of a change) and are checked every `period` (repairing
+/// outside changes).
+fn spawn_routes(client: kube::Client, me: String, period: Duration, vxlan: bool) {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let nodes = reflect::<Node>(Api::all(client), changed.clone(), None);
+    let nodes = reflect::<Node>(Api::all(client), vec![changed.clone()], None);
     tokio::spawn(async move {
         if let Err(e) = nodes.wait_until_ready().await {
             error!(error = %e, "list nodes; no pod routes");
             return;
         }
         loop {
-            let wanted = routes::desired(&nodes.state(), &me);
-            let n = wanted.len();
-            match tokio::task::spawn_blocking(move || routes::reconcile(&wanted)).await {
+            let state = nodes.state();
+            let (n, done) = if vxlan {
+                let wanted = vxlan::desired(&state, &me);
+                let n = wanted.peers.len();
+                (
+                    n,
+                    tokio::task::spawn_blocking(move || vxlan::reconcile(&wanted)).await,
+                )
+            } else {
+                let wanted = routes::desired(&state, &me);
+                let n = wanted.len();
+                (
+                    n,
+                    tokio::task::spawn_blocking(move || routes::reconcile(&wanted)).await,
+                )
+            };
+            match done {
                 Ok(Ok(0)) => debug!(routes = n, "pod routes as wanted"),
                 Ok(Ok(changed)) => info!(routes = n, changed, "pod routes programmed"),
                 Ok(Err(e)) => error!(error = %e, "pod routes"),
@@ -265,21 +302,36 @@ async fn main() -> Result<()> {
     let bound = args.healthz_timeout.unwrap_or(args.sync_period * 2);
     serve(&args, metrics.clone(), bound).await?;
     let changed = Arc::new(tokio::sync::Notify::new());
+    // The zone of the cluster DNS follows the same Services and slices.
+    let dns_changed = Arc::new(tokio::sync::Notify::new());
     let services = reflect::<Service>(
         Api::all(client.clone()),
-        changed.clone(),
+        vec![changed.clone(), dns_changed.clone()],
         Some(metrics.clone()),
     );
     let client_for_routes = client.clone();
     let client_for_events = client.clone();
-    let slices = reflect::<EndpointSlice>(Api::all(client), changed.clone(), Some(metrics.clone()));
+    let slices = reflect::<EndpointSlice>(
+        Api::all(client),
+        vec![changed.clone(), dns_changed.clone()],
+        Some(metrics.clone()),
+    );
     services.wait_until_ready().await.context("list services")?;
     slices
         .wait_until_ready()
         .await
         .context("list endpointslices")?;
-    if args.pod_network == PodNetwork::HostGw {
-        spawn_routes(client_for_routes, node.clone(), args.sync_period);
+    if args.pod_network != PodNetwork::None {
+        let vxlan = args.pod_network == PodNetwork::Vxlan;
+        spawn_routes(client_for_routes, node.clone(), args.sync_period, vxlan);
+    }
+    let dns_ip = args.cluster_dns;
+    if let Some(ip) = dns_ip {
+        // Services must not stop working because DNS could not start: said loudly,
+        // and the rules go on.
+        if let Err(e) = start_dns(&args, ip, services.clone(), slices.clone(), dns_changed).await {
+            error!(error = format!("{e:#}"), "cluster DNS not served");
+        }
     }
     info!(?mode, node, pod_network = ?args.pod_network, "started");
     let applier = Arc::new(Mutex::new(Applier::new(mode, opts)));
@@ -294,7 +346,11 @@ async fn main() -> Result<()> {
     let sync = move |kind: Kind| {
         let (applier, metrics) = (applier.clone(), metrics.clone());
         let slice_state = slices.state();
-        let ports = model::build(&services.state(), &slice_state, Some(&node));
+        let mut ports = model::build(&services.state(), &slice_state, Some(&node));
+        // The cluster DNS address is answered on the node itself.
+        if let Some(std::net::IpAddr::V4(ip)) = dns_ip {
+            ports.retain(|p| p.cluster_ip != Some(ip));
+        }
         let (tracker, client, node) = (tracker.clone(), client_for_events.clone(), node.clone());
         async move {
             let started = Instant::now();
@@ -356,6 +412,57 @@ async fn main() -> Result<()> {
     .await;
     // Like kube-proxy, rules stay on exit: services keep working across a restart.
     info!("stopping; rules stay in place");
+    Ok(())
+}
+
+/// Cluster DNS on this node: the zone follows the Services and EndpointSlices, the
+/// server answers at `ip`:53 (or --dns-bind-address).
+async fn start_dns(
+    args: &Args,
+    ip: std::net::IpAddr,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    changed: Arc<tokio::sync::Notify>,
+) -> Result<()> {
+    let bind = match args.dns_bind_address {
+        Some(a) => a,
+        None => {
+            tokio::task::spawn_blocking(move || skiff_proxy::dns::hold_address(ip))
+                .await?
+                .with_context(|| format!("put {ip} on the loopback"))?;
+            SocketAddr::new(ip, 53)
+        }
+    };
+    let upstream: Vec<SocketAddr> = if args.dns_upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        skiff_proxy::dns::upstream_of(&text)
+    } else {
+        args.dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .with_context(|| format!("--dns-upstream {u:?} is not IP or IP:PORT"))
+            })
+            .collect::<Result<_>>()?
+    };
+    // Never ourselves: a node whose resolv.conf names the cluster address would loop.
+    let upstream: Vec<SocketAddr> = upstream
+        .into_iter()
+        .filter(|u| u.ip() != ip && *u != bind)
+        .collect();
+    let zone = skiff_proxy::dns::follow(services, slices, args.cluster_domain.clone(), changed);
+    let handler = skiff_proxy::dns::server::Handler {
+        zone,
+        upstream: upstream.clone(),
+    };
+    skiff_proxy::dns::server::serve(bind, handler)
+        .await
+        .with_context(|| format!("serve DNS on {bind}"))?;
+    info!(%bind, domain = %args.cluster_domain, ?upstream, "cluster DNS");
     Ok(())
 }
 

@@ -28,6 +28,25 @@ fn cidr(s: &str) -> Option<String> {
     Some(format!("{}/{p}", Ipv4Addr::from(u32::from(a) & mask)))
 }
 
+/// A node's IPv4 pod CIDRs (canonical) and IPv4 InternalIP.
+fn cidrs_and_ip(n: &Node) -> (Vec<String>, Option<Ipv4Addr>) {
+    let cidrs = n
+        .spec
+        .iter()
+        .flat_map(|spec| spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter()))
+        .filter_map(|c| cidr(c))
+        .collect();
+    let ip = n
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<Ipv4Addr>().ok());
+    (cidrs, ip)
+}
+
 /// The routes this node (`me`) wants: one per other node with an IPv4 pod CIDR and an
 /// IPv4 InternalIP.
 pub fn desired(nodes: &[Arc<Node>], me: &str) -> Routes {
@@ -36,28 +55,22 @@ pub fn desired(nodes: &[Arc<Node>], me: &str) -> Routes {
         if n.metadata.name.as_deref() == Some(me) || n.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let Some(spec) = &n.spec else { continue };
-        let cidrs = spec
-            .pod_cidrs
-            .iter()
-            .flatten()
-            .chain(spec.pod_cidr.iter())
-            .filter_map(|c| cidr(c));
-        let via = n
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|a| a.type_ == "InternalIP")
-            .find_map(|a| a.address.parse::<Ipv4Addr>().ok());
-        if let Some(via) = via {
+        if let (cidrs, Some(via)) = cidrs_and_ip(n) {
             for c in cidrs {
                 out.insert(c, via);
             }
         }
     }
     out
+}
+
+/// This node's own (first) IPv4 pod CIDR and InternalIP, once it has both.
+pub fn own(nodes: &[Arc<Node>], me: &str) -> Option<(String, Ipv4Addr)> {
+    let n = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(me))?;
+    let (cidrs, ip) = cidrs_and_ip(n);
+    Some((cidrs.into_iter().next()?, ip?))
 }
 
 /// Our routes as `ip -4 route show proto 83` prints them.

@@ -399,8 +399,9 @@ fn build(sb: &Sandbox, cfg: &SandboxConfig) -> Result<()> {
     }
     std::fs::write(sb.hosts_path(), hosts).step(|| "write hosts")?;
     let mut resolv = String::new();
-    for s in &cfg.dns_searches {
-        resolv.push_str(&format!("search {s}\n"));
+    // One search line: a resolver keeps only the last of several (glibc, musl).
+    if !cfg.dns_searches.is_empty() {
+        resolv.push_str(&format!("search {}\n", cfg.dns_searches.join(" ")));
     }
     for s in &cfg.dns_servers {
         resolv.push_str(&format!("nameserver {s}\n"));

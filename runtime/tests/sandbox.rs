@@ -39,7 +39,10 @@ fn containers_of_a_pod_share_network_and_talk_over_localhost() {
     let cfg = SandboxConfig {
         hostname: "web-0".into(),
         dns_servers: vec!["10.96.0.10".into()],
-        dns_searches: vec!["default.svc.cluster.local".into()],
+        dns_searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+        ],
         ..Default::default()
     };
     let mut sb = sandbox::create(&cli.root, &id, &cfg).unwrap();
@@ -60,7 +63,8 @@ fn containers_of_a_pod_share_network_and_talk_over_localhost() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("hello-from-server\nweb-0\n"), "{out}");
     assert!(
-        out.contains("nameserver 10.96.0.10") && out.contains("search default.svc.cluster.local"),
+        out.contains("nameserver 10.96.0.10")
+            && out.contains("search default.svc.cluster.local svc.cluster.local\n"),
         "{out}"
     );
     assert!(out.contains("10.88.0.9\tweb-0"), "{out}");

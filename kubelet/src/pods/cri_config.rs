@@ -107,6 +107,7 @@ pub fn sandbox_config(cfg: &Config, pod: &Pod, attempt: u32) -> v1::PodSandboxCo
             hostname
         },
         log_directory: log_directory(cfg, pod),
+        dns_config: Some(super::dns::for_pod(&cfg.dns, pod)),
         port_mappings,
         labels: pod_labels(pod),
         annotations: pod

@@ -11,6 +11,7 @@
 
 mod containers;
 pub mod cri_config;
+pub mod dns;
 mod notes;
 pub mod plan;
 pub mod probes;
