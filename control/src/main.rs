@@ -99,6 +99,15 @@ enum Command {
         #[arg(long = "group", requires = "user")]
         groups: Vec<String>,
     },
+    /// Bootstrap tokens for joining nodes (kubeadm token): `create` prints a token and the
+    /// line a node joins with; `list`; `delete ID`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        /// The API server to write the token through (with the admin's credentials).
+        #[arg(long, global = true, default_value = "https://127.0.0.1:6443")]
+        server: String,
+    },
     /// Write a kubelet's serving certificate for a node (kubelet.crt, kubelet.key) and
     /// the cluster CA (ca.crt, to verify the API server's client certificate) into --out.
     KubeletCerts {
@@ -110,6 +119,22 @@ enum Command {
         sans: Vec<String>,
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token valid for --ttl (0: forever).
+    Create {
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List,
+    Delete {
+        /// The token's ID (or the whole token).
+        token: String,
     },
 }
 
@@ -196,6 +221,34 @@ async fn main() {
             print!("{}", pki.kubeconfig_with(server, user, &cert, &key));
             return;
         }
+        Some(Command::Token { action, server }) => {
+            let admin = skiff_control::token::Admin::new(&pki, server).unwrap_or_else(|e| fail(e));
+            match action {
+                TokenAction::Create { ttl, description } => {
+                    let ttl = (!ttl.is_zero()).then_some(*ttl);
+                    let token = admin.create(ttl, description).unwrap_or_else(|e| fail(e));
+                    let hash = pki.ca_hash().unwrap_or_else(|e| fail(e));
+                    println!("{token}");
+                    eprintln!(
+                        "join a node with:\n  skiff-kubelet --server {server} --token {token} --ca-cert-hash {hash} ..."
+                    );
+                }
+                TokenAction::List => {
+                    println!("{:<8} {:<26} DESCRIPTION", "TOKEN", "EXPIRES");
+                    for (id, exp, desc) in admin.list().unwrap_or_else(|e| fail(e)) {
+                        println!("{id:<8} {exp:<26} {desc}");
+                    }
+                }
+                TokenAction::Delete { token } => {
+                    admin.delete(token).unwrap_or_else(|e| fail(e));
+                    println!(
+                        "bootstrap token {:?} deleted",
+                        token.split('.').next().unwrap_or("")
+                    );
+                }
+            }
+            return;
+        }
         Some(Command::KubeletCerts { node, sans, out }) => {
             let (cert, key) = pki
                 .issue_kubelet_serving(node, sans)
@@ -273,6 +326,9 @@ async fn main() {
     // The router makes the system namespaces first: the controllers' Leases live in
     // kube-system and are written through the API, which admits them only there.
     let router = skiff_control::apiserver::router_with(store.clone(), Some(kubelet));
+    let store_for_tokens = store.clone();
+    // Certificates for joining nodes are signed with the cluster CA.
+    cfg.signer = Some(std::sync::Arc::new(pki.clone()));
     // The controller manager and the scheduler run in this process on the same store.
     skiff_control::controllers::start_with(store, cfg);
     let tls = skiff_control::apiserver::tls::server_config(&pki).unwrap_or_else(|e| fail(e));
@@ -285,10 +341,18 @@ async fn main() {
         listener.local_addr().unwrap(),
         pki.dir.join("ca.crt").display()
     );
-    let secure = tokio::spawn(skiff_control::apiserver::tls::serve(
+    // Bootstrap tokens (kubeadm join, skiff-kubelet --token) as bearer tokens.
+    let tokens: skiff_control::apiserver::tls::TokenAuthenticator = {
+        let store = store_for_tokens.clone();
+        std::sync::Arc::new(move |t: &str| {
+            skiff_control::apiserver::authn::bootstrap_token(&store, t).map_err(|e| e.to_string())
+        })
+    };
+    let secure = tokio::spawn(skiff_control::apiserver::tls::serve_with_tokens(
         listener,
         router.clone(),
         tls,
+        Some(tokens),
     ));
     if let Some(port) = cli.insecure_port {
         let addr = SocketAddr::new(cli.bind_address, port);

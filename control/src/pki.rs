@@ -71,6 +71,34 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
     d
 }
 
+/// kubeadm's CA pin of a PEM certificate: `sha256:` + hex SHA-256 of its
+/// SubjectPublicKeyInfo.
+pub fn ca_hash_of(ca_pem: &str) -> Result<String> {
+    use sha2::Digest;
+    let bad = |why: String| PkiError::Io(why, std::io::Error::other("bad CA certificate"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
+        .map_err(|e| bad(format!("CA PEM: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+        .map_err(|e| bad(format!("CA certificate: {e}")))?;
+    let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
+fn rand_serial() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    for x in b.iter_mut() {
+        *x = fastrand::u8(..);
+    }
+    b[0] &= 0x7f; // positive
+    b
+}
+
 impl Pki {
     /// Load the PKI from `dir`, creating what is missing. `sans` are the names and
     /// addresses of the serving certificate (made once; delete it to re-issue).
@@ -227,6 +255,36 @@ impl Pki {
         params.not_after = years_from_now(1);
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA's pin as kubeadm prints it (`sha256:` and the hex SHA-256 of its
+    /// SubjectPublicKeyInfo): what a joining node checks the CA it is shown against.
+    pub fn ca_hash(&self) -> Result<String> {
+        ca_hash_of(&self.ca_cert)
+    }
+
+    /// Sign a certificate signing request (PEM, its signature checked) with the CA, for
+    /// `seconds` from now, with the key usages and extended usages asked for: the
+    /// subject and names are the request's own; it is never a CA.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        usages: &[KeyUsagePurpose],
+        extended: &[ExtendedKeyUsagePurpose],
+        seconds: i64,
+    ) -> Result<String> {
+        let ca_key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
+        let ca = CertificateParams::from_ca_cert_pem(&self.ca_cert)?.self_signed(&ca_key)?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let now = time::OffsetDateTime::now_utc();
+        // A little back, for clocks behind ours (kube's signer backdates 5 minutes).
+        csr.params.not_before = now - time::Duration::minutes(5);
+        csr.params.not_after = now + time::Duration::seconds(seconds);
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = usages.to_vec();
+        csr.params.extended_key_usages = extended.to_vec();
+        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_serial()));
+        Ok(csr.signed_by(&ca, &ca_key)?.pem())
     }
 
     /// A kubeconfig for `server` with this client certificate embedded.

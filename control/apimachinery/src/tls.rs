@@ -107,11 +107,63 @@ fn unauthorized() -> axum::response::Response {
         .into_response()
 }
 
+/// Who a bearer token stands for (None: nobody; Err: it could not be checked now).
+pub type TokenAuthenticator = Arc<dyn Fn(&str) -> Result<Option<User>, String> + Send + Sync>;
+
 /// Accept TLS connections on `listener` and serve `router` on each, forever.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     cfg: Arc<rustls::ServerConfig>,
+) {
+    serve_with_tokens(listener, router, cfg, None).await
+}
+
+/// The user of a request without a client certificate, from its bearer token.
+async fn token_user(
+    req: &Request<hyper::body::Incoming>,
+    tokens: &Option<TokenAuthenticator>,
+) -> Result<Option<User>, axum::response::Response> {
+    let (Some(auth), Some(bearer)) = (
+        tokens.clone(),
+        req.headers()
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string()),
+    ) else {
+        return Ok(None);
+    };
+    // Checking may read the store: off the async workers.
+    match tokio::task::spawn_blocking(move || auth(&bearer)).await {
+        Ok(Ok(Some(u))) => Ok(Some(u)),
+        Ok(Ok(None)) => Err(unauthorized()),
+        Ok(Err(why)) => Err(unavailable(&why)),
+        Err(e) => Err(unavailable(&e.to_string())),
+    }
+}
+
+fn unavailable(why: &str) -> axum::response::Response {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("the token cannot be checked now: {why}"),
+        "reason": "ServiceUnavailable", "code": 503
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// As [`serve`], and a request without a client certificate may authenticate with a
+/// bearer token `tokens` accepts (a wrong one is 401, as kube-apiserver answers).
+pub async fn serve_with_tokens(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    cfg: Arc<rustls::ServerConfig>,
+    tokens: Option<TokenAuthenticator>,
 ) {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
@@ -120,7 +172,7 @@ pub async fn serve(
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, router, tokens) = (acceptor.clone(), router.clone(), tokens.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return; // a failed handshake is the client's problem
@@ -133,8 +185,15 @@ pub async fn serve(
                 .and_then(user_of);
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let router = router.clone();
-                let user = user.clone();
+                let mut user = user.clone();
+                let tokens = tokens.clone();
                 async move {
+                    if user.is_none() {
+                        match token_user(&req, &tokens).await {
+                            Ok(u) => user = u,
+                            Err(answer) => return Ok(answer),
+                        }
+                    }
                     if user.is_none() && !public(req.uri().path()) {
                         return Ok::<_, std::convert::Infallible>(unauthorized());
                     }

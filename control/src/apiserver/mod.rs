@@ -7,6 +7,7 @@
 
 mod allocator;
 mod apply;
+pub mod authn;
 pub mod authz;
 mod discovery;
 pub(crate) mod kinds;
@@ -362,6 +363,7 @@ async fn handle(
             dry_run,
             validation,
             warnings: Default::default(),
+            user: None,
         };
         return objects::scale(&ns_ctx, name.unwrap_or(""), &method, &ct, &body);
     }
@@ -375,6 +377,7 @@ async fn handle(
             dry_run,
             validation,
             warnings: Default::default(),
+            user: None,
         };
         return kubelet::pod_stream(
             &ctx,
@@ -397,6 +400,7 @@ async fn handle(
             dry_run,
             validation,
             warnings: Default::default(),
+            user: None,
         };
         return kubelet::pod_log(&ctx, s.kubelet.clone(), name.unwrap_or(""), &q).await;
     }
@@ -410,6 +414,7 @@ async fn handle(
             dry_run,
             validation,
             warnings: Default::default(),
+            user: None,
         };
         return objects::bind(&ctx, name.unwrap_or(""), &body);
     }
@@ -417,6 +422,8 @@ async fn handle(
         "status" => kinds::of(r.kind).has_status(),
         // kube's namespace finalize: only spec.finalizers is written.
         "finalize" => r.kind == "Namespace" && method == Method::PUT,
+        // A CertificateSigningRequest's verdict: only status.conditions is written.
+        "approval" => r.kind == "CertificateSigningRequest" && method == Method::PUT,
         _ => false,
     };
     if sub.is_some_and(|s| !served(s)) {
@@ -474,6 +481,7 @@ async fn handle(
         dry_run,
         validation,
         warnings: Default::default(),
+        user: Some(&user),
     };
     let res = match (method, name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -483,6 +491,7 @@ async fn handle(
         (Method::GET, Some(n)) => objects::get(&ctx, n),
         (Method::POST, None) => objects::create(&ctx, &body),
         (Method::PUT, Some(n)) if sub == Some("finalize") => objects::finalize(&ctx, n, &body),
+        (Method::PUT, Some(n)) if sub == Some("approval") => objects::approve(&ctx, n, &body),
         (Method::PUT, Some(n)) => objects::update(&ctx, n, &body, sub.is_some()),
         (Method::PATCH, Some(n)) => {
             let ct = headers

@@ -26,6 +26,8 @@ pub struct Ctx<'a> {
     pub validation: FieldValidation,
     /// Warnings for the response's `Warning` headers.
     pub warnings: std::cell::RefCell<Vec<String>>,
+    /// Who asks (None: the control plane's own controllers).
+    pub user: Option<&'a super::tls::User>,
 }
 
 /// kube-apiserver's fieldValidation values.
@@ -393,6 +395,9 @@ fn create_object(c: &Ctx, mut v: Value) -> Result<KeyValue, ApiError> {
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
     super::kinds::of(c.r.kind).prepare_for_create(&mut v);
+    if let Some(u) = c.user {
+        super::kinds::of(c.r.kind).record_requester(&mut v, u);
+    }
     v["apiVersion"] = json!(c.r.api_version());
     v["kind"] = json!(c.r.kind);
     // A first server-side apply arrives with its managedFields; other creates are Updates.
@@ -765,6 +770,42 @@ pub fn finalize(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> 
     let v = parse_body(c, body)?;
     let (obj, rv) = finalize_value(c, name, |_| v["spec"]["finalizers"].clone())?;
     Ok(respond(c, StatusCode::OK, &obj, rv))
+}
+
+/// PUT certificatesigningrequests/NAME/approval: only the body's status.conditions is
+/// written (the Approved or Denied verdict; the certificate is the signer's, through
+/// status).
+pub fn approve(c: &Ctx, name: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let v = parse_body(c, body)?;
+    let (obj, rv) = approve_value(c, name, &v["status"]["conditions"])?;
+    Ok(respond(c, StatusCode::OK, &obj, rv))
+}
+
+/// A CertificateSigningRequest's status.conditions set to `conditions`.
+pub(crate) fn approve_value(
+    c: &Ctx,
+    name: &str,
+    conditions: &Value,
+) -> Result<(Value, i64), ApiError> {
+    // A verdict without times (protobuf bodies leave them to us) gets now.
+    let now = now_rfc3339();
+    let mut conditions = conditions.clone();
+    for cond in conditions.as_array_mut().into_iter().flatten() {
+        for t in ["lastUpdateTime", "lastTransitionTime"] {
+            if cond[t].is_null() {
+                cond[t] = json!(now);
+            }
+        }
+        if cond["status"].is_null() {
+            cond["status"] = json!("True");
+        }
+    }
+    let set = |cur: &Value| {
+        let mut next = cur.clone();
+        next["status"]["conditions"] = conditions.clone();
+        Ok(next)
+    };
+    modify_tracked(c, name, set, true, Track::Update("approval"))
 }
 
 /// A namespace's spec.finalizers replaced by `f` of the current ones (the namespace

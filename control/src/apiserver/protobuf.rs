@@ -12,6 +12,8 @@ const MAGIC: &[u8] = b"k8s\0";
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
+    /// bytes: base64 in JSON (empty: unset).
+    Bytes,
     Int,
     /// An int32 that Go always writes; 0 means unset.
     IntOrUnset,
@@ -235,6 +237,36 @@ const SELF_ACCESS_SPEC: &[Field] = &[
         Kind::Msg(NON_RESOURCE_ATTRIBUTES),
     ),
 ];
+// certificates.k8s.io/v1 (kubectl certificate approve|deny sends the request back
+// through …/approval in protobuf). Times are the server's to set.
+const CSR_SPEC: &[Field] = &[
+    f(1, "request", Kind::Bytes),
+    f(2, "username", Kind::Str),
+    f(3, "uid", Kind::Skip),
+    f(4, "groups", Kind::RepStr),
+    f(5, "usages", Kind::RepStr),
+    f(6, "extra", Kind::Skip),
+    f(7, "signerName", Kind::Str),
+    f(8, "expirationSeconds", Kind::IntOrUnset),
+];
+const CSR_CONDITION: &[Field] = &[
+    f(1, "type", Kind::Str),
+    f(2, "reason", Kind::Str),
+    f(3, "message", Kind::Str),
+    f(4, "lastUpdateTime", Kind::Skip),
+    f(5, "lastTransitionTime", Kind::Skip),
+    f(6, "status", Kind::Str),
+];
+const CSR_STATUS: &[Field] = &[
+    f(1, "conditions", Kind::RepMsg(CSR_CONDITION)),
+    f(2, "certificate", Kind::Bytes),
+];
+pub(crate) const CERTIFICATE_SIGNING_REQUEST: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "spec", Kind::Msg(CSR_SPEC)),
+    f(3, "status", Kind::Msg(CSR_STATUS)),
+];
+
 pub(crate) const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
     f(1, "metadata", Kind::Msg(OBJECT_META)),
     f(2, "spec", Kind::Msg(SELF_ACCESS_SPEC)),
@@ -433,6 +465,18 @@ fn message(b: &[u8], schema: &[Field], path: &str) -> Result<Value, String> {
                     return Err(format!("{p}: expected a message"));
                 };
                 obj.insert(name.into(), message(raw, s, &p)?);
+            }
+            Kind::Bytes => {
+                let Wire::Bytes(raw) = w else {
+                    return Err(format!("{p}: expected bytes"));
+                };
+                if !raw.is_empty() {
+                    use base64::Engine;
+                    obj.insert(
+                        name.into(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(raw)),
+                    );
+                }
             }
             Kind::RepStr => {
                 let e = obj.entry(name).or_insert_with(|| json!([]));

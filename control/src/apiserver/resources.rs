@@ -34,6 +34,15 @@ const fn r(
 
 pub const RESOURCES: &[Resource] = &[
     r(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+    ),
+    r(
         "",
         "v1",
         "namespaces",

@@ -4,6 +4,7 @@
 //! controller of keys: [`controller`]), node lifecycle, IPAM and pod GC (one periodic
 //! loop, as their work is on time), and the scheduler.
 
+mod certificates;
 mod controller;
 mod cronjob;
 mod daemonset;
@@ -75,6 +76,7 @@ fn ctx_for<'a>(
         dry_run: false,
         validation: crate::apiserver::objects::FieldValidation::Ignore,
         warnings: Default::default(),
+        user: None,
     };
     (c, name)
 }
@@ -209,6 +211,21 @@ pub(crate) fn finalize(store: &Store, key: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Set a CertificateSigningRequest's verdict through the API's approval subresource.
+pub(crate) fn approve(store: &Store, key: &str, conditions: &Value) -> Result<(), StoreError> {
+    let (c, name) = ctx_for(store, key, CONTROLLER_MANAGER);
+    match crate::apiserver::objects::approve_value(&c, name, conditions) {
+        Ok((v, _)) => {
+            controller::note_written(key, &v);
+            Ok(())
+        }
+        Err(e) => match api_error(e) {
+            StoreError::NotFound(_) | StoreError::Conflict { .. } => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
 /// The API's answer to a controller's write, as the store error it stands for.
 fn api_error(e: crate::apiserver::status::ApiError) -> StoreError {
     match (e.code.as_u16(), e.reason) {
@@ -265,6 +282,7 @@ pub(crate) fn create_as(
         dry_run: false,
         validation: crate::apiserver::objects::FieldValidation::Ignore,
         warnings: Default::default(),
+        user: None,
     };
     match crate::apiserver::objects::create_value(&c, o) {
         Ok(kv) => {
@@ -400,6 +418,8 @@ pub struct Config {
     pub leader_elect: bool,
     /// This instance's name in the Leases.
     pub identity: String,
+    /// The CA that signs approved CertificateSigningRequests (None: nothing is signed).
+    pub signer: Option<std::sync::Arc<crate::pki::Pki>>,
 }
 
 impl Default for Config {
@@ -420,6 +440,7 @@ impl Default for Config {
                     .unwrap_or_else(|_| "skiff".into()),
                 random_hex(8)
             ),
+            signer: None,
         }
     }
 }
@@ -489,6 +510,13 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
             store.clone(),
             lead.clone(),
             namespace::Controller,
+        ));
+        handles.push(controller::run(
+            store.clone(),
+            lead.clone(),
+            certificates::Controller {
+                signer: cfg.signer.clone(),
+            },
         ));
         handles.push(endpoints::run(store.clone(), lead.clone()));
         let store = store.clone();

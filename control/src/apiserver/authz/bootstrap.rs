@@ -177,6 +177,16 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         (
+            // What a joining node (a bootstrap token) or a node renewing its
+            // certificates may do: ask, and read its request back.
+            "system:node-bootstrapper",
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        (
             "system:node-proxier",
             vec![
                 rule(&[""], &["services", "endpoints", "nodes"], READ),
@@ -196,6 +206,16 @@ fn cluster_role_bindings() -> Vec<(&'static str, &'static str, Value)> {
     let user = |u: &str| json!([{"apiGroup": GROUP, "kind": "User", "name": u}]);
     vec![
         ("cluster-admin", "cluster-admin", group("system:masters")),
+        (
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            group("system:bootstrappers"),
+        ),
+        (
+            "skiff:node-certificates",
+            "system:node-bootstrapper",
+            group("system:nodes"),
+        ),
         (
             "system:discovery",
             "system:discovery",

@@ -10,6 +10,7 @@
 mod access_review;
 mod configmap;
 pub mod cronjob;
+pub mod csr;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -54,6 +55,10 @@ pub trait Strategy: Sync {
 
     /// On create, once the object has its uid and name (kube's PrepareForCreate).
     fn prepare_for_create(&self, _v: &mut Value) {}
+
+    /// On create, who asked for it (a CertificateSigningRequest records its requester,
+    /// which approval judges).
+    fn record_requester(&self, _v: &mut Value, _user: &super::tls::User) {}
 
     /// What a create of the object at `key` reserves (a Service's ClusterIP and node
     /// ports): the reservations' keys, released if the create fails.
@@ -130,6 +135,7 @@ fn lookup(kind: &str) -> Option<&'static dyn Strategy> {
         "RoleBinding" => &rbac::RoleBinding,
         "ClusterRoleBinding" => &rbac::ClusterRoleBinding,
         "SelfSubjectAccessReview" => &access_review::SelfSubjectAccessReview,
+        "CertificateSigningRequest" => &csr::CertificateSigningRequest,
         _ => return None,
     })
 }
