@@ -7,6 +7,7 @@
 //! so a restarted kubelet (even after kill -9) picks up where it left off.
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod config;
 pub mod cri;
 pub mod events;

@@ -20,8 +20,21 @@ use std::time::Duration;
 #[command(name = "skiff-kubelet", version, about = "Skiff's kubelet")]
 struct Args {
     /// The kubeconfig that reaches the API server (`skiff-control kubeconfig` prints one).
+    /// When joining (--token), the node's credentials are written here.
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// Join the cluster whose API server is here (https://HOST:PORT), when --kubeconfig
+    /// does not exist yet.
+    #[arg(long, requires_all = ["token", "ca_cert_hash"])]
+    server: Option<String>,
+    /// A bootstrap token (`skiff-control token create`): authenticates the request for
+    /// this node's certificates, once.
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// The pin of the cluster CA (`sha256:…`, printed with the token): the API server is
+    /// trusted only if its CA has it.
+    #[arg(long, requires = "server")]
+    ca_cert_hash: Option<String>,
     /// The Node's name (default: the host name).
     #[arg(long = "hostname-override")]
     node_name: Option<String>,
@@ -141,6 +154,53 @@ fn config(a: &Args) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Join with a bootstrap token: the CA by its pin, this node's client certificate (the
+/// kubeconfig at `path`) and its serving certificate (under ROOT_DIR/pki), each through
+/// a CertificateSigningRequest the control plane approves.
+fn join(server: &str, token: &str, pin: &str, path: &std::path::Path, cfg: &Config) -> Result<()> {
+    use skiff_kubelet::bootstrap::{self, Auth, Wanted};
+    let node = cfg.node_name.as_str();
+    tracing::info!(server, node, "joining the cluster with a bootstrap token");
+    let ca = bootstrap::fetch_ca(server, pin)?;
+    let wait = Duration::from_secs(300);
+    let (cert, key) = bootstrap::request_certificate(
+        server,
+        &ca,
+        &Auth::Token(token),
+        &Wanted {
+            node,
+            signer: "kubernetes.io/kube-apiserver-client-kubelet",
+            usages: &["digital signature", "key encipherment", "client auth"],
+            names: &[],
+        },
+        wait,
+    )?;
+    let names = bootstrap::serving_names(node, cfg.node_ip);
+    let (scert, skey) = bootstrap::request_certificate(
+        server,
+        &ca,
+        &Auth::Client {
+            cert: &cert,
+            key: &key,
+        },
+        &Wanted {
+            node,
+            signer: "kubernetes.io/kubelet-serving",
+            usages: &["digital signature", "key encipherment", "server auth"],
+            names: &names,
+        },
+        wait,
+    )?;
+    let pki = cfg.root_dir.join("pki");
+    bootstrap::write_private(&pki.join("ca.crt"), &ca)?;
+    bootstrap::write_private(&pki.join("kubelet.crt"), &scert)?;
+    bootstrap::write_private(&pki.join("kubelet.key"), &skey)?;
+    // Last: its existence says the join is done.
+    bootstrap::write_private(path, &bootstrap::kubeconfig(server, &ca, &cert, &key, node))?;
+    tracing::info!(node, kubeconfig = %path.display(), "joined: client and serving certificates issued");
+    Ok(())
+}
+
 fn nix_hostname() -> Result<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("read the host name")?;
     Ok(h.trim().to_string())
@@ -151,6 +211,20 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     init_logs(&args);
     let cfg = config(&args)?;
+    if !args.kubeconfig.exists() {
+        match (&args.server, &args.token, &args.ca_cert_hash) {
+            (Some(server), Some(token), Some(pin)) => {
+                let (server, token, pin) = (server.clone(), token.clone(), pin.clone());
+                let (path, cfg) = (args.kubeconfig.clone(), cfg.clone());
+                tokio::task::spawn_blocking(move || join(&server, &token, &pin, &path, &cfg))
+                    .await??;
+            }
+            _ => anyhow::bail!(
+                "--kubeconfig {} does not exist; to join a cluster give --server, --token and --ca-cert-hash",
+                args.kubeconfig.display()
+            ),
+        }
+    }
     let kc = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("read {}", args.kubeconfig.display()))?;
     let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -174,20 +248,28 @@ async fn main() -> Result<()> {
     ));
     // Pods bound to this node, kept in a reflector (the API and the sync loop read it).
     let (reader, writer) = reflector::store();
-    let port = match &args.tls_cert_file {
-        Some(cert) => {
+    // The serving certificate: given, or the one a join obtained.
+    let joined = cfg.root_dir.join("pki");
+    let serving = match &args.tls_cert_file {
+        Some(cert) => Some((
+            cert.clone(),
+            args.tls_private_key_file.clone().expect("clap requires it"),
+            args.client_ca_file.clone().expect("clap requires it"),
+        )),
+        None if joined.join("kubelet.crt").exists() => Some((
+            joined.join("kubelet.crt"),
+            joined.join("kubelet.key"),
+            joined.join("ca.crt"),
+        )),
+        None => None,
+    };
+    let port = match &serving {
+        Some((cert, key, ca)) => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
             };
-            let tls = skiff_apimachinery::tls::server_config_from(
-                &read(args.client_ca_file.as_ref().expect("clap requires it"))?,
-                &read(cert)?,
-                &read(
-                    args.tls_private_key_file
-                        .as_ref()
-                        .expect("clap requires it"),
-                )?,
-            )?;
+            let tls =
+                skiff_apimachinery::tls::server_config_from(&read(ca)?, &read(cert)?, &read(key)?)?;
             let addr = std::net::SocketAddr::new(args.address.unwrap_or(cfg.node_ip), args.port);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

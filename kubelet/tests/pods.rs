@@ -1862,3 +1862,194 @@ fn a_kubelet_started_before_the_api_server_waits_for_it() {
     assert!(last.contains(" Ready "), "{last}\n{}", k.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node joins with one command and no copied keys: `skiff-control token create`, then
+/// the kubelet with --server, --token and --ca-cert-hash and a kubeconfig path that does
+/// not exist yet. It checks the CA by its pin, gets its client and serving certificates
+/// through CertificateSigningRequests, registers Ready, and serves its API (kubectl logs
+/// through the API server verifies the serving certificate). A restart uses what it got.
+/// A wrong pin or a wrong token is refused with a clear message, and nothing is written.
+#[test]
+#[ignore = "needs root"]
+fn a_node_joins_with_a_token_and_a_wrong_one_is_refused() {
+    let node = Node::start(false);
+    node.import_busybox();
+    let dir = std::env::temp_dir().join(unique("skiff-kubelet-join"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = Control::start(&dir.join("control"), &[]);
+    let server = format!("https://127.0.0.1:{}", cp.port);
+    let o = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(dir.join("control"))
+        .args(["token", "create", "--server", &server])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let told = String::from_utf8(o.stderr).unwrap();
+    let pin = told
+        .split_whitespace()
+        .skip_while(|w| *w != "--ca-cert-hash")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let admin = cp.kubeconfig("admin.kubeconfig");
+    let admin = admin.to_str().unwrap();
+
+    // Refused: a pin that is not the CA's, and a token that is not one.
+    let run_to_end = |kc: &Path, tok: &str, pin: &str, name: &str| -> String {
+        let mut k = Kubelet::start(
+            kc,
+            &node,
+            dir.join(format!("{name}.log")),
+            &[
+                "--hostname-override",
+                name,
+                "--port",
+                "0",
+                "--server",
+                &server,
+                "--token",
+                tok,
+                "--ca-cert-hash",
+                pin,
+            ],
+        );
+        let end = Instant::now() + Duration::from_secs(30);
+        while k.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "still running: {}", k.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!k.child.wait().unwrap().success());
+        k.log()
+    };
+    let bad_kc = dir.join("bad.kubeconfig");
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    let log = run_to_end(&bad_kc, &token, &wrong_pin, "pinless");
+    assert!(log.contains("does not match --ca-cert-hash"), "{log}");
+    let log = run_to_end(
+        &bad_kc,
+        &format!("{}.0000000000000000", &token[..6]),
+        &pin,
+        "tokenless",
+    );
+    assert!(log.contains("the token was refused"), "{log}");
+    assert!(!bad_kc.exists(), "nothing written for a refused join");
+
+    let kc = dir.join("kubelet.kubeconfig");
+    let mut kubelet = Kubelet::start(
+        &kc,
+        &node,
+        dir.join("kubelet.log"),
+        &[
+            "--hostname-override",
+            "joiner",
+            "--port",
+            "0",
+            "--server",
+            &server,
+            "--token",
+            &token,
+            "--ca-cert-hash",
+            &pin,
+        ],
+    );
+    let ready = |what: &str, k: &Kubelet| {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = kubectl_in(
+                None,
+                &["--kubeconfig", admin, "get", "node", "joiner"],
+                None,
+            );
+            if String::from_utf8_lossy(&o.stdout).contains(" Ready ") {
+                break;
+            }
+            assert!(Instant::now() < end, "{what}: not Ready\n{}", k.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    ready("joined", &kubelet);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the node's key is root's alone");
+    let csrs = kubectl_in(None, &["--kubeconfig", admin, "get", "csr"], None);
+    let csrs = String::from_utf8_lossy(&csrs.stdout).to_string();
+    assert!(
+        csrs.contains("kube-apiserver-client-kubelet")
+            && csrs.contains(&format!("system:bootstrap:{}", &token[..6]))
+            && csrs.contains("kubelet-serving")
+            && csrs.contains("system:node:joiner"),
+        "{csrs}"
+    );
+    // The API server reaches the kubelet's API over the issued serving certificate.
+    // On the node's own network (this node has no pod network).
+    let pod = bare_pod(
+        "hello",
+        "Never",
+        "echo hello-from-a-joined-node; sleep 3600",
+    )
+    .replace("  containers:\n", "  hostNetwork: true\n  containers:\n");
+    let o = kubectl_in(
+        None,
+        &["--kubeconfig", admin, "apply", "-f", "-"],
+        Some(&pod),
+    );
+    assert!(o.status.success(), "{o:?}");
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = kubectl_in(None, &["--kubeconfig", admin, "logs", "hello"], None);
+        if String::from_utf8_lossy(&o.stdout).contains("hello-from-a-joined-node") {
+            break;
+        }
+        assert!(Instant::now() < end, "no logs: {o:?}\n{}", kubelet.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Restarted, it uses its credentials (the token is gone meanwhile).
+    kubelet.kill9();
+    let o = Command::new(process::binary())
+        .arg("--data-dir")
+        .arg(dir.join("control"))
+        .args(["token", "delete", &token[..6], "--server", &server])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let kubelet = Kubelet::start(
+        &kc,
+        &node,
+        dir.join("kubelet.log"),
+        &[
+            "--hostname-override",
+            "joiner",
+            "--port",
+            "0",
+            "--server",
+            &server,
+            "--token",
+            &token,
+            "--ca-cert-hash",
+            &pin,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    ready("restarted", &kubelet);
+    drop(kubelet);
+    let o = kubectl_in(
+        None,
+        &[
+            "--kubeconfig",
+            admin,
+            "delete",
+            "pod",
+            "hello",
+            "--grace-period",
+            "0",
+            "--force",
+        ],
+        None,
+    );
+    let _ = o;
+    if std::env::var_os("SKIFF_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
