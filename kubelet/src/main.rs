@@ -27,6 +27,11 @@ struct Args {
     /// does not exist yet.
     #[arg(long, requires_all = ["token", "ca_cert_hash"])]
     server: Option<String>,
+    /// The other API servers of an HA control plane (https://HOST:PORT, comma-separated):
+    /// the node's connections go through a local front that fails over between them
+    /// and the kubeconfig's.
+    #[arg(long, value_delimiter = ',')]
+    api_servers: Vec<String>,
     /// A bootstrap token (`skiff-control token create`): authenticates the request for
     /// this node's certificates, once.
     #[arg(long, requires = "server")]
@@ -227,9 +232,17 @@ async fn main() -> Result<()> {
     }
     let kc = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("read {}", args.kubeconfig.display()))?;
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let mut kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .context("use the kubeconfig")?;
+    if !args.api_servers.is_empty() {
+        let url =
+            skiff_apimachinery::failover::front(&kcfg.cluster_url.to_string(), &args.api_servers)
+                .await
+                .context("--api-servers")?;
+        tracing::info!(front = %url, servers = ?args.api_servers, "API servers behind a local front");
+        kcfg.cluster_url = url.parse().context("front URL")?;
+    }
     let client = kube::Client::try_from(kcfg).context("build the API client")?;
     // Long enough for a StopContainer that waits out a grace period, or a pull.
     let cri = Clients::connect(&cfg.runtime_endpoint, None, Duration::from_secs(600))

@@ -2053,3 +2053,158 @@ fn a_node_joins_with_a_token_and_a_wrong_one_is_refused() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// An HA control plane as a node sees it: three skiff-control on one etcd (sharing the
+/// cluster CA, as a second master gets it), a kubelet whose kubeconfig names the first
+/// and whose --api-servers names the others. The first is killed: the kubelet's
+/// connections fail over through its local front, its Lease keeps being renewed (the
+/// node stays Ready past the grace period), and a pod created through another server
+/// runs on it.
+#[test]
+#[ignore = "needs root and etcd"]
+fn a_node_fails_over_between_api_servers() {
+    let node = Node::start(false);
+    node.import_busybox();
+    let dir = std::env::temp_dir().join(unique("skiff-kubelet-ha"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, peer) = (free(), free());
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "m0", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("m0=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd (Debian's etcd-server)");
+    let etcd_url = format!("http://127.0.0.1:{client}");
+    let flags = [
+        "--etcd-servers",
+        etcd_url.as_str(),
+        "--leader-elect",
+        "true",
+        "--node-monitor-grace-period",
+        "8s",
+    ];
+    let mut first = Control::start(&dir.join("cp1"), &flags);
+    // The other masters get the cluster CA (kubeadm copies it the same way).
+    for cp in ["cp2", "cp3"] {
+        let pki = dir.join(cp).join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(dir.join("cp1/pki").join(f), pki.join(f)).unwrap();
+        }
+    }
+    let others = [
+        Control::start(&dir.join("cp2"), &flags),
+        Control::start(&dir.join("cp3"), &flags),
+    ];
+    let node_kc = first.kubeconfig_as("node.kubeconfig", Some("system:node:ha"), &["system:nodes"]);
+    let admin = others[0].kubeconfig("admin.kubeconfig");
+    let admin = admin.to_str().unwrap().to_string();
+    let servers = others
+        .iter()
+        .map(|c| format!("https://127.0.0.1:{}", c.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let kubelet = Kubelet::start(
+        &node_kc,
+        &node,
+        dir.join("kubelet.log"),
+        &[
+            "--hostname-override",
+            "ha",
+            "--port",
+            "0",
+            "--api-servers",
+            &servers,
+        ],
+    );
+    let k = |args: &[&str]| {
+        let mut a = vec!["--kubeconfig", admin.as_str()];
+        a.extend_from_slice(args);
+        let o = kubectl_in(None, &a, None);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let wait = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < end, "{what}\n{}", kubelet.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait("node Ready", 60, &|| {
+        k(&["get", "node", "ha"]).contains(" Ready ")
+    });
+    let renewed = || {
+        k(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "ha",
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    first.kill();
+    let before = renewed();
+    // Past the grace period: still Ready, and the Lease moved on.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        k(&["get", "node", "ha"]).contains(" Ready "),
+        "{}",
+        kubelet.log()
+    );
+    assert_ne!(
+        renewed(),
+        before,
+        "the Lease was not renewed after the failover"
+    );
+    assert!(
+        kubelet.log().contains("API server failover"),
+        "{}",
+        kubelet.log()
+    );
+    let pod = bare_pod("after", "Never", "echo ran-after-failover; sleep 3600")
+        .replace("  containers:\n", "  hostNetwork: true\n  containers:\n");
+    let o = kubectl_in(
+        None,
+        &["--kubeconfig", &admin, "apply", "-f", "-"],
+        Some(&pod),
+    );
+    assert!(o.status.success(), "{o:?}");
+    wait("the new pod Running on the node", 60, &|| {
+        k(&[
+            "get",
+            "pod",
+            "after",
+            "-o",
+            "jsonpath={.spec.nodeName} {.status.phase}",
+        ]) == "ha Running"
+    });
+    drop(kubelet);
+    drop(others);
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    if std::env::var_os("SKIFF_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

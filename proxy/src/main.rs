@@ -97,6 +97,11 @@ struct Args {
     /// Serve DNS here instead of CLUSTER_DNS:53 (tests; the address is not managed).
     #[arg(long)]
     dns_bind_address: Option<SocketAddr>,
+    /// The other API servers of an HA control plane (https://HOST:PORT, comma-separated):
+    /// connections go through a local front that fails over between them and the
+    /// kubeconfig's.
+    #[arg(long, value_delimiter = ',')]
+    api_servers: Vec<String>,
     /// Log verbosity: 0-1 info (one line per sync that changed rules), 2-3 debug,
     /// 4+ trace. RUST_LOG, when set, takes precedence.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
@@ -286,11 +291,18 @@ async fn main() -> Result<()> {
         .context("--kubeconfig is required")?;
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("read {}", kubeconfig.display()))?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .context("use the kubeconfig")?,
-    )?;
+    let mut kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("use the kubeconfig")?;
+    if !args.api_servers.is_empty() {
+        let url =
+            skiff_apimachinery::failover::front(&kcfg.cluster_url.to_string(), &args.api_servers)
+                .await
+                .context("--api-servers")?;
+        info!(front = %url, servers = ?args.api_servers, "API servers behind a local front");
+        kcfg.cluster_url = url.parse().context("front URL")?;
+    }
+    let client = kube::Client::try_from(kcfg)?;
     let node = match &args.hostname_override {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")

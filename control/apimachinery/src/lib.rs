@@ -2,6 +2,7 @@
 //! resource quantities, URL query decoding, and TLS serving with client-certificate
 //! identity (who a request is from). The kubelet uses these; so does skiff-control.
 
+pub mod failover;
 pub mod quantity;
 pub mod query;
 pub mod tls;
