@@ -108,6 +108,19 @@ enum Command {
         #[arg(long, global = true, default_value = "https://127.0.0.1:6443")]
         server: String,
     },
+    /// Write an etcd member's certificates from the cluster CA into --out (kubeadm's etcd
+    /// phase): ca.crt, server.crt/.key (clients), peer.crt/.key (other members), and
+    /// apiserver-etcd-client.crt/.key (skiff-control's --etcd-certfile/--etcd-keyfile).
+    EtcdCerts {
+        /// The member's name.
+        #[arg(long)]
+        name: String,
+        /// Its addresses and other names (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Write a kubelet's serving certificate for a node (kubelet.crt, kubelet.key) and
     /// the cluster CA (ca.crt, to verify the API server's client certificate) into --out.
     KubeletCerts {
@@ -136,6 +149,25 @@ enum TokenAction {
         /// The token's ID (or the whole token).
         token: String,
     },
+}
+
+/// Write PEM files (name, text, mode) into `out`, made if missing.
+fn write_files(out: &std::path::Path, files: &[(&str, &str, u32)]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (name, text, mode) in files {
+        let p = out.join(name);
+        std::fs::create_dir_all(out)
+            .and_then(|_| {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(*mode)
+                    .open(&p)?;
+                std::io::Write::write_all(&mut f, text.as_bytes())
+            })
+            .unwrap_or_else(|e| fail(format!("write {}: {e}", p.display())));
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -249,28 +281,34 @@ async fn main() {
             }
             return;
         }
+        Some(Command::EtcdCerts { name, sans, out }) => {
+            let [server, peer, client] = pki.issue_etcd(name, sans).unwrap_or_else(|e| fail(e));
+            write_files(
+                out,
+                &[
+                    ("ca.crt", &pki.ca_cert, 0o644),
+                    ("server.crt", &server.0, 0o644),
+                    ("server.key", &server.1, 0o600),
+                    ("peer.crt", &peer.0, 0o644),
+                    ("peer.key", &peer.1, 0o600),
+                    ("apiserver-etcd-client.crt", &client.0, 0o644),
+                    ("apiserver-etcd-client.key", &client.1, 0o600),
+                ],
+            );
+            return;
+        }
         Some(Command::KubeletCerts { node, sans, out }) => {
             let (cert, key) = pki
                 .issue_kubelet_serving(node, sans)
                 .unwrap_or_else(|e| fail(e));
-            let write = |name: &str, text: &str, mode: u32| {
-                use std::os::unix::fs::OpenOptionsExt;
-                let p = out.join(name);
-                std::fs::create_dir_all(out)
-                    .and_then(|_| {
-                        let mut f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .write(true)
-                            .truncate(true)
-                            .mode(mode)
-                            .open(&p)?;
-                        std::io::Write::write_all(&mut f, text.as_bytes())
-                    })
-                    .unwrap_or_else(|e| fail(format!("write {}: {e}", p.display())));
-            };
-            write("kubelet.key", &key, 0o600);
-            write("kubelet.crt", &cert, 0o644);
-            write("ca.crt", &pki.ca_cert, 0o644);
+            write_files(
+                out,
+                &[
+                    ("kubelet.key", &key, 0o600),
+                    ("kubelet.crt", &cert, 0o644),
+                    ("ca.crt", &pki.ca_cert, 0o644),
+                ],
+            );
             return;
         }
         None => {}

@@ -257,6 +257,48 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// Certificates for an etcd member named `name` at `sans` (names and addresses), as
+    /// kubeadm's etcd phase makes them from the cluster CA: its client-facing serving
+    /// pair and its peer pair (both server and client auth: members dial each other),
+    /// and the API server's client pair for etcd (`kube-apiserver-etcd-client`). Each
+    /// pair is (certificate, key) PEM.
+    pub fn issue_etcd(&self, name: &str, sans: &[String]) -> Result<[(String, String); 3]> {
+        let ca_key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
+        let ca = CertificateParams::from_ca_cert_pem(&self.ca_cert)?.self_signed(&ca_key)?;
+        let mut names = vec![name.to_string(), "localhost".into(), "127.0.0.1".into()];
+        names.extend(
+            sans.iter()
+                .filter(|s| !names.contains(s))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let pair = |cn: &str,
+                    names: Vec<String>,
+                    eku: Vec<ExtendedKeyUsagePurpose>|
+         -> Result<(String, String)> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(names)?;
+            params.distinguished_name = dn(cn, None);
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = eku;
+            params.not_before = years_from_now(-1);
+            params.not_after = years_from_now(2);
+            Ok((
+                params.signed_by(&key, &ca, &ca_key)?.pem(),
+                key.serialize_pem(),
+            ))
+        };
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        Ok([
+            pair(name, names.clone(), vec![ServerAuth, ClientAuth])?,
+            pair(name, names, vec![ServerAuth, ClientAuth])?,
+            pair("kube-apiserver-etcd-client", Vec::new(), vec![ClientAuth])?,
+        ])
+    }
+
     /// The CA's pin as kubeadm prints it (`sha256:` and the hex SHA-256 of its
     /// SubjectPublicKeyInfo): what a joining node checks the CA it is shown against.
     pub fn ca_hash(&self) -> Result<String> {

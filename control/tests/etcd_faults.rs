@@ -652,3 +652,103 @@ fn controllers_whose_writes_fail_retry_and_converge() {
     stop.store(true, Ordering::SeqCst);
     node.join().unwrap();
 }
+
+/// The seed's etcd: three members whose clients and peers all speak TLS with client
+/// certificates, each with certificates the cluster CA issued (`skiff-control
+/// etcd-certs`, kubeadm's etcd phase), and two skiff-control sharing that CA serving one
+/// cluster from it; a member killed, the cluster still answers through either server.
+#[test]
+#[ignore = "needs etcd and kubectl"]
+fn a_tls_etcd_cluster_from_the_cluster_ca_serves_two_api_servers() {
+    let base = std::env::temp_dir().join(format!("skiff-etcd-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let first = base.join("cp1");
+    let members: Vec<std::path::PathBuf> =
+        (0..3).map(|i| base.join(format!("etcd-m{i}"))).collect();
+    for (i, d) in members.iter().enumerate() {
+        let o = std::process::Command::new(skiff_fixtures::process::binary())
+            .arg("--data-dir")
+            .arg(&first)
+            .args([
+                "etcd-certs",
+                "--name",
+                &format!("m{i}"),
+                "--san",
+                "127.0.0.1",
+                "--out",
+            ])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    // Every file from the one cluster CA.
+    let ca = std::fs::read_to_string(first.join("pki/ca.crt")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(members[2].join("ca.crt")).unwrap(),
+        ca
+    );
+    let mut etcd =
+        EtcdCluster::start_secure("ca3", &members).expect("etcd (apt-get install etcd-server)");
+    assert!(etcd.endpoints.iter().all(|e| e.starts_with("https://")));
+    // A second master gets the CA before it starts.
+    let second = base.join("cp2");
+    std::fs::create_dir_all(second.join("pki")).unwrap();
+    for f in ["ca.crt", "ca.key"] {
+        std::fs::copy(first.join("pki").join(f), second.join("pki").join(f)).unwrap();
+    }
+    let m0 = &members[0];
+    let flags = [
+        "--etcd-servers".to_string(),
+        etcd.endpoints.join(","),
+        "--etcd-cafile".into(),
+        m0.join("ca.crt").display().to_string(),
+        "--etcd-certfile".into(),
+        m0.join("apiserver-etcd-client.crt").display().to_string(),
+        "--etcd-keyfile".into(),
+        m0.join("apiserver-etcd-client.key").display().to_string(),
+        "--leader-elect".into(),
+        "true".into(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cps = [
+        Control::start(&first, &flags),
+        Control::start(&second, &flags),
+    ];
+    let kcs = [
+        cps[0].kubeconfig("admin.kubeconfig"),
+        cps[1].kubeconfig("admin.kubeconfig"),
+    ];
+    let o = kubectl(
+        &kcs[0],
+        &["create", "configmap", "one", "--from-literal=k=1"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = kubectl(
+        &kcs[1],
+        &["get", "configmap", "one", "-o", "jsonpath={.data.k}"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1", "{o:?}");
+    etcd.kill(0);
+    let o = kubectl(
+        &kcs[1],
+        &["create", "configmap", "two", "--from-literal=k=2"],
+    );
+    assert!(o.status.success(), "with a member down: {o:?}");
+    let o = kubectl(
+        &kcs[0],
+        &["get", "configmap", "two", "-o", "jsonpath={.data.k}"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2", "{o:?}");
+    // The members talk to each other over TLS with client certificates.
+    let log = std::fs::read_to_string(etcd.dir.join("m1.log")).unwrap();
+    assert!(
+        log.contains("peerTLS: cert =")
+            && log.contains("peer.crt")
+            && log.contains("client-cert-auth = true"),
+        "{log}"
+    );
+    drop(cps);
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&base);
+}

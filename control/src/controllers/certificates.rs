@@ -152,20 +152,6 @@ impl Reconciler for Controller {
         vec![Kind::whole(CSRS)]
     }
 
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache.list(CSRS).map(|(k, _)| k.to_string()).collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        _: Option<&Value>,
-        _: Option<&Value>,
-    ) -> Vec<String> {
-        vec![key.to_string()]
-    }
-
     fn reconcile(
         &mut self,
         store: &Store,

@@ -19,22 +19,39 @@ pub(crate) trait Reconciler: Send + 'static {
     /// The controller's name in logs and thread names.
     fn name(&self) -> &'static str;
 
-    /// What it watches and holds; the keys it reconciles are found by
-    /// [`Reconciler::concerned`] and [`Reconciler::keys`].
+    /// What it watches and holds; the first is the kind whose objects it reconciles.
     fn kinds(&self) -> Vec<Kind>;
 
-    /// Every key to reconcile, from the cache (at start and each resync).
-    fn keys(&self, cache: &Reflector) -> Vec<String>;
+    /// The kind of the reconciled objects as ownerReferences name it, when they control
+    /// objects of the other kinds: an event of such an object queues its owner.
+    fn owner_kind(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Every key to reconcile, from the cache (at start and each resync): the objects of
+    /// the first kind.
+    fn keys(&self, cache: &Reflector) -> Vec<String> {
+        let own = self.kinds()[0].prefix;
+        cache.list(own).map(|(k, _)| k.to_string()).collect()
+    }
 
     /// The keys an event concerns, from the object before and after it (None: absent)
-    /// and the cache as it was before the event.
+    /// and the cache as it was before the event: by default the object itself, or its
+    /// controlling owner ([`Reconciler::owner_kind`]).
     fn concerned(
         &self,
-        cache: &Reflector,
+        _cache: &Reflector,
         key: &str,
         prev: Option<&Value>,
         now: Option<&Value>,
-    ) -> Vec<String>;
+    ) -> Vec<String> {
+        let own = self.kinds()[0].prefix;
+        match self.owner_kind() {
+            Some(kind) => own_or_owner(key, own, kind, prev, now),
+            None if key.starts_with(own) => vec![key.to_string()],
+            None => Vec::new(),
+        }
+    }
 
     /// Bring the world to what the object at `key` asks for.
     fn reconcile(
@@ -47,6 +64,13 @@ pub(crate) trait Reconciler: Send + 'static {
     fn resync(&self) -> Duration {
         super::RESYNC
     }
+}
+
+/// The object at `key` unless it is gone or being deleted (what most reconciles act on).
+pub(crate) fn live<'a>(cache: &'a Reflector, key: &str) -> Option<&'a Value> {
+    cache
+        .get(key)
+        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
 }
 
 /// What the controller thread wrote, as acknowledged by the API, for its cache.

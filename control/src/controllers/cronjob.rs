@@ -6,7 +6,7 @@
 //! finished Jobs beyond the history limits are deleted, and `status.active`,
 //! `lastScheduleTime` and `lastSuccessfulTime` say what happened.
 
-use super::controller::own_or_owner;
+use super::controller::live;
 use super::reflector::{Kind, Reflector};
 use super::*;
 use crate::apiserver::kinds::cronjob::{schedule, time_zone};
@@ -78,22 +78,12 @@ impl super::controller::Reconciler for Controller {
         "cronjob"
     }
 
+    fn owner_kind(&self) -> Option<&'static str> {
+        Some("CronJob")
+    }
+
     fn kinds(&self) -> Vec<Kind> {
         vec![Kind::whole(CRONJOBS), Kind::whole(JOBS).owned_by("CronJob")]
-    }
-
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache.list(CRONJOBS).map(|(k, _)| k.to_string()).collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        prev: Option<&Value>,
-        now: Option<&Value>,
-    ) -> Vec<String> {
-        own_or_owner(key, CRONJOBS, "CronJob", prev, now)
     }
 
     fn reconcile(
@@ -102,10 +92,7 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        match cache.get(key) {
-            Some(cj) if cj["metadata"]["deletionTimestamp"].is_null() => sync(store, cache, cj),
-            _ => Ok(Action::AwaitChange),
-        }
+        live(cache, key).map_or(Ok(Action::AwaitChange), |cj| sync(store, cache, cj))
     }
 }
 

@@ -4,7 +4,7 @@
 //! A new template rolls out node by node within maxUnavailable (RollingUpdate), or waits
 //! for pods to be deleted by hand (OnDelete).
 
-use super::controller::own_or_owner;
+use super::controller::{live, own_or_owner};
 use super::reflector::{Kind, Reflector};
 use super::*;
 
@@ -96,10 +96,6 @@ impl super::controller::Reconciler for Controller {
         ]
     }
 
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache.list(DAEMONSETS).map(|(k, _)| k.to_string()).collect()
-    }
-
     fn concerned(
         &self,
         cache: &Reflector,
@@ -131,9 +127,8 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        match cache.get(key) {
-            Some(ds) if ds["metadata"]["deletionTimestamp"].is_null() => sync(store, cache, ds)?,
-            _ => {}
+        if let Some(ds) = live(cache, key) {
+            sync(store, cache, ds)?;
         }
         Ok(Action::AwaitChange)
     }

@@ -6,7 +6,7 @@
 //! a new revision. Old empty sets beyond revisionHistoryLimit are deleted. Status and
 //! the Available/Progressing conditions are what `kubectl rollout status` reads.
 
-use super::controller::own_or_owner;
+use super::controller::live;
 use super::reflector::{Kind, Reflector};
 use super::*;
 
@@ -128,28 +128,15 @@ impl super::controller::Reconciler for Controller {
         "deployment"
     }
 
+    fn owner_kind(&self) -> Option<&'static str> {
+        Some("Deployment")
+    }
+
     fn kinds(&self) -> Vec<Kind> {
         vec![
             Kind::whole(DEPLOYMENTS),
             Kind::whole(REPLICASETS).owned_by("Deployment"),
         ]
-    }
-
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache
-            .list(DEPLOYMENTS)
-            .map(|(k, _)| k.to_string())
-            .collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        prev: Option<&Value>,
-        now: Option<&Value>,
-    ) -> Vec<String> {
-        own_or_owner(key, DEPLOYMENTS, "Deployment", prev, now)
     }
 
     fn reconcile(
@@ -158,10 +145,7 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        let Some(d) = cache
-            .get(key)
-            .filter(|d| d["metadata"]["deletionTimestamp"].is_null())
-        else {
+        let Some(d) = live(cache, key) else {
             return Ok(Action::AwaitChange);
         };
         let uid = d["metadata"]["uid"].as_str().unwrap_or("");

@@ -5,7 +5,7 @@
 //! finished Job deleted, startTime/completionTime, and the events SuccessfulCreate,
 //! SuccessfulDelete, Completed and BackoffLimitExceeded. A suspended Job has no pods.
 
-use super::controller::own_or_owner;
+use super::controller::live;
 use super::reflector::{Kind, Reflector};
 use super::*;
 
@@ -44,25 +44,15 @@ impl super::controller::Reconciler for Controller {
         "job"
     }
 
+    fn owner_kind(&self) -> Option<&'static str> {
+        Some("Job")
+    }
+
     fn kinds(&self) -> Vec<Kind> {
         vec![
             Kind::whole(JOBS),
             Kind::masked(PODS, view::pod_fields()).owned_by("Job"),
         ]
-    }
-
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache.list(JOBS).map(|(k, _)| k.to_string()).collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        prev: Option<&Value>,
-        now: Option<&Value>,
-    ) -> Vec<String> {
-        own_or_owner(key, JOBS, "Job", prev, now)
     }
 
     fn reconcile(
@@ -71,12 +61,7 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        match cache.get(key) {
-            Some(job) if job["metadata"]["deletionTimestamp"].is_null() => {
-                sync_job(store, cache, job)
-            }
-            _ => Ok(Action::AwaitChange),
-        }
+        live(cache, key).map_or(Ok(Action::AwaitChange), |job| sync_job(store, cache, job))
     }
 }
 

@@ -21,20 +21,6 @@ impl Reconciler for Controller {
         vec![Kind::whole(NAMESPACES)]
     }
 
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache.list(NAMESPACES).map(|(k, _)| k.to_string()).collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        _: Option<&Value>,
-        _: Option<&Value>,
-    ) -> Vec<String> {
-        vec![key.to_string()]
-    }
-
     /// Empties a terminating namespace; asks to come back soon while it still has
     /// content (its objects' finalizers and grace periods run out on their own time).
     fn reconcile(

@@ -1,7 +1,7 @@
 //! ReplicaSet: keep `spec.replicas` live pods matching the selector and owned by the set
 //! (want 5, 3 exist: create 2; too many: delete the surplus, unscheduled ones first).
 
-use super::controller::own_or_owner;
+use super::controller::live;
 use super::reflector::{Kind, Reflector};
 use super::*;
 
@@ -23,28 +23,15 @@ impl super::controller::Reconciler for Controller {
         "replicaset"
     }
 
+    fn owner_kind(&self) -> Option<&'static str> {
+        Some("ReplicaSet")
+    }
+
     fn kinds(&self) -> Vec<Kind> {
         vec![
             Kind::whole(REPLICASETS),
             Kind::masked(PODS, view::pod_fields()).owned_by("ReplicaSet"),
         ]
-    }
-
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache
-            .list(REPLICASETS)
-            .map(|(k, _)| k.to_string())
-            .collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        prev: Option<&Value>,
-        now: Option<&Value>,
-    ) -> Vec<String> {
-        own_or_owner(key, REPLICASETS, "ReplicaSet", prev, now)
     }
 
     fn reconcile(
@@ -53,11 +40,8 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        match cache.get(key) {
-            Some(rs) if rs["metadata"]["deletionTimestamp"].is_null() => {
-                sync(store, cache, rs)?;
-            }
-            _ => {}
+        if let Some(rs) = live(cache, key) {
+            sync(store, cache, rs)?;
         }
         Ok(Action::AwaitChange)
     }

@@ -6,7 +6,7 @@
 //! pods whose revision differs, from the highest ordinal down to the partition, one at
 //! a time while the rest are Ready; OnDelete waits for the user to delete them.
 
-use super::controller::own_or_owner;
+use super::controller::live;
 use super::deployment::template_hash;
 use super::reflector::{Kind, Reflector};
 use super::*;
@@ -38,28 +38,15 @@ impl super::controller::Reconciler for Controller {
         "statefulset"
     }
 
+    fn owner_kind(&self) -> Option<&'static str> {
+        Some("StatefulSet")
+    }
+
     fn kinds(&self) -> Vec<Kind> {
         vec![
             Kind::whole(STATEFULSETS),
             Kind::masked(PODS, view::pod_fields()).owned_by("StatefulSet"),
         ]
-    }
-
-    fn keys(&self, cache: &Reflector) -> Vec<String> {
-        cache
-            .list(STATEFULSETS)
-            .map(|(k, _)| k.to_string())
-            .collect()
-    }
-
-    fn concerned(
-        &self,
-        _: &Reflector,
-        key: &str,
-        prev: Option<&Value>,
-        now: Option<&Value>,
-    ) -> Vec<String> {
-        own_or_owner(key, STATEFULSETS, "StatefulSet", prev, now)
     }
 
     fn reconcile(
@@ -68,11 +55,8 @@ impl super::controller::Reconciler for Controller {
         cache: &Reflector,
         key: &str,
     ) -> Result<Action, StoreError> {
-        match cache.get(key) {
-            Some(set) if set["metadata"]["deletionTimestamp"].is_null() => {
-                sync_set(store, cache, set)?
-            }
-            _ => {}
+        if let Some(set) = live(cache, key) {
+            sync_set(store, cache, set)?;
         }
         Ok(Action::AwaitChange)
     }

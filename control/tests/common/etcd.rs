@@ -81,15 +81,35 @@ impl EtcdCluster {
 
     /// A cluster of `size` members on loopback ports, or None without etcd installed.
     pub fn start(name: &str, size: usize) -> Option<EtcdCluster> {
-        EtcdCluster::start_with(name, size, None)
+        EtcdCluster::start_with(name, size, None, None)
     }
 
     /// One member serving clients over TLS and requiring client certificates.
     pub fn start_tls(name: &str, pki: &EtcdPki) -> Option<EtcdCluster> {
-        EtcdCluster::start_with(name, 1, Some(pki))
+        EtcdCluster::start_with(name, 1, Some(pki), None)
     }
 
-    fn start_with(name: &str, size: usize, tls: Option<&EtcdPki>) -> Option<EtcdCluster> {
+    /// Members whose clients and peers all speak TLS with client certificates, each with
+    /// its own certificates in `member_dirs[i]` (`skiff-control etcd-certs`: ca.crt,
+    /// server.*, peer.*), checked ready with the API server's client pair there.
+    pub fn start_secure(name: &str, member_dirs: &[PathBuf]) -> Option<EtcdCluster> {
+        let d = &member_dirs[0];
+        let pki = EtcdPki {
+            ca: d.join("ca.crt"),
+            server_cert: d.join("server.crt"),
+            server_key: d.join("server.key"),
+            client_cert: d.join("apiserver-etcd-client.crt"),
+            client_key: d.join("apiserver-etcd-client.key"),
+        };
+        EtcdCluster::start_with(name, member_dirs.len(), Some(&pki), Some(member_dirs))
+    }
+
+    fn start_with(
+        name: &str,
+        size: usize,
+        tls: Option<&EtcdPki>,
+        members: Option<&[PathBuf]>,
+    ) -> Option<EtcdCluster> {
         if Command::new("etcd").arg("--version").output().is_err() {
             return None;
         }
@@ -97,10 +117,11 @@ impl EtcdCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let peer_scheme = if members.is_some() { "https" } else { "http" };
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={peer_scheme}://127.0.0.1:{peer}"))
             .collect();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoints: Vec<String> = ports
@@ -119,9 +140,9 @@ impl EtcdCluster {
                 "--advertise-client-urls".into(),
                 endpoints[i].clone(),
                 "--listen-peer-urls".into(),
-                format!("http://127.0.0.1:{peer}"),
+                format!("{peer_scheme}://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls".into(),
-                format!("http://127.0.0.1:{peer}"),
+                format!("{peer_scheme}://127.0.0.1:{peer}"),
                 "--initial-cluster".into(),
                 initial.join(","),
                 "--initial-cluster-state".into(),
@@ -129,7 +150,21 @@ impl EtcdCluster {
                 "--initial-cluster-token".into(),
                 name.into(),
             ];
-            if let Some(p) = tls {
+            if let Some(d) = members.map(|m| &m[i]) {
+                for (flag, file) in [
+                    ("--cert-file", "server.crt"),
+                    ("--key-file", "server.key"),
+                    ("--trusted-ca-file", "ca.crt"),
+                    ("--peer-cert-file", "peer.crt"),
+                    ("--peer-key-file", "peer.key"),
+                    ("--peer-trusted-ca-file", "ca.crt"),
+                ] {
+                    a.push(flag.into());
+                    a.push(d.join(file).display().to_string());
+                }
+                a.push("--client-cert-auth".into());
+                a.push("--peer-client-cert-auth".into());
+            } else if let Some(p) = tls {
                 for (flag, path) in [
                     ("--cert-file", &p.server_cert),
                     ("--key-file", &p.server_key),
