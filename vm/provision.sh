@@ -2,7 +2,7 @@
 # Provision a Skiff node: kernel modules, cgroup v2 delegation, forwarding sysctls.
 # The QEMU test images run this at boot (from /etc/rcS); the Vagrantfile runs it too,
 # so this part of a Vagrant node is exercised by every VM test run.
-MODULES="virtio_net virtio_console 9pnet_virtio 9p veth bridge br_netfilter nf_tables nft_chain_nat nft_nat nft_ct nft_numgen nft_masq nft_fib_inet nft_reject_inet nf_nat nf_conntrack ip_tables iptable_nat iptable_filter xt_MASQUERADE xt_conntrack xt_comment xt_statistic xt_mark overlay vxlan tun"
+MODULES="virtio_net virtio_console 9pnet_virtio 9p veth bridge br_netfilter nf_tables nft_chain_nat nft_nat nft_ct nft_numgen nft_masq nft_fib_inet nft_reject_inet nft_reject_ipv4 nft_fib_ipv4 nf_nat nf_conntrack ip_tables iptable_nat iptable_filter xt_MASQUERADE xt_conntrack xt_comment xt_statistic xt_mark overlay vxlan tun"
 
 if [ -f /etc/modules.order ]; then
   # Test image: no modules.dep, so insmod in the dependency order computed at build time.

@@ -42,6 +42,9 @@ struct Cli {
     /// Address to serve on (HTTPS, and plain HTTP when --insecure-port is given).
     #[arg(long = "bind-address", default_value = "127.0.0.1")]
     bind_address: IpAddr,
+    /// More addresses to serve HTTPS on, on the same port (a VM's host-forwarded link).
+    #[arg(long = "also-bind-address")]
+    also_bind_address: Vec<IpAddr>,
     /// HTTPS port (client certificates from the cluster CA authenticate users).
     #[arg(long = "secure-port", default_value_t = 6443)]
     secure_port: u16,
@@ -229,8 +232,10 @@ async fn main() {
     let cli = Cli::parse();
     init_logs(&cli);
     let mut sans = cli.tls_san.clone();
-    if !cli.bind_address.is_unspecified() {
-        sans.push(cli.bind_address.to_string());
+    for a in std::iter::once(&cli.bind_address).chain(&cli.also_bind_address) {
+        if !a.is_unspecified() {
+            sans.push(a.to_string());
+        }
     }
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         sans.push(h.trim().to_string());
@@ -386,6 +391,23 @@ async fn main() {
             skiff_control::apiserver::authn::bootstrap_token(&store, t).map_err(|e| e.to_string())
         })
     };
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(cli.secure_port);
+    for ip in &cli.also_bind_address {
+        let addr = SocketAddr::new(*ip, port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| fail(format!("listen on {addr}: {e}")));
+        eprintln!("skiff-control: also serving the Kubernetes API on https://{addr}");
+        tokio::spawn(skiff_control::apiserver::tls::serve_with_tokens(
+            l,
+            router.clone(),
+            tls.clone(),
+            Some(tokens.clone()),
+        ));
+    }
     let secure = tokio::spawn(skiff_control::apiserver::tls::serve_with_tokens(
         listener,
         router.clone(),

@@ -248,10 +248,12 @@ pub fn request_certificate(
             "node-csr"
         },
         w.node,
-        &pin_of(key.public_key_der().as_slice())
-            .unwrap_or_default()
-            .get(7..15)
-            .unwrap_or("x")
+        // Named after the key, as the kubelet names its requests: a new key, a new name.
+        sha2::Sha256::digest(key.public_key_der())
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     let name = name.replace(
         |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',

@@ -146,9 +146,17 @@ fn config(a: &Args) -> Result<Config> {
     cfg.dns.cluster_dns = a.cluster_dns.clone();
     cfg.dns.cluster_domain = a.cluster_domain.trim_end_matches('.').to_string();
     if !a.resolv_conf.as_os_str().is_empty() {
-        let text = std::fs::read_to_string(&a.resolv_conf)
-            .with_context(|| format!("--resolv-conf {}", a.resolv_conf.display()))?;
-        cfg.dns.host = skiff_kubelet::pods::dns::Resolv::parse(&text);
+        match std::fs::read_to_string(&a.resolv_conf) {
+            Ok(text) => cfg.dns.host = skiff_kubelet::pods::dns::Resolv::parse(&text),
+            // As the kubelet: a node without one has no resolvers to hand on.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::warn!(
+                resolv_conf = %a.resolv_conf.display(),
+                "no resolver configuration: pods get only the cluster's"
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("--resolv-conf {}", a.resolv_conf.display()))
+            }
+        }
     }
     for l in &a.node_labels {
         let (k, v) = l

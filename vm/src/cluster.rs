@@ -48,6 +48,8 @@ pub struct UpOptions {
     pub link_against: Vec<PathBuf>,
     /// "kvm", "tcg" or "auto" (probe).
     pub accel: String,
+    /// node-1's API server reachable at this host loopback port (a Kubernetes cluster).
+    pub api_forward: Option<u16>,
 }
 
 pub struct Cluster {
@@ -144,6 +146,7 @@ fn choose_accel(opts: &UpOptions, img: &Image, dir: &Path) -> String {
             dir,
             workspace: &opts.workspace,
             port: None,
+            api_forward: None,
         };
         if qemu::command(img, &probe)
             .status()
@@ -235,6 +238,7 @@ impl Cluster {
                 dir: &dir,
                 workspace: &opts.workspace,
                 port: Some(*port),
+                api_forward: opts.api_forward.filter(|_| i == 0),
             };
             let out = qemu::command(&img, &vm)
                 .output()

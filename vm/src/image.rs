@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Host programs carried into the image (with their libraries) when installed.
+pub const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/bridge", "/usr/sbin/nft"];
+
 /// Modules loaded at boot (dependencies are added automatically); keep in step with
 /// MODULES in vm/provision.sh.
 pub const MODULES: &[&str] = &[
@@ -28,6 +31,9 @@ pub const MODULES: &[&str] = &[
     "nft_masq",
     "nft_fib_inet",
     "nft_reject_inet",
+    // The proxy's table is of family ip: its reject and fib expressions are these.
+    "nft_reject_ipv4",
+    "nft_fib_ipv4",
     "nf_nat",
     "nf_conntrack",
     "ip_tables",
@@ -124,8 +130,18 @@ pub fn build(cache: &Path, agent: &Path, link_against: &[PathBuf]) -> Result<Ima
         .context("busybox-static is not installed")?;
     std::fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
     let modules = module_order(&kver, MODULES)?;
+    // iproute2's ip and bridge (busybox's ip has no -batch, proto filters or fdb) and
+    // nft: the node's routes, neighbours, VXLAN entries and the proxy's read-back.
+    let tools: Vec<PathBuf> = HOST_TOOLS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
     let mut libs = BTreeSet::new();
-    for b in std::iter::once(agent.to_path_buf()).chain(link_against.iter().cloned()) {
+    for b in std::iter::once(agent.to_path_buf())
+        .chain(link_against.iter().cloned())
+        .chain(tools.iter().cloned())
+    {
         if b.exists() {
             libs.extend(libraries(&b)?);
         }
@@ -136,6 +152,7 @@ pub fn build(cache: &Path, agent: &Path, link_against: &[PathBuf]) -> Result<Ima
         .iter()
         .chain(libs.iter())
         .chain([&busybox, &agent.to_path_buf()])
+        .chain(tools.iter())
     {
         let m = std::fs::metadata(p).with_context(|| format!("stat {}", p.display()))?;
         key.push_str(&format!(
@@ -184,6 +201,11 @@ pub fn build(cache: &Path, agent: &Path, link_against: &[PathBuf]) -> Result<Ima
         if a != "busybox" {
             w.symlink(&format!("/bin/{a}"), "busybox")?;
         }
+    }
+    // Ahead of busybox's applets in PATH (/sbin comes first).
+    for t in &tools {
+        let name = t.file_name().expect("a file name").to_string_lossy();
+        w.file(&format!("/sbin/{name}"), 0o755, &std::fs::read(t)?)?;
     }
     w.file("/init", 0o755, include_str!("preinit.sh").as_bytes())?;
     w.file("/etc/rcS", 0o755, include_str!("init.sh").as_bytes())?;

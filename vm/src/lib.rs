@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cpio;
 pub mod hub;
 pub mod image;
+pub mod kubernetes;
 pub mod qemu;
 
 pub use agent::Response;

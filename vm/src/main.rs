@@ -32,7 +32,19 @@ enum Cmd {
         /// Directory shared read-only at /skiff (default: the current directory).
         #[arg(long)]
         workspace: Option<PathBuf>,
+        /// Form a Kubernetes cluster: the control plane on node-1, every other node
+        /// joined with a bootstrap token; `skiff-vm kubeconfig` prints the admin's.
+        #[arg(long)]
+        kubernetes: bool,
+        /// The skiff binaries, relative to the workspace (built there: cargo build).
+        #[arg(long, default_value = "target/debug")]
+        bin_dir: String,
+        /// Image archives (relative to the workspace) every node imports (repeatable).
+        #[arg(long = "image")]
+        images: Vec<String>,
     },
+    /// Print the admin kubeconfig of a Kubernetes cluster (its server a loopback port).
+    Kubeconfig,
     /// List the nodes of a cluster.
     Status,
     /// Run a command in a VM; prints its output and exits with its status.
@@ -70,6 +82,9 @@ fn main() -> Result<()> {
             cpus,
             accel,
             workspace,
+            kubernetes,
+            bin_dir,
+            images,
         } => {
             let workspace = std::fs::canonicalize(workspace.unwrap_or(std::env::current_dir()?))?;
             let me = std::env::current_exe()?;
@@ -83,8 +98,31 @@ fn main() -> Result<()> {
                 agent_bin: me,
                 link_against: vec![runtime],
                 accel,
+                api_forward: if kubernetes {
+                    Some(
+                        std::net::TcpListener::bind("127.0.0.1:0")?
+                            .local_addr()?
+                            .port(),
+                    )
+                } else {
+                    None
+                },
             };
             let c = Cluster::up(&opts)?;
+            if let Some(api_port) = opts.api_forward {
+                let t = std::time::Instant::now();
+                let form = skiff_vm::kubernetes::FormOptions {
+                    bin_dir: format!("/skiff/{bin_dir}"),
+                    images: images.iter().map(|i| format!("/skiff/{i}")).collect(),
+                    api_port,
+                };
+                skiff_vm::kubernetes::form(&c, &form)?;
+                println!(
+                    "kubernetes formed in {} ms: skiff-vm --name {} kubeconfig > kubeconfig",
+                    t.elapsed().as_millis(),
+                    c.state.name
+                );
+            }
             println!(
                 "cluster {} up: {} node(s), accel {}, {} ms to every agent answering",
                 c.state.name,
@@ -92,6 +130,13 @@ fn main() -> Result<()> {
                 c.state.accel,
                 c.state.boot_ms
             );
+        }
+        Cmd::Kubeconfig => {
+            let c = Cluster::open(&cli.name)?;
+            let kc = std::fs::read_to_string(c.dir.join("kubeconfig")).with_context(|| {
+                format!("cluster {} was not formed with --kubernetes", cli.name)
+            })?;
+            print!("{kc}");
         }
         Cmd::Status => {
             let c = Cluster::open(&cli.name)?;

@@ -15,7 +15,13 @@ pub struct VmSpec<'a> {
     pub dir: &'a Path,
     pub workspace: &'a Path,
     pub port: Option<Port>,
+    /// A second link, QEMU user networking with `restrict=on` (nothing leaves it), whose
+    /// host port 127.0.0.1:N reaches the API server at the guest's 10.0.2.15:6443.
+    pub api_forward: Option<u16>,
 }
+
+/// The MAC of the host-forwarded link (the guest finds the link by it).
+pub const FORWARD_MAC: &str = "52:54:00:99:01:01";
 
 pub fn mac(index: usize) -> String {
     format!("52:54:00:99:00:{:02x}", index + 1)
@@ -97,6 +103,15 @@ pub fn command(img: &Image, vm: &VmSpec) -> Command {
         c.args([
             "-device",
             &format!("virtio-net-pci,netdev=net0,mac={}", mac(vm.index)),
+        ]);
+    }
+    if let Some(p) = vm.api_forward {
+        c.arg("-netdev").arg(format!(
+            "user,id=fwd0,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:6443"
+        ));
+        c.args([
+            "-device",
+            &format!("virtio-net-pci,netdev=fwd0,mac={FORWARD_MAC}"),
         ]);
     }
     c.arg("-pidfile").arg(pid_file(vm.dir, vm.name));
