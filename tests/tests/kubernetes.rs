@@ -58,6 +58,7 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         bin_dir: "/skiff/target/debug".into(),
         images: vec!["/skiff/target/vm-images/busybox.tar".into()],
         api_port,
+        control_args: String::new(),
     };
     let kc_text = skiff_vm::kubernetes::form(&c, &form).expect("form the cluster");
     let kc = c.dir.join("kubeconfig");

@@ -5,6 +5,7 @@
 #   BIN            where the skiff binaries are (default /usr/local/bin)
 #   ALSO_BIND      another address to serve on (a VM's host-forwarded link), optional
 #   DATA_DIR       default /var/lib/skiff/control
+#   CONTROL_ARGS   more skiff-control flags (e.g. a shorter --node-monitor-grace-period)
 set -eu
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin:$PATH
 BIN=${BIN:-/usr/local/bin}
@@ -12,6 +13,7 @@ DATA_DIR=${DATA_DIR:-/var/lib/skiff/control}
 mkdir -p "$DATA_DIR" /var/log/skiff
 extra=""
 [ -n "${ALSO_BIND:-}" ] && extra="--also-bind-address $ALSO_BIND"
+extra="$extra ${CONTROL_ARGS:-}"
 # shellcheck disable=SC2086
 setsid "$BIN/skiff-control" --data-dir "$DATA_DIR" --bind-address "$NODE_IP" $extra \
   </dev/null >/var/log/skiff/control.log 2>&1 &

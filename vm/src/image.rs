@@ -166,15 +166,25 @@ pub fn build(cache: &Path, agent: &Path, link_against: &[PathBuf]) -> Result<Ima
     key.push_str(include_str!("inittab"));
     key.push_str(include_str!("preinit.sh"));
     key.push_str(include_str!("../provision.sh"));
-    let initramfs = cache.join("initramfs.cpio");
-    let key_file = cache.join("initramfs.key");
+    // One file per key: builds with different inputs (test clusters carrying different
+    // binaries' libraries, run side by side) neither overwrite nor rebuild each other's.
+    let id = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let initramfs = cache.join(format!("initramfs-{id:016x}.cpio"));
+    let key_file = cache.join(format!("initramfs-{id:016x}.key"));
     if initramfs.exists()
         && std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str())
     {
         return Ok(Image { kernel, initramfs });
     }
 
-    let tmp = cache.join("initramfs.cpio.tmp");
+    // A writer's own temporary file: two builds of one key at once each write theirs and
+    // the last rename wins with a whole image.
+    let tmp = cache.join(format!(
+        "initramfs-{id:016x}.cpio.{}.tmp",
+        std::process::id()
+    ));
     let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut w = cpio::Writer::new(file);
     let mut dirs = BTreeSet::new();

@@ -15,6 +15,8 @@ pub struct FormOptions {
     pub bin_dir: String,
     pub images: Vec<String>,
     pub api_port: u16,
+    /// More skiff-control flags.
+    pub control_args: String,
 }
 
 const LONG: Duration = Duration::from_secs(600);

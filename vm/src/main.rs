@@ -115,6 +115,7 @@ fn main() -> Result<()> {
                     bin_dir: format!("/skiff/{bin_dir}"),
                     images: images.iter().map(|i| format!("/skiff/{i}")).collect(),
                     api_port,
+                    control_args: String::new(),
                 };
                 skiff_vm::kubernetes::form(&c, &form)?;
                 println!(
