@@ -82,7 +82,11 @@ fn cluster_names_are_answered_and_the_rest_relayed_upstream() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dead_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // An upstream that takes queries and never answers. Held bound for the whole test: a
+    // port merely found free could become the test client's own ephemeral port, which
+    // then received the relayed query as if it were the answer.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
     let upstream = zone(
         "upstream.test",
         json!([{"metadata": {"name": "www", "namespace": "corp"}, "spec": {"clusterIP": "192.0.2.80"}}]),
@@ -201,4 +205,61 @@ fn cluster_names_are_answered_and_the_rest_relayed_upstream() {
     });
     let fail = ask_udp(lonely, "example.org.", RecordType::A);
     assert_eq!(fail.metadata.response_code, ResponseCode::ServFail);
+}
+
+/// The relay takes only its upstream's answer to its own question: a forged answer from
+/// another address (an attacker on the node guessing the relay's port) and an answer with
+/// another ID arrive first and are dropped; the real answer, last, is the one relayed.
+#[test]
+fn forged_and_stray_upstream_answers_are_dropped() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    rt.block_on(async {
+        serve(
+            node_addr,
+            Handler {
+                zone: Arc::new(RwLock::new(zone("cluster.local", json!([]), json!([])))),
+                upstream: vec![up_addr],
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let player = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let (n, relay) = upstream.recv_from(&mut buf).unwrap();
+        let q = Message::from_vec(&buf[..n]).unwrap();
+        let answer = |id: u16, ip: [u8; 4]| {
+            let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+            m.queries = q.queries.clone();
+            m.answers
+                .push(hickory_server::proto::rr::Record::from_rdata(
+                    q.queries[0].name().clone(),
+                    30,
+                    RData::A(hickory_server::proto::rr::rdata::A(ip.into())),
+                ));
+            m.to_vec().unwrap()
+        };
+        let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        forger
+            .send_to(&answer(q.metadata.id, [203, 0, 113, 66]), relay)
+            .unwrap();
+        upstream
+            .send_to(
+                &answer(q.metadata.id.wrapping_add(1), [203, 0, 113, 67]),
+                relay,
+            )
+            .unwrap();
+        upstream.send_to(b"not dns", relay).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        upstream
+            .send_to(&answer(q.metadata.id, [192, 0, 2, 10]), relay)
+            .unwrap();
+    });
+    let a = ask_udp(node_addr, "example.org.", RecordType::A);
+    player.join().unwrap();
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(texts(&a), ["192.0.2.10"]);
 }

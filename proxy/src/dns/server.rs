@@ -4,7 +4,7 @@
 
 use super::zone::{Lookup, Qtype, Rdata, Zone};
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Message, Metadata, ResponseCode};
+use hickory_server::proto::op::{Message, MessageType, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, PTR, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -56,6 +56,7 @@ fn record(owner: &str, r: &Rdata) -> Option<Record> {
 impl Handler {
     /// The upstream resolvers' answer to the raw question, from the first that answers.
     async fn forward(&self, raw: &[u8]) -> Option<Message> {
+        let id = Message::from_vec(raw).ok()?.metadata.id;
         for up in &self.upstream {
             // The question leaves from loopback for a resolver on loopback.
             let bind: SocketAddr = match up {
@@ -66,17 +67,36 @@ impl Handler {
             let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
                 continue;
             };
+            // Only the upstream's answer to this question counts: a datagram from another
+            // address, an unparsable one or one with another ID (a spoofing attempt, or a
+            // stray packet) is dropped and the wait goes on.
             let asked = async {
                 sock.send_to(raw, up).await?;
                 let mut buf = vec![0u8; 4096];
-                let (n, _) = sock.recv_from(&mut buf).await?;
-                Ok::<_, std::io::Error>(buf[..n].to_vec())
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await?;
+                    if from != *up {
+                        tracing::debug!(upstream = %up, from = %from, "answer from another address dropped");
+                        continue;
+                    }
+                    match Message::from_vec(&buf[..n]) {
+                        Ok(m)
+                            if m.metadata.id == id
+                                && m.metadata.message_type == MessageType::Response =>
+                        {
+                            return Ok::<_, std::io::Error>(m)
+                        }
+                        Ok(_) => {
+                            tracing::debug!(upstream = %up, "answer to another question dropped")
+                        }
+                        Err(e) => {
+                            tracing::debug!(upstream = %up, error = %e, "bad upstream answer")
+                        }
+                    }
+                }
             };
             match tokio::time::timeout(UPSTREAM_TIMEOUT, asked).await {
-                Ok(Ok(bytes)) => match Message::from_vec(&bytes) {
-                    Ok(m) => return Some(m),
-                    Err(e) => tracing::debug!(upstream = %up, error = %e, "bad upstream answer"),
-                },
+                Ok(Ok(m)) => return Some(m),
                 Ok(Err(e)) => tracing::debug!(upstream = %up, error = %e, "upstream failed"),
                 Err(_) => tracing::debug!(upstream = %up, "upstream timed out"),
             }
