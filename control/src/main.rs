@@ -140,8 +140,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TokenAction {
-    /// Make a token valid for --ttl (0: forever).
+    /// Make a token valid for --ttl (0: forever); TOKEN (`[a-z0-9]{6}.[a-z0-9]{16}`, as
+    /// kubeadm's) when it was chosen beforehand, e.g. by a Vagrantfile, else a random one.
     Create {
+        token: Option<String>,
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
         #[arg(long, default_value = "")]
@@ -261,9 +263,15 @@ async fn main() {
         Some(Command::Token { action, server }) => {
             let admin = skiff_control::token::Admin::new(&pki, server).unwrap_or_else(|e| fail(e));
             match action {
-                TokenAction::Create { ttl, description } => {
+                TokenAction::Create {
+                    token,
+                    ttl,
+                    description,
+                } => {
                     let ttl = (!ttl.is_zero()).then_some(*ttl);
-                    let token = admin.create(ttl, description).unwrap_or_else(|e| fail(e));
+                    let token = admin
+                        .create(token.as_deref(), ttl, description)
+                        .unwrap_or_else(|e| fail(e));
                     let hash = pki.ca_hash().unwrap_or_else(|e| fail(e));
                     println!("{token}");
                     eprintln!(

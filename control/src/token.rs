@@ -41,6 +41,17 @@ pub fn generate() -> Result<(String, String), TokenError> {
     Ok((s[..6].to_string(), s[6..].to_string()))
 }
 
+/// `ID.SECRET` split, if it has the bootstrap token form (`[a-z0-9]{6}.[a-z0-9]{16}`).
+pub fn parse(token: &str) -> Result<(String, String), TokenError> {
+    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| ALPHABET.contains(&b));
+    match token.split_once('.') {
+        Some((id, sec)) if ok(id, 6) && ok(sec, 16) => Ok((id.to_string(), sec.to_string())),
+        _ => Err(TokenError::Invalid(format!(
+            "{token:?} is not a bootstrap token: expected [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+        ))),
+    }
+}
+
 /// The Secret that holds a token valid for `ttl` (None: no expiry).
 pub fn secret(id: &str, secret: &str, ttl: Option<Duration>, description: &str) -> Value {
     use base64::Engine;
@@ -126,9 +137,17 @@ impl Admin {
         }
     }
 
-    /// Make a token; `ID.SECRET`.
-    pub fn create(&self, ttl: Option<Duration>, description: &str) -> Result<String, TokenError> {
-        let (id, sec) = generate()?;
+    /// Make a token (`given`, or a random one); `ID.SECRET`.
+    pub fn create(
+        &self,
+        given: Option<&str>,
+        ttl: Option<Duration>,
+        description: &str,
+    ) -> Result<String, TokenError> {
+        let (id, sec) = match given {
+            Some(t) => parse(t)?,
+            None => generate()?,
+        };
         let s = secret(&id, &sec, ttl, description);
         self.ok(self.call("POST", "/api/v1/namespaces/kube-system/secrets", Some(&s))?)?;
         Ok(format!("{id}.{sec}"))

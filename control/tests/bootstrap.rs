@@ -328,6 +328,31 @@ fn a_node_joins_with_a_bootstrap_token() {
         String::from_utf8_lossy(&o.stderr).contains("is not a token ID"),
         "{o:?}"
     );
+    // A token chosen beforehand (a Vagrantfile's) authenticates like a random one; a
+    // malformed one is refused before anything is written.
+    let chosen = "vagrnt.0123456789abcdef";
+    let o = skiff_control(&c, &["token", "create", chosen]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), chosen);
+    let (code, _) = anon.call(Some(chosen), "GET", "/api", None);
+    assert_eq!(code, 200, "a chosen token authenticates");
+    for bad in [
+        "Vagrnt.0123456789abcdef",
+        "vagrnt.0123",
+        "vagrnt0123456789abcdef",
+    ] {
+        let o = skiff_control(&c, &["token", "create", bad]);
+        assert!(!o.status.success(), "{bad}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is not a bootstrap token"),
+            "{bad}: {o:?}"
+        );
+    }
+    let listed = String::from_utf8(skiff_control(&c, &["token", "list"]).stdout).unwrap();
+    assert!(
+        listed.contains("vagrnt") && !listed.contains("Vagrnt"),
+        "{listed}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -527,7 +527,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
                 .spawn(move || {
                     let mut orphans = podgc::Orphans::new();
                     let mut no_cidr = nodeipam::Reported::new();
-                    let mut registered = nodelifecycle::Registered::new();
+                    let mut memory = nodelifecycle::Memory::new();
                     let mut retry = Retry::default();
                     // kube's node monitor period is 5 s with a 40 s grace: a tenth of
                     // the grace here (short graces in tests), 250 ms to 5 s. Pod GC runs
@@ -539,7 +539,7 @@ pub fn start_with(store: Store, cfg: Config) -> Vec<std::thread::JoinHandle<()>>
                     let mut last_gc = std::time::Instant::now() - gc_period;
                     loop {
                         if lead.load(std::sync::atomic::Ordering::SeqCst) {
-                            let mut r = nodelifecycle::reconcile(&store, &cfg, &mut registered)
+                            let mut r = nodelifecycle::reconcile(&store, &cfg, &mut memory)
                                 .and_then(|()| nodeipam::reconcile(&store, &cfg, &mut no_cidr));
                             if r.is_ok() && last_gc.elapsed() >= gc_period {
                                 r = podgc::reconcile(&store, &cfg, &mut orphans);

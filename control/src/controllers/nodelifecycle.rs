@@ -26,12 +26,24 @@ fn toleration_secs(pod: &Value, default: Duration) -> Option<Duration> {
     Some(default)
 }
 
-fn parse_time(s: &Option<String>) -> Option<SystemTime> {
-    s.as_deref().and_then(|s| humantime_parse(s).ok())
+/// What the controller remembers between passes.
+#[derive(Default)]
+pub struct Memory {
+    /// Nodes (by uid) announced with a RegisteredNode event.
+    registered: std::collections::HashSet<String>,
+    /// Per node: the lease's renewTime last seen and when (on this controller's clock)
+    /// it was first seen. Staleness is measured from that moment, as kube's probe
+    /// timestamps: a node's clock that runs ahead (or behind) of the controller's cannot
+    /// keep a dead node Ready or make a live one NotReady; and a controller that just
+    /// started (or took over the lease) gives every node a whole grace period.
+    seen: std::collections::HashMap<String, (Option<String>, std::time::Instant)>,
 }
 
-/// Nodes (by uid) this controller has announced with a RegisteredNode event.
-pub type Registered = std::collections::HashSet<String>;
+impl Memory {
+    pub fn new() -> Memory {
+        Memory::default()
+    }
+}
 
 fn node_event(store: &Store, node: &Value, reason: &str, what: &str) {
     let name = node["metadata"]["name"].as_str().unwrap_or("");
@@ -84,27 +96,25 @@ fn mark_not_ready(store: &Store, pod: &Value) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn reconcile(
-    store: &Store,
-    cfg: &Config,
-    registered: &mut Registered,
-) -> Result<(), StoreError> {
+pub fn reconcile(store: &Store, cfg: &Config, memory: &mut Memory) -> Result<(), StoreError> {
     let now = SystemTime::now();
+    let instant = std::time::Instant::now();
     // All node leases in one read, not one read per node.
-    let leases: std::collections::HashMap<String, Option<SystemTime>> = store
+    let leases: std::collections::HashMap<String, Option<String>> = store
         .list("/registry/coordination.k8s.io/leases/kube-node-lease/")?
         .0
         .iter()
         .filter_map(super::view::of)
-        .map(|l| (l.metadata.name, parse_time(&l.spec.renew_time)))
+        .map(|l| (l.metadata.name, l.spec.renew_time))
         .collect();
+    let mut names = std::collections::HashSet::new();
     for kv in store.list("/registry/core/nodes/")?.0 {
         let Some(v) = super::view::of(&kv) else {
             continue;
         };
         let name = v.metadata.name.clone();
         // Each node once per controller start, as kube's node controller announces it.
-        if registered.insert(v.metadata.uid.clone()) {
+        if memory.registered.insert(v.metadata.uid.clone()) {
             node_event(
                 store,
                 &decode(&kv),
@@ -112,12 +122,16 @@ pub fn reconcile(
                 &format!("Registered Node {name} in Controller"),
             );
         }
-        let last = leases
-            .get(&name)
-            .copied()
-            .flatten()
-            .or_else(|| parse_time(&v.metadata.created));
-        let stale = last.is_none_or(|t| now.duration_since(t).unwrap_or_default() > cfg.node_grace);
+        names.insert(name.clone());
+        let renewed = leases.get(&name).cloned().flatten();
+        let seen = memory
+            .seen
+            .entry(name.clone())
+            .or_insert_with(|| (renewed.clone(), instant));
+        if seen.0 != renewed {
+            *seen = (renewed, instant);
+        }
+        let stale = instant.duration_since(seen.1) > cfg.node_grace;
         let tainted_now = v
             .spec
             .taints
@@ -195,5 +209,70 @@ pub fn reconcile(
             }
         }
     }
+    memory.seen.retain(|n, _| names.contains(n));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taints(store: &Store) -> String {
+        decode(&store.get("/registry/core/nodes/n1").unwrap().unwrap())["spec"]["taints"]
+            .to_string()
+    }
+
+    /// A node whose clock runs an hour ahead writes renew times in the future; when it
+    /// dies it must still go unreachable one grace period after its last renewal seen,
+    /// and a live node whose clock runs behind must not (kube's probe timestamps).
+    #[test]
+    fn staleness_is_measured_on_the_controllers_clock() {
+        let dir = std::env::temp_dir().join(format!("skiff-nodelife-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        crate::apiserver::objects::ensure_default_namespaces(&store).unwrap();
+        let cfg = Config {
+            node_grace: Duration::from_millis(600),
+            ..Default::default()
+        };
+        create(
+            &store,
+            "core",
+            "nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+        )
+        .unwrap();
+        let lease_key = "/registry/coordination.k8s.io/leases/kube-node-lease/n1";
+        let renew = |at: SystemTime| {
+            let t = humantime::format_rfc3339_micros(at).to_string();
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40, "renewTime": t}});
+            match store.get(lease_key).unwrap() {
+                None => {
+                    create(&store, "coordination.k8s.io", "leases", lease).unwrap();
+                }
+                Some(kv) => {
+                    let mut cur = decode(&kv);
+                    cur["spec"] = lease["spec"].clone();
+                    update(&store, lease_key, &cur).unwrap();
+                }
+            }
+        };
+        let mut memory = Memory::new();
+        // Behind by an hour, renewing: stays healthy.
+        for _ in 0..5 {
+            renew(SystemTime::now() - Duration::from_secs(3600));
+            reconcile(&store, &cfg, &mut memory).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!taints(&store).contains(UNREACHABLE), "{}", taints(&store));
+        // Ahead by an hour, then dead: unreachable after the grace period.
+        renew(SystemTime::now() + Duration::from_secs(3600));
+        reconcile(&store, &cfg, &mut memory).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        reconcile(&store, &cfg, &mut memory).unwrap();
+        assert!(taints(&store).contains(UNREACHABLE), "{}", taints(&store));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

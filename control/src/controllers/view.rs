@@ -19,8 +19,6 @@ pub struct Meta {
     pub name: String,
     #[serde(default)]
     pub uid: String,
-    #[serde(rename = "creationTimestamp")]
-    pub created: Option<String>,
     #[serde(rename = "deletionTimestamp")]
     pub deleted: Option<String>,
 }
