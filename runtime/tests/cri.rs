@@ -33,6 +33,31 @@ fn pods_containers_logs_exec_through_skiffctl() {
         ),
     );
     node.wait_state(&web, RUNNING);
+    // The status names the image by its full name, as containerd's (the kubelet reports
+    // it as the pod's containerStatuses[].image), whether it was asked for by a short
+    // name or by ID.
+    let id = node.json(&["inspecti", "docker.io/skiff/busybox:latest"])["status"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for asked in ["skiff/busybox", id.as_str()] {
+        let mut c = busybox(&format!("by-{}", &asked[..5]), "sleep 1000");
+        c["image"]["image"] = json!(asked);
+        let (pod, cid) = node.run(&format!("img-{}", &asked[..5]), &c);
+        let st = node.inspect(&cid);
+        assert_eq!(
+            st["status"]["image"]["image"], "docker.io/skiff/busybox:latest",
+            "asked for {asked}: {st}"
+        );
+        assert!(
+            st["status"]["image_ref"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:"),
+            "{st}"
+        );
+        node.ok(&["rmp", "-f", &pod]);
+    }
     // The CRI log file: timestamped records per line and stream.
     let log_path = node.inspect(&web)["status"]["log_path"]
         .as_str()

@@ -106,7 +106,14 @@ fn container_status(c: &Container, obs: &Observed, idle: &str) -> ContainerStatu
     let probed = obs.probed.get(&c.name);
     ContainerStatus {
         name: c.name.clone(),
-        image: c.image.clone().unwrap_or_default(),
+        // The runtime's name for the image it runs (`docker.io/library/nginx:latest` for
+        // `nginx`), as the kubelet reports it; the spec's until a run exists.
+        image: latest
+            .and_then(|s| s.image.as_ref())
+            .map(|i| i.image.clone())
+            .filter(|i| !i.is_empty())
+            .or_else(|| c.image.clone())
+            .unwrap_or_default(),
         image_id: latest.map_or(String::new(), |s| s.image_ref.clone()),
         container_id: latest.map(|s| format!("skiff://{}", s.id)),
         // A container with a readiness (or startup) probe is not ready (started) until

@@ -295,6 +295,15 @@ impl Store {
         Ok(())
     }
 
+    /// Every name of a manifest, sorted.
+    pub fn names_of(&self, manifest: &str) -> Vec<String> {
+        self.refs()
+            .into_iter()
+            .filter(|(_, d)| d == manifest)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     /// Resolve a name (or a manifest digest) to its manifest digest.
     pub fn resolve(&self, name: &str) -> Result<String> {
         let refs = self.refs();

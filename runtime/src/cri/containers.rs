@@ -151,6 +151,21 @@ impl Inner {
         }
     }
 
+    /// The image a container's status names, as containerd's: a name of the image it
+    /// runs (the one it was asked for, normalized, if the image still has it, else its
+    /// first), so `nginx` shows as `docker.io/library/nginx:latest` and an image asked for
+    /// by ID shows by name. Without any name left: what it was asked for.
+    fn status_image(&self, c: &ContainerRecord) -> String {
+        let names = self.images.names_of(&c.image_ref);
+        let asked = super::images::normalize(&c.image);
+        names
+            .iter()
+            .find(|n| **n == asked)
+            .or(names.first())
+            .cloned()
+            .unwrap_or_else(|| c.image.clone())
+    }
+
     pub fn create_container(&self, req: v1::CreateContainerRequest) -> R<String> {
         let config = req
             .config
@@ -471,7 +486,10 @@ impl Inner {
                 started_at: c.started_at,
                 finished_at: finished,
                 exit_code: code,
-                image: c.config.image.clone(),
+                image: Some(v1::ImageSpec {
+                    image: self.status_image(&c),
+                    ..c.config.image.clone().unwrap_or_default()
+                }),
                 image_ref: c.image_ref.clone(),
                 reason,
                 message: String::new(),

@@ -8,7 +8,7 @@ use tonic::Status;
 
 type R<T> = Result<T, Status>;
 
-fn normalize(name: &str) -> String {
+pub(super) fn normalize(name: &str) -> String {
     Reference::parse(name)
         .map(|r| r.name())
         .unwrap_or_else(|_| name.to_string())
