@@ -63,6 +63,7 @@ pub fn cluster() -> Vm {
         link_against: vec![binary("skiff-runtime")],
         accel: std::env::var("SKIFF_VM_ACCEL").unwrap_or_else(|_| "auto".into()),
         api_forward: None,
+        registry_forward: None,
     };
     Vm {
         c: Cluster::shared(&opts).expect("boot the test cluster"),

@@ -4,7 +4,11 @@
 //! seed's two examples: a shell pod Running with its own IP and hostname; a web
 //! Deployment of 3 spread over both workers behind a Service, reached by ClusterIP and by
 //! DNS name from a pod on the other worker (host-gw routes between the workers, cluster
-//! DNS on each node).
+//! DNS on each node), every image pulled as typed (`busybox`, `nginx`) through the
+//! cluster's registry on node-1, which every node uses as docker.io's mirror. Then what goes wrong: a container crashes and restarts in place, a
+//! deleted pod is replaced, the Deployment scales 3 → 5, and a worker VM loses power —
+//! its Node goes NotReady, its pods come back on the other worker while the Service keeps
+//! answering, and the machine boots again with empty disks and rejoins with the token.
 
 use skiff_tests::*;
 use skiff_vm::{Cluster, UpOptions};
@@ -25,21 +29,32 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         panic!("needs a VM: {why}");
     }
     let ws = workspace();
-    let tar = ws.join("target/vm-images/busybox.tar");
-    std::fs::create_dir_all(tar.parent().unwrap()).unwrap();
-    let o = Command::new(ws.join("scripts/images/busybox-oci.sh"))
-        .arg(&tar)
-        .env("LAYER_GZIP", "1")
+    // busybox and nginx for the cluster's registry, under Docker Hub's names.
+    let imgs = std::env::temp_dir().join(format!("skiff-k8s-images-{}", std::process::id()));
+    let o = Command::new(ws.join("scripts/images/cluster-images.sh"))
+        .arg(&imgs)
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
+    let mirrored: Vec<(std::path::PathBuf, String)> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, r) = l.split_once('=').unwrap();
+            (a.into(), r.to_string())
+        })
+        .collect();
+    assert_eq!(mirrored.len(), 4, "{mirrored:?}");
     let name = "skiff-k8s";
     let _ = Cluster::down(name);
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (api_port, registry_port) = (port(), port());
     let opts = UpOptions {
         name: name.into(),
         nodes: 3,
@@ -50,15 +65,25 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         link_against: vec![binary("skiff-runtime"), binary("skiff-control")],
         accel: std::env::var("SKIFF_VM_ACCEL").unwrap_or_else(|_| "auto".into()),
         api_forward: Some(api_port),
+        registry_forward: Some(registry_port),
     };
     let t0 = Instant::now();
     let c = Cluster::up(&opts).expect("boot three VMs");
     let _down = Down(name.into());
     let form = skiff_vm::kubernetes::FormOptions {
         bin_dir: "/skiff/target/debug".into(),
-        images: vec!["/skiff/target/vm-images/busybox.tar".into()],
+        // Nothing imported by hand: every image is pulled through the mirror.
+        images: vec![],
         api_port,
-        control_args: String::new(),
+        // Node failure in minutes, not kube's 40 s + 300 s: leases renewed every 2 s,
+        // stale after 20 s, pods tolerate an unreachable node for 5 s.
+        control_args: "--node-monitor-grace-period 20s --default-unreachable-toleration-seconds 5"
+            .into(),
+        kubelet_args: "--node-lease-renew-interval 2".into(),
+        mirror: Some(skiff_vm::kubernetes::Mirror {
+            host_port: registry_port,
+            images: mirrored,
+        }),
     };
     let kc_text = skiff_vm::kubernetes::form(&c, &form).expect("form the cluster");
     let kc = c.dir.join("kubeconfig");
@@ -117,9 +142,7 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         "run",
         "shell",
         "--image",
-        "docker.io/skiff/busybox:latest",
-        "--image-pull-policy",
-        "IfNotPresent",
+        "busybox",
         "--restart",
         "Never",
         "--",
@@ -139,8 +162,7 @@ fn a_three_node_cluster_runs_the_seed_examples() {
     // Example 2: web ×3 over both workers behind a Service.
     let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
                selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      \
-               containers:\n      - name: web\n        image: docker.io/skiff/busybox:latest\n        \
-               imagePullPolicy: IfNotPresent\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www']\n        \
+               containers:\n      - name: web\n        image: busybox\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www']\n        \
                ports: [{containerPort: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  \
                selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n";
     let mut apply = Command::new("kubectl")
@@ -216,4 +238,194 @@ fn a_three_node_cluster_runs_the_seed_examples() {
             );
         }
     }
+
+    // Images as people type them: `nginx` is docker.io/library/nginx:latest, pulled by
+    // the node through the cluster's mirror of docker.io.
+    let (ok, out) = k(&["create", "deployment", "nginx", "--image=nginx"]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(&["expose", "deployment", "nginx", "--port", "80"]);
+    assert!(ok, "{out}");
+    wait("the nginx pod Running", 240, &|| {
+        k(&[
+            "get",
+            "pods",
+            "-l",
+            "app=nginx",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ])
+        .1 == "Running"
+    });
+    let image = k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=nginx",
+        "-o",
+        "jsonpath={.items[0].status.containerStatuses[0].image}",
+    ])
+    .1;
+    assert_eq!(image, "docker.io/library/nginx:latest");
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = k(&[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "timeout 5 wget -qO- http://nginx/",
+        ]);
+        if ok && out.contains("Welcome to nginx") {
+            break;
+        }
+        assert!(Instant::now() < end, "nginx by name: {out}\n{}", logs(&c));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A crashed container restarts in place (same pod, restartCount up, last exit code).
+    let (ok, out) = k(&[
+        "run",
+        "crash",
+        "--image",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; while :; do sleep 1; done",
+    ]);
+    assert!(ok, "{out}");
+    wait("the crash pod Running", 180, &|| {
+        k(&["get", "pod", "crash", "-o", "jsonpath={.status.phase}"]).1 == "Running"
+    });
+    let uid = k(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]).1;
+    let (ok, out) = k(&["exec", "crash", "--", "kill", "1"]);
+    assert!(ok, "{out}");
+    wait("the crashed container restarted", 120, &|| {
+        let st = k(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].ready}",
+        ])
+        .1;
+        st == "1 3 true"
+    });
+    assert_eq!(
+        k(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]).1,
+        uid,
+        "restarted in place, not replaced"
+    );
+
+    // A deleted pod is replaced; scaling 3 → 5 reaches 5 Running.
+    let running_web = || -> Vec<(String, String)> {
+        let (_, out) = k(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3 && f[2] == "Running").then(|| (f[0].to_string(), f[1].to_string()))
+            })
+            .collect()
+    };
+    let victim = names.split_whitespace().next().unwrap().to_string();
+    let (ok, out) = k(&["delete", "pod", &victim, "--wait=false"]);
+    assert!(ok, "{out}");
+    wait("the deleted web pod replaced", 180, &|| {
+        let r = running_web();
+        r.len() == 3 && r.iter().all(|(n, _)| *n != victim)
+    });
+    let (ok, out) = k(&["scale", "deployment", "web", "--replicas", "5"]);
+    assert!(ok, "{out}");
+    wait("5 web pods Running", 240, &|| running_web().len() == 5);
+
+    // A worker loses power: the one without the shell pod, so the client survives.
+    let dead = if shell_node == "node-2" {
+        "node-3"
+    } else {
+        "node-2"
+    };
+    let alive = shell_node.clone();
+    let on_dead = running_web().iter().filter(|(_, n)| n == dead).count();
+    assert!(on_dead > 0, "some web pods on {dead}: {:?}", running_web());
+    let t_kill = Instant::now();
+    c.kill(dead).expect("kill the worker VM");
+    wait("the dead node NotReady", 120, &|| {
+        k(&["get", "node", dead]).1.contains("NotReady")
+    });
+    eprintln!(
+        "{dead} NotReady {:.1} s after the kill",
+        t_kill.elapsed().as_secs_f64()
+    );
+    wait("its pods recreated on the other worker", 240, &|| {
+        let r = running_web();
+        r.len() == 5 && r.iter().all(|(_, n)| *n == alive)
+    });
+    eprintln!(
+        "5 web pods Running on {alive} {:.1} s after the kill",
+        t_kill.elapsed().as_secs_f64()
+    );
+    // The Service answers every time now: only live endpoints are behind it.
+    for i in 0..10 {
+        let (ok, out) = k(&[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "timeout 5 wget -qO- http://web/",
+        ]);
+        assert!(ok, "request {i} with {dead} down: {out}\n{}", logs(&c));
+    }
+
+    // The machine comes back (fresh disks) and joins again under its name; the pods it
+    // held, left Terminating while it was gone, are finished and removed.
+    c.start(dead).expect("boot the worker again");
+    skiff_vm::kubernetes::rejoin(&c, dead).expect("rejoin");
+    wait("the node Ready again", 240, &|| {
+        k(&["get", "node", dead]).1.contains(" Ready ")
+    });
+    wait("no pod left on the old node", 240, &|| {
+        let (_, out) = k(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={dead}"),
+            "-o",
+            "name",
+        ]);
+        out.trim().is_empty()
+    });
+    eprintln!(
+        "{dead} back and Ready {:.1} s after the kill",
+        t_kill.elapsed().as_secs_f64()
+    );
+    // And it runs pods again: a pod pinned to it.
+    let pinned = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: back}}\nspec:\n  nodeName: {dead}\n  \
+         containers:\n  - name: c\n    image: busybox:1.35.0\n    command: [sleep, '3600']\n"
+    );
+    let mut apply = Command::new("kubectl")
+        .args(["--kubeconfig", &kc, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pinned.as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success());
+    wait("a pod Running on the rejoined node", 180, &|| {
+        k(&["get", "pod", "back", "-o", "jsonpath={.status.phase}"]).1 == "Running"
+    });
 }

@@ -1,22 +1,22 @@
 #!/bin/sh
 # Start a Skiff control plane on this machine (embedded store) and wait until it serves.
-# Shared by the QEMU clusters (`skiff-vm up --kubernetes`) and the Vagrantfile.
+# Shared by the QEMU clusters (`skiff-vm up --kubernetes`) and the Vagrantfile; on a
+# machine run by systemd with the binaries in /usr/local/bin it installs and starts
+# vm/systemd/skiff-control.service (launch.sh).
 #   NODE_IP        the address nodes reach the API server on (required)
 #   BIN            where the skiff binaries are (default /usr/local/bin)
 #   ALSO_BIND      another address to serve on (a VM's host-forwarded link), optional
-#   DATA_DIR       default /var/lib/skiff/control
 #   CONTROL_ARGS   more skiff-control flags (e.g. a shorter --node-monitor-grace-period)
 set -eu
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin:$PATH
 BIN=${BIN:-/usr/local/bin}
-DATA_DIR=${DATA_DIR:-/var/lib/skiff/control}
-mkdir -p "$DATA_DIR" /var/log/skiff
+. "$(dirname "$0")/launch.sh"
+# The unit's fixed flags (vm/systemd/skiff-control.service).
+CONTROL_FIXED="--data-dir /var/lib/skiff/control"
+mkdir -p /var/lib/skiff/control
 extra=""
 [ -n "${ALSO_BIND:-}" ] && extra="--also-bind-address $ALSO_BIND"
-extra="$extra ${CONTROL_ARGS:-}"
-# shellcheck disable=SC2086
-setsid "$BIN/skiff-control" --data-dir "$DATA_DIR" --bind-address "$NODE_IP" $extra \
-  </dev/null >/var/log/skiff/control.log 2>&1 &
+launch control "$CONTROL_FIXED" "--bind-address $NODE_IP $extra ${CONTROL_ARGS:-}"
 i=0
 until grep -q "serving the Kubernetes API" /var/log/skiff/control.log 2>/dev/null; do
   i=$((i + 1)); [ "$i" -gt 600 ] && { echo "control plane did not start" >&2; tail -20 /var/log/skiff/control.log >&2; exit 1; }

@@ -21,6 +21,9 @@ pub struct NodeState {
     /// Address on the private network (inside the VM).
     pub ip: String,
     pub mac: String,
+    /// Its attachment to the hub (None for a single VM).
+    #[serde(default)]
+    pub port: Option<Port>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +35,20 @@ pub struct ClusterState {
     pub workspace: PathBuf,
     /// Wall time from `up` to every agent answering.
     pub boot_ms: u128,
+    /// What a node needs to boot again after `kill` (`start`).
+    #[serde(default)]
+    pub boot: Option<BootSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub api_forward: Option<u16>,
+    #[serde(default)]
+    pub registry_forward: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +67,8 @@ pub struct UpOptions {
     pub accel: String,
     /// node-1's API server reachable at this host loopback port (a Kubernetes cluster).
     pub api_forward: Option<u16>,
+    /// node-1's registry (port 5000) reachable at this host loopback port, to fill it.
+    pub registry_forward: Option<u16>,
 }
 
 pub struct Cluster {
@@ -147,6 +166,7 @@ fn choose_accel(opts: &UpOptions, img: &Image, dir: &Path) -> String {
             workspace: &opts.workspace,
             port: None,
             api_forward: None,
+            registry_forward: None,
         };
         if qemu::command(img, &probe)
             .status()
@@ -217,55 +237,43 @@ impl Cluster {
             }
             hub_pid = Some(c.spawn().context("start hub")?.id() as i32);
         }
-        let mut state = ClusterState {
+        let state = ClusterState {
             name: opts.name.clone(),
-            nodes: Vec::new(),
+            nodes: ports
+                .iter()
+                .enumerate()
+                .map(|(i, port)| NodeState {
+                    name: format!("node-{}", i + 1),
+                    ip: node_ip(i),
+                    mac: qemu::mac(i),
+                    port: Some(*port),
+                })
+                .collect(),
             hub_pid,
             accel: accel.clone(),
             workspace: opts.workspace.clone(),
             boot_ms: 0,
-        };
-        for (i, port) in ports.iter().enumerate() {
-            let name = format!("node-{}", i + 1);
-            let ip = node_ip(i);
-            let vm = VmSpec {
-                name: &name,
-                index: i,
-                ip: &format!("{ip}/24"),
+            boot: Some(BootSpec {
+                kernel: img.kernel.clone(),
+                initramfs: img.initramfs.clone(),
                 memory_mb: opts.memory_mb,
                 cpus: opts.cpus,
-                accel: &accel,
-                dir: &dir,
-                workspace: &opts.workspace,
-                port: Some(*port),
-                api_forward: opts.api_forward.filter(|_| i == 0),
-            };
-            let out = qemu::command(&img, &vm)
-                .output()
-                .context("run qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
-            if !out.status.success() {
-                let c = Cluster {
-                    dir: dir.clone(),
-                    state: state.clone(),
-                };
-                let _ = c.save();
-                let _ = Cluster::down(&opts.name);
-                bail!(
-                    "qemu for {name} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            state.nodes.push(NodeState {
-                name,
-                ip,
-                mac: qemu::mac(i),
-            });
-        }
-        let cluster = Cluster {
+                api_forward: opts.api_forward,
+                registry_forward: opts.registry_forward,
+            }),
+        };
+        let c = Cluster {
             dir: dir.clone(),
             state,
         };
-        cluster.save()?;
+        c.save()?;
+        for n in &c.state.nodes {
+            if let Err(e) = c.launch(&n.name) {
+                let _ = Cluster::down(&opts.name);
+                return Err(e);
+            }
+        }
+        let cluster = c;
         let deadline = Instant::now() + Duration::from_secs(if accel == "kvm" { 60 } else { 180 });
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let hs: Vec<_> = cluster
@@ -286,6 +294,80 @@ impl Cluster {
         cluster.state.boot_ms = start.elapsed().as_millis();
         cluster.save()?;
         Ok(cluster)
+    }
+
+    /// Start the QEMU process of one node (its disk is the image: it boots fresh).
+    fn launch(&self, name: &str) -> Result<()> {
+        let i = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name} in cluster {}", self.state.name))?;
+        let n = &self.state.nodes[i];
+        let boot = self
+            .state
+            .boot
+            .as_ref()
+            .context("this cluster was started by an older skiff-vm: down and up again")?;
+        let img = Image {
+            kernel: boot.kernel.clone(),
+            initramfs: boot.initramfs.clone(),
+        };
+        let vm = VmSpec {
+            name: &n.name,
+            index: i,
+            ip: &format!("{}/24", n.ip),
+            memory_mb: boot.memory_mb,
+            cpus: boot.cpus,
+            accel: &self.state.accel,
+            dir: &self.dir,
+            workspace: &self.state.workspace,
+            port: n.port,
+            api_forward: boot.api_forward.filter(|_| i == 0),
+            registry_forward: boot.registry_forward.filter(|_| i == 0),
+        };
+        // A fresh console, so the boot marker found is this boot's.
+        let _ = std::fs::remove_file(qemu::console_log(&self.dir, name));
+        let out = qemu::command(&img, &vm)
+            .output()
+            .context("run qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        if !out.status.success() {
+            bail!(
+                "qemu for {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Pull the plug on a node: SIGKILL its QEMU (no shutdown, no goodbye to the
+    /// cluster), as a machine that loses power.
+    pub fn kill(&self, name: &str) -> Result<()> {
+        self.node(name)?;
+        let pid_file = qemu::pid_file(&self.dir, name);
+        let pid = read_pid(&pid_file).with_context(|| format!("{name} is not running"))?;
+        kill_pid(pid);
+        let _ = std::fs::remove_file(pid_file);
+        Ok(())
+    }
+
+    /// Boot a killed node again (from the image, so with empty disks: it must rejoin)
+    /// and wait for its agent.
+    pub fn start(&self, name: &str) -> Result<()> {
+        self.node(name)?;
+        if let Some(pid) = read_pid(&qemu::pid_file(&self.dir, name)) {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("{name} is running (skiff-vm kill {name} first)");
+            }
+        }
+        self.launch(name)?;
+        let timeout = if self.state.accel == "kvm" { 60 } else { 180 };
+        wait_agent(
+            &self.dir,
+            name,
+            Instant::now() + Duration::from_secs(timeout),
+        )
     }
 
     fn save(&self) -> Result<()> {

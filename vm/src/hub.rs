@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsFd;
 
 /// One VM's attachment: the hub's port for it and the VM's own QEMU port.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Port {
     pub hub: u16,
     pub vm: u16,

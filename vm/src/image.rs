@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Host programs carried into the image (with their libraries) when installed.
-pub const HOST_TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/bridge", "/usr/sbin/nft"];
+/// docker-registry serves a cluster's images (vm/cluster/registry.sh).
+pub const HOST_TOOLS: &[&str] = &[
+    "/usr/sbin/ip",
+    "/usr/sbin/bridge",
+    "/usr/sbin/nft",
+    "/usr/bin/docker-registry",
+];
 
 /// Modules loaded at boot (dependencies are added automatically); keep in step with
 /// MODULES in vm/provision.sh.

@@ -42,6 +42,11 @@ enum Cmd {
         /// Image archives (relative to the workspace) every node imports (repeatable).
         #[arg(long = "image")]
         images: Vec<String>,
+        /// ARCHIVE=REPOSITORY:TAG: push an OCI archive (a host path) to node-1's registry,
+        /// which every node uses as docker.io's mirror (repeatable; needs --kubernetes).
+        /// scripts/images/cluster-images.sh builds busybox and nginx and prints these.
+        #[arg(long = "mirror-image", requires = "kubernetes")]
+        mirror_images: Vec<String>,
     },
     /// Print the admin kubeconfig of a Kubernetes cluster (its server a loopback port).
     Kubeconfig,
@@ -55,6 +60,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Pull the plug on a VM (SIGKILL to its QEMU): a node failure.
+    Kill { node: String },
+    /// Boot a killed VM again, from the image (a fresh machine under the same name).
+    Start { node: String },
     /// Stop a cluster (or all with --all) and remove everything it left.
     Down {
         #[arg(long)]
@@ -85,7 +94,24 @@ fn main() -> Result<()> {
             kubernetes,
             bin_dir,
             images,
+            mirror_images,
         } => {
+            let mirror_images = mirror_images
+                .iter()
+                .map(|m| {
+                    let (a, r) = m.split_once('=').with_context(|| {
+                        format!("--mirror-image {m}: expected ARCHIVE=REPOSITORY:TAG")
+                    })?;
+                    let a =
+                        std::fs::canonicalize(a).with_context(|| format!("--mirror-image: {a}"))?;
+                    Ok((a, r.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let free_port = || -> Result<u16> {
+                Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port())
+            };
             let workspace = std::fs::canonicalize(workspace.unwrap_or(std::env::current_dir()?))?;
             let me = std::env::current_exe()?;
             let runtime = workspace.join("target/release/skiff-runtime");
@@ -98,14 +124,11 @@ fn main() -> Result<()> {
                 agent_bin: me,
                 link_against: vec![runtime],
                 accel,
-                api_forward: if kubernetes {
-                    Some(
-                        std::net::TcpListener::bind("127.0.0.1:0")?
-                            .local_addr()?
-                            .port(),
-                    )
-                } else {
+                api_forward: if kubernetes { Some(free_port()?) } else { None },
+                registry_forward: if mirror_images.is_empty() {
                     None
+                } else {
+                    Some(free_port()?)
                 },
             };
             let c = Cluster::up(&opts)?;
@@ -116,6 +139,13 @@ fn main() -> Result<()> {
                     images: images.iter().map(|i| format!("/skiff/{i}")).collect(),
                     api_port,
                     control_args: String::new(),
+                    kubelet_args: String::new(),
+                    mirror: opts
+                        .registry_forward
+                        .map(|host_port| skiff_vm::kubernetes::Mirror {
+                            host_port,
+                            images: mirror_images.clone(),
+                        }),
                 };
                 skiff_vm::kubernetes::form(&c, &form)?;
                 println!(
@@ -153,6 +183,16 @@ fn main() -> Result<()> {
             print!("{}", r.stdout);
             eprint!("{}", r.stderr);
             std::process::exit(r.code);
+        }
+        Cmd::Kill { node } => Cluster::open(&cli.name)?.kill(&node)?,
+        Cmd::Start { node } => {
+            let c = Cluster::open(&cli.name)?;
+            c.start(&node)?;
+            // A formed cluster: the fresh machine joins again with the cluster's token.
+            if c.dir.join("join.json").exists() {
+                skiff_vm::kubernetes::rejoin(&c, &node)?;
+                println!("{node} booted and joined again");
+            }
         }
         Cmd::Down { all } => {
             let names = if all {

@@ -18,6 +18,8 @@ pub struct VmSpec<'a> {
     /// A second link, QEMU user networking with `restrict=on` (nothing leaves it), whose
     /// host port 127.0.0.1:N reaches the API server at the guest's 10.0.2.15:6443.
     pub api_forward: Option<u16>,
+    /// On the same link: host port 127.0.0.1:N to the guest's registry (10.0.2.15:5000).
+    pub registry_forward: Option<u16>,
 }
 
 /// The MAC of the host-forwarded link (the guest finds the link by it).
@@ -106,9 +108,13 @@ pub fn command(img: &Image, vm: &VmSpec) -> Command {
         ]);
     }
     if let Some(p) = vm.api_forward {
-        c.arg("-netdev").arg(format!(
+        let mut net = format!(
             "user,id=fwd0,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:6443"
-        ));
+        );
+        if let Some(r) = vm.registry_forward {
+            net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{r}-10.0.2.15:5000"));
+        }
+        c.arg("-netdev").arg(net);
         c.args([
             "-device",
             &format!("virtio-net-pci,netdev=fwd0,mac={FORWARD_MAC}"),

@@ -66,3 +66,44 @@ fn units_verify_and_name_real_flags() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The join scripts start the daemons with the units' own fixed flags (launch.sh: under
+/// systemd the unit runs, elsewhere the same command in a session), so a flag changed in
+/// one place and not the other fails here instead of on someone's machine.
+#[test]
+fn join_scripts_start_what_the_units_start() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for script in ["vm/cluster/node.sh", "vm/cluster/control-plane.sh"] {
+        let text = std::fs::read_to_string(root.join(script)).unwrap();
+        for line in text.lines() {
+            let Some((var, value)) = line.split_once("_FIXED=\"") else {
+                continue;
+            };
+            let name = var.to_lowercase();
+            let fixed = value.trim_end_matches('"');
+            let unit =
+                std::fs::read_to_string(root.join(format!("vm/systemd/skiff-{name}.service")))
+                    .unwrap_or_else(|e| panic!("{script}: {var}_FIXED has no unit: {e}"));
+            let exec = unit
+                .lines()
+                .find_map(|l| l.strip_prefix("ExecStart="))
+                .unwrap();
+            assert_eq!(
+                exec,
+                format!(
+                    "/usr/local/bin/skiff-{name} {fixed} $SKIFF_{}_ARGS",
+                    name.to_uppercase()
+                ),
+                "{script} and skiff-{name}.service"
+            );
+            // And the script starts it with those flags.
+            assert!(
+                text.contains(&format!("launch {name} \"${var}_FIXED\"")),
+                "{script} launches {name} with {var}_FIXED"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4, "control, runtime, kubelet and proxy");
+}
