@@ -62,7 +62,7 @@ pub fn cluster() -> Vm {
         agent_bin: binary("skiff-vm"),
         link_against: vec![binary("skiff-runtime")],
         accel: std::env::var("SKIFF_VM_ACCEL").unwrap_or_else(|_| "auto".into()),
-        api_forward: None,
+        api_forwards: Vec::new(),
         registry_forward: None,
     };
     Vm {

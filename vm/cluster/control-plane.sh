@@ -7,6 +7,9 @@
 #   BIN            where the skiff binaries are (default /usr/local/bin)
 #   ALSO_BIND      another address to serve on (a VM's host-forwarded link), optional
 #   CONTROL_ARGS   more skiff-control flags (e.g. a shorter --node-monitor-grace-period)
+#   ETCD_SERVERS   an etcd cluster's client URLs (comma-separated; etcd.sh members) instead
+#                  of the embedded store, with the API server's etcd client certificate
+#                  from ETCD_PKI (default /var/lib/skiff/etcd/pki: skiff-control etcd-certs)
 set -eu
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin:$PATH
 BIN=${BIN:-/usr/local/bin}
@@ -16,6 +19,11 @@ CONTROL_FIXED="--data-dir /var/lib/skiff/control"
 mkdir -p /var/lib/skiff/control
 extra=""
 [ -n "${ALSO_BIND:-}" ] && extra="--also-bind-address $ALSO_BIND"
+if [ -n "${ETCD_SERVERS:-}" ]; then
+  pki=${ETCD_PKI:-/var/lib/skiff/etcd/pki}
+  extra="$extra --etcd-servers $ETCD_SERVERS --etcd-cafile $pki/ca.crt \
+    --etcd-certfile $pki/apiserver-etcd-client.crt --etcd-keyfile $pki/apiserver-etcd-client.key"
+fi
 launch control "$CONTROL_FIXED" "--bind-address $NODE_IP $extra ${CONTROL_ARGS:-}"
 i=0
 until grep -q "serving the Kubernetes API" /var/log/skiff/control.log 2>/dev/null; do

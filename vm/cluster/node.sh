@@ -9,7 +9,8 @@
 #   BIN      skiff binaries (default /usr/local/bin); CNI_BIN: where skiff-cni is (default BIN)
 #   IMAGES   image archives to import before pods start (space-separated), optional
 #   POD_NETWORK host-gw (default) or vxlan
-#   KUBELET_ARGS more skiff-kubelet flags, optional
+#   KUBELET_ARGS PROXY_ARGS  more skiff-kubelet and skiff-proxy flags (e.g. --api-servers
+#                with every API server of an HA control plane), optional
 #   REGISTRY_MIRRORS  space-separated REGISTRY=URL mirrors for the runtime, optional
 #                     (e.g. docker.io=http://10.99.0.11:5000, what registry.sh serves)
 set -eu
@@ -48,5 +49,5 @@ launch kubelet "$KUBELET_FIXED" "--server $SERVER --token $TOKEN --ca-cert-hash 
   --pod-log-dir /var/log/pods ${KUBELET_ARGS:-}"
 wait_for /etc/skiff/kubelet.kubeconfig kubelet
 launch proxy "$PROXY_FIXED" "--hostname-override $NODE --cluster-cidr 10.244.0.0/16 \
-  --pod-network $POD_NETWORK --cluster-dns 10.96.0.10"
+  --pod-network $POD_NETWORK --cluster-dns 10.96.0.10 ${PROXY_ARGS:-}"
 echo "$NODE joined"

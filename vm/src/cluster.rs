@@ -46,7 +46,8 @@ pub struct BootSpec {
     pub initramfs: PathBuf,
     pub memory_mb: u32,
     pub cpus: u32,
-    pub api_forward: Option<u16>,
+    #[serde(default)]
+    pub api_forwards: Vec<u16>,
     #[serde(default)]
     pub registry_forward: Option<u16>,
 }
@@ -65,8 +66,9 @@ pub struct UpOptions {
     pub link_against: Vec<PathBuf>,
     /// "kvm", "tcg" or "auto" (probe).
     pub accel: String,
-    /// node-1's API server reachable at this host loopback port (a Kubernetes cluster).
-    pub api_forward: Option<u16>,
+    /// Node i's API server reachable at host loopback port `api_forwards[i]` (the
+    /// control planes of a Kubernetes cluster; empty for none).
+    pub api_forwards: Vec<u16>,
     /// node-1's registry (port 5000) reachable at this host loopback port, to fill it.
     pub registry_forward: Option<u16>,
 }
@@ -258,7 +260,7 @@ impl Cluster {
                 initramfs: img.initramfs.clone(),
                 memory_mb: opts.memory_mb,
                 cpus: opts.cpus,
-                api_forward: opts.api_forward,
+                api_forwards: opts.api_forwards.clone(),
                 registry_forward: opts.registry_forward,
             }),
         };
@@ -324,7 +326,7 @@ impl Cluster {
             dir: &self.dir,
             workspace: &self.state.workspace,
             port: n.port,
-            api_forward: boot.api_forward.filter(|_| i == 0),
+            api_forward: boot.api_forwards.get(i).copied(),
             registry_forward: boot.registry_forward.filter(|_| i == 0),
         };
         // A fresh console, so the boot marker found is this boot's.
@@ -432,9 +434,20 @@ impl Cluster {
     }
 
     pub fn exec(&self, node: &str, argv: &[&str], timeout: Duration) -> Result<Response> {
+        self.exec_input(node, argv, "", timeout)
+    }
+
+    /// Run a command with `stdin` as its input.
+    pub fn exec_input(
+        &self,
+        node: &str,
+        argv: &[&str],
+        stdin: &str,
+        timeout: Duration,
+    ) -> Result<Response> {
         self.node(node)?;
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        agent::call(&qemu::agent_socket(&self.dir, node), &argv, "", timeout)
+        agent::call(&qemu::agent_socket(&self.dir, node), &argv, stdin, timeout)
     }
 
     /// Run a shell script in the VM.

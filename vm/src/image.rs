@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Host programs carried into the image (with their libraries) when installed.
-/// docker-registry serves a cluster's images (vm/cluster/registry.sh).
+/// docker-registry serves a cluster's images (vm/cluster/registry.sh), etcd an HA
+/// control plane's store (vm/cluster/etcd.sh).
 pub const HOST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/bridge",
     "/usr/sbin/nft",
     "/usr/bin/docker-registry",
+    "/usr/bin/etcd",
 ];
 
 /// Modules loaded at boot (dependencies are added automatically); keep in step with

@@ -14,7 +14,9 @@ use std::time::Duration;
 pub struct FormOptions {
     pub bin_dir: String,
     pub images: Vec<String>,
-    pub api_port: u16,
+    /// Host loopback ports forwarded to the API servers, one per control plane (node-1
+    /// .. node-N; 1 or 3 of them); the other nodes are workers.
+    pub api_ports: Vec<u16>,
     /// More skiff-control flags.
     pub control_args: String,
     /// More skiff-kubelet flags on every worker.
@@ -42,6 +44,9 @@ pub struct JoinSpec {
     pub bin_dir: String,
     pub images: String,
     pub kubelet_args: String,
+    /// More skiff-proxy flags.
+    #[serde(default)]
+    pub proxy_args: String,
     /// REGISTRY=URL mirrors for the runtime (space-separated).
     #[serde(default)]
     pub mirrors: String,
@@ -52,8 +57,17 @@ pub fn join(c: &Cluster, node: &str, j: &JoinSpec) -> Result<String> {
     let n = c.node(node)?;
     let script = format!(
         "NODE={} NODE_IP={} SERVER={} TOKEN={} CA_HASH={} BIN={} IMAGES='{}' KUBELET_ARGS='{}' \
-         REGISTRY_MIRRORS='{}' sh /skiff/vm/cluster/node.sh",
-        n.name, n.ip, j.server, j.token, j.ca_hash, j.bin_dir, j.images, j.kubelet_args, j.mirrors
+         PROXY_ARGS='{}' REGISTRY_MIRRORS='{}' sh /skiff/vm/cluster/node.sh",
+        n.name,
+        n.ip,
+        j.server,
+        j.token,
+        j.ca_hash,
+        j.bin_dir,
+        j.images,
+        j.kubelet_args,
+        j.proxy_args,
+        j.mirrors
     );
     run(c, node, &script)
 }
@@ -83,30 +97,111 @@ fn run(c: &Cluster, node: &str, script: &str) -> Result<String> {
 }
 
 /// Form the cluster; the admin kubeconfig (also written as `kubeconfig` in the
-/// cluster's state directory).
+/// cluster's state directory; with several control planes `kubeconfig-N` names node-N's
+/// API server).
 pub fn form(c: &Cluster, o: &FormOptions) -> Result<String> {
-    let cp = &c.state.nodes[0].name;
+    let planes = o.api_ports.len();
+    if planes == 0 || planes >= c.state.nodes.len() {
+        bail!(
+            "{planes} control plane(s) on {} node(s): at least one of each, and a worker",
+            c.state.nodes.len()
+        );
+    }
+    let cps = &c.state.nodes[..planes];
+    let cp = &cps[0].name;
     let cp_ip = node_ip(0);
     let bin = &o.bin_dir;
-    // The host-forwarded link: found by its MAC, given the address QEMU forwards to.
-    run(
-        c,
-        cp,
-        &format!(
-            "for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {FORWARD_MAC} ] && n=${{d##*/}}; done; \
-             [ -n \"$n\" ] || {{ echo no forwarded link >&2; exit 1; }}; \
-             ip addr add 10.0.2.15/24 dev $n; ip link set $n up"
-        ),
-    )?;
-    run(
-        c,
-        cp,
-        &format!(
-            "BIN={bin} NODE_IP={cp_ip} ALSO_BIND=10.0.2.15 CONTROL_ARGS='{}' \
-             sh /skiff/vm/cluster/control-plane.sh",
-            o.control_args
-        ),
-    )?;
+    let data = "/var/lib/skiff/control";
+    // Each control plane's host-forwarded link: found by its MAC, given the address
+    // QEMU forwards to.
+    for n in cps {
+        run(
+            c,
+            &n.name,
+            &format!(
+                "for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {FORWARD_MAC} ] && n=${{d##*/}}; done; \
+                 [ -n \"$n\" ] || {{ echo no forwarded link >&2; exit 1; }}; \
+                 ip addr add 10.0.2.15/24 dev $n; ip link set $n up"
+            ),
+        )?;
+    }
+    // The flags that decide the API server's certificate, for every skiff-control call
+    // (the first one writes the PKI).
+    let serving =
+        |ip: &str| format!("--data-dir {data} --bind-address {ip} --also-bind-address 10.0.2.15");
+    let mut etcd_servers = String::new();
+    if planes > 1 {
+        // The cluster CA made on node-1 and given to the others (kubeadm's manual
+        // certificate distribution); each makes its own serving and etcd certificates.
+        run(
+            c,
+            cp,
+            &format!(
+                "{bin}/skiff-control {} kubeconfig >/dev/null",
+                serving(&cp_ip)
+            ),
+        )?;
+        for f in ["ca.crt", "ca.key"] {
+            let pem = run(c, cp, &format!("cat {data}/pki/{f}"))?;
+            for n in &cps[1..] {
+                let r = c.exec_input(
+                    &n.name,
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("mkdir -p {data}/pki && umask 077 && cat > {data}/pki/{f}"),
+                    ],
+                    &pem,
+                    LONG,
+                )?;
+                if !r.ok() {
+                    bail!("{}: write {f}: {}", n.name, r.stderr);
+                }
+            }
+        }
+        let initial: Vec<String> = cps
+            .iter()
+            .map(|n| format!("{}=https://{}:2380", n.name, n.ip))
+            .collect();
+        etcd_servers = cps
+            .iter()
+            .map(|n| format!("https://{}:2379", n.ip))
+            .collect::<Vec<_>>()
+            .join(",");
+        for n in cps {
+            run(
+                c,
+                &n.name,
+                &format!(
+                    "{bin}/skiff-control {} etcd-certs --name {name} --san {ip} --out /var/lib/skiff/etcd/pki && \
+                     NAME={name} NODE_IP={ip} INITIAL_CLUSTER={initial} sh /skiff/vm/cluster/etcd.sh",
+                    serving(&n.ip),
+                    name = n.name,
+                    ip = n.ip,
+                    initial = initial.join(","),
+                ),
+            )?;
+        }
+    }
+    let started: Vec<Result<String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = cps
+            .iter()
+            .map(|n| {
+                let script = format!(
+                    "BIN={bin} NODE_IP={} ALSO_BIND=10.0.2.15 CONTROL_ARGS='{}' ETCD_SERVERS='{etcd_servers}' \
+                     sh /skiff/vm/cluster/control-plane.sh",
+                    n.ip, o.control_args
+                );
+                s.spawn(move || run(c, &n.name, &script))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("control plane thread"))
+            .collect()
+    });
+    for r in started {
+        r?;
+    }
     let mut mirrors = String::new();
     if let Some(m) = &o.mirror {
         // The registry on the private network; the forwarded link's port 5000 led to it.
@@ -168,18 +263,30 @@ pub fn form(c: &Cluster, o: &FormOptions) -> Result<String> {
         .nth(1)
         .context("the CA pin in token create's output")?
         .to_string();
+    // Workers know every API server and fail over between them (as k3s agents).
+    let mut kubelet_args = o.kubelet_args.clone();
+    let mut proxy_args = String::new();
+    if planes > 1 {
+        let all: Vec<String> = cps
+            .iter()
+            .map(|n| format!("https://{}:6443", n.ip))
+            .collect();
+        kubelet_args.push_str(&format!(" --api-servers {}", all.join(",")));
+        proxy_args = format!("--api-servers {}", all.join(","));
+    }
     let spec = JoinSpec {
         server,
         token,
         ca_hash: hash,
         bin_dir: bin.clone(),
         images: o.images.join(" "),
-        kubelet_args: o.kubelet_args.clone(),
+        kubelet_args,
+        proxy_args,
         mirrors,
     };
     std::fs::write(c.dir.join("join.json"), serde_json::to_vec_pretty(&spec)?)?;
     let joined: Vec<Result<String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = c.state.nodes[1..]
+        let hs: Vec<_> = c.state.nodes[planes..]
             .iter()
             .map(|n| {
                 let spec = &spec;
@@ -193,14 +300,20 @@ pub fn form(c: &Cluster, o: &FormOptions) -> Result<String> {
     for j in joined {
         j?;
     }
-    let kc = run(
-        c,
-        cp,
-        &format!(
-            "{bin}/skiff-control --data-dir /var/lib/skiff/control kubeconfig --server https://127.0.0.1:{}",
-            o.api_port
-        ),
-    )?;
-    std::fs::write(c.dir.join("kubeconfig"), &kc)?;
-    Ok(kc)
+    let mut admin = String::new();
+    for (i, (n, port)) in cps.iter().zip(&o.api_ports).enumerate() {
+        let kc = run(
+            c,
+            &n.name,
+            &format!("{bin}/skiff-control --data-dir {data} kubeconfig --server https://127.0.0.1:{port}"),
+        )?;
+        if i == 0 {
+            std::fs::write(c.dir.join("kubeconfig"), &kc)?;
+            admin = kc.clone();
+        }
+        if planes > 1 {
+            std::fs::write(c.dir.join(format!("kubeconfig-{}", i + 1)), &kc)?;
+        }
+    }
+    Ok(admin)
 }

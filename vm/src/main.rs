@@ -36,6 +36,10 @@ enum Cmd {
         /// joined with a bootstrap token; `skiff-vm kubeconfig` prints the admin's.
         #[arg(long)]
         kubernetes: bool,
+        /// Control planes (node-1..node-N; with 3: a 3-member etcd over TLS and three API
+        /// servers, every worker failing over between them); the other nodes are workers.
+        #[arg(long, default_value_t = 1, requires = "kubernetes")]
+        control_planes: usize,
         /// The skiff binaries, relative to the workspace (built there: cargo build).
         #[arg(long, default_value = "target/debug")]
         bin_dir: String,
@@ -49,7 +53,11 @@ enum Cmd {
         mirror_images: Vec<String>,
     },
     /// Print the admin kubeconfig of a Kubernetes cluster (its server a loopback port).
-    Kubeconfig,
+    Kubeconfig {
+        /// With several control planes: the one whose API server it names (1, 2, 3).
+        #[arg(long)]
+        control_plane: Option<usize>,
+    },
     /// List the nodes of a cluster.
     Status,
     /// Run a command in a VM; prints its output and exits with its status.
@@ -92,6 +100,7 @@ fn main() -> Result<()> {
             accel,
             workspace,
             kubernetes,
+            control_planes,
             bin_dir,
             images,
             mirror_images,
@@ -124,7 +133,13 @@ fn main() -> Result<()> {
                 agent_bin: me,
                 link_against: vec![runtime],
                 accel,
-                api_forward: if kubernetes { Some(free_port()?) } else { None },
+                api_forwards: if kubernetes {
+                    (0..control_planes)
+                        .map(|_| free_port())
+                        .collect::<Result<_>>()?
+                } else {
+                    Vec::new()
+                },
                 registry_forward: if mirror_images.is_empty() {
                     None
                 } else {
@@ -132,12 +147,12 @@ fn main() -> Result<()> {
                 },
             };
             let c = Cluster::up(&opts)?;
-            if let Some(api_port) = opts.api_forward {
+            if kubernetes {
                 let t = std::time::Instant::now();
                 let form = skiff_vm::kubernetes::FormOptions {
                     bin_dir: format!("/skiff/{bin_dir}"),
                     images: images.iter().map(|i| format!("/skiff/{i}")).collect(),
-                    api_port,
+                    api_ports: opts.api_forwards.clone(),
                     control_args: String::new(),
                     kubelet_args: String::new(),
                     mirror: opts
@@ -162,10 +177,15 @@ fn main() -> Result<()> {
                 c.state.boot_ms
             );
         }
-        Cmd::Kubeconfig => {
+        Cmd::Kubeconfig { control_plane } => {
             let c = Cluster::open(&cli.name)?;
-            let kc = std::fs::read_to_string(c.dir.join("kubeconfig")).with_context(|| {
-                format!("cluster {} was not formed with --kubernetes", cli.name)
+            let file =
+                control_plane.map_or("kubeconfig".to_string(), |n| format!("kubeconfig-{n}"));
+            let kc = std::fs::read_to_string(c.dir.join(&file)).with_context(|| {
+                format!(
+                    "cluster {}: no {file} (formed with --kubernetes, that many control planes?)",
+                    cli.name
+                )
             })?;
             print!("{kc}");
         }

@@ -13,6 +13,25 @@ use std::time::Duration;
 /// How long one server gets to accept before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A server that dies without a word (a machine losing power) leaves its connections
+/// open and silent: a watch would wait forever and a request never be answered. Keepalive
+/// probes end an idle connection (5 s idle, then 3 probes 2 s apart) and a bound on
+/// unacknowledged data ends a busy one (10 s); the client's connection is closed with it,
+/// and the client reconnects through the front to a live server.
+fn end_when_silent(s: &tokio::net::TcpStream, server: &str) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let set = || -> nix::Result<()> {
+        setsockopt(s, sockopt::KeepAlive, &true)?;
+        setsockopt(s, sockopt::TcpKeepIdle, &5)?;
+        setsockopt(s, sockopt::TcpKeepInterval, &2)?;
+        setsockopt(s, sockopt::TcpKeepCount, &3)?;
+        setsockopt(s, sockopt::TcpUserTimeout, &10_000)
+    };
+    if let Err(e) = set() {
+        tracing::warn!(server, error = %e, "no keepalive on the API server connection: a silent server's connections stay open");
+    }
+}
+
 /// `host:port` of an `https://host:port` URL.
 pub fn address_of(url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://")?.trim_end_matches('/');
@@ -68,11 +87,16 @@ pub async fn start(servers: Vec<String>) -> std::io::Result<SocketAddr> {
                         .await
                     {
                         Ok(Ok(mut up)) => {
+                            end_when_silent(&up, s);
                             if at != start {
                                 tracing::warn!(server = %s, was = %servers[start], "API server failover");
                                 current.store(at, Ordering::Relaxed);
                             }
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                            if let Err(e) =
+                                tokio::io::copy_bidirectional(&mut client, &mut up).await
+                            {
+                                tracing::info!(server = %s, error = %e, "API server connection ended");
+                            }
                             return;
                         }
                         Ok(Err(e)) => {
