@@ -22,6 +22,67 @@ impl Drop for Down {
     }
 }
 
+/// The host's kubectl with one kubeconfig: success and stdout+stderr.
+fn kubectl(kc: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new("kubectl")
+        .args(["--kubeconfig", kc, "--request-timeout", "30s"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// `kubectl apply -f -` of `yaml`, which must succeed.
+fn apply(kc: &str, yaml: &str) {
+    use std::io::Write;
+    let mut c = Command::new("kubectl")
+        .args(["--kubeconfig", kc, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "kubectl apply of:\n{yaml}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The tails of `files` (a shell glob list) on each of `nodes`, for a failure message.
+fn tails(c: &Cluster, nodes: &[&str], files: &str) -> String {
+    let mut s = String::new();
+    for n in nodes {
+        if let Ok(r) = c.exec(
+            n,
+            &["sh", "-c", &format!("tail -n 12 {files} 2>/dev/null")],
+            Duration::from_secs(30),
+        ) {
+            s.push_str(&format!("--- {n}\n{}", r.stdout));
+        }
+    }
+    s
+}
+
+/// Poll `f` every half second for up to `secs`; fail with `what` and `why()`.
+fn eventually(what: &str, secs: u64, f: &dyn Fn() -> bool, why: &dyn Fn() -> String) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < end, "{what}\n{}", why());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 #[ignore = "needs a VM (QEMU)"]
 fn a_three_node_cluster_runs_the_seed_examples() {
@@ -47,14 +108,7 @@ fn a_three_node_cluster_runs_the_seed_examples() {
     assert_eq!(mirrored.len(), 4, "{mirrored:?}");
     let name = "skiff-k8s";
     let _ = Cluster::down(name);
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (api_port, registry_port) = (port(), port());
+    let (api_port, registry_port) = (free_port(), free_port());
     let opts = UpOptions {
         name: name.into(),
         nodes: 3,
@@ -89,45 +143,16 @@ fn a_three_node_cluster_runs_the_seed_examples() {
     let kc = c.dir.join("kubeconfig");
     assert_eq!(std::fs::read_to_string(&kc).unwrap(), kc_text);
     let kc = kc.to_str().unwrap().to_string();
-    let k = |args: &[&str]| -> (bool, String) {
-        let o = Command::new("kubectl")
-            .args(["--kubeconfig", &kc, "--request-timeout", "30s"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
+    let k = |args: &[&str]| kubectl(&kc, args);
+    let logs = |c: &Cluster| {
+        tails(
+            c,
+            &["node-2", "node-3"],
+            "/var/log/skiff/kubelet.log /var/log/skiff/proxy.log",
         )
     };
-    let logs = |c: &Cluster| -> String {
-        let mut s = String::new();
-        for n in ["node-2", "node-3"] {
-            if let Ok(r) = c.exec(
-                n,
-                &[
-                    "sh",
-                    "-c",
-                    "tail -15 /var/log/skiff/kubelet.log; tail -5 /var/log/skiff/proxy.log",
-                ],
-                Duration::from_secs(30),
-            ) {
-                s.push_str(&format!("--- {n}\n{}", r.stdout));
-            }
-        }
-        s
-    };
-    let wait = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(Instant::now() < end, "{what}\n{}", logs(&c));
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
+    let wait =
+        |what: &str, secs: u64, f: &dyn Fn() -> bool| eventually(what, secs, f, &|| logs(&c));
     wait("both workers Ready", 240, &|| {
         let (_, out) = k(&["get", "nodes"]);
         out.lines().filter(|l| l.contains(" Ready ")).count() == 2
@@ -165,19 +190,7 @@ fn a_three_node_cluster_runs_the_seed_examples() {
                containers:\n      - name: web\n        image: busybox\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www']\n        \
                ports: [{containerPort: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  \
                selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n";
-    let mut apply = Command::new("kubectl")
-        .args(["--kubeconfig", &kc, "apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(web.as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success());
+    apply(&kc, web);
     wait("3 web pods Running", 240, &|| {
         let (_, out) = k(&[
             "get",
@@ -413,21 +426,56 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: back}}\nspec:\n  nodeName: {dead}\n  \
          containers:\n  - name: c\n    image: busybox:1.35.0\n    command: [sleep, '3600']\n"
     );
-    let mut apply = Command::new("kubectl")
-        .args(["--kubeconfig", &kc, "apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pinned.as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success());
+    apply(&kc, &pinned);
     wait("a pod Running on the rejoined node", 180, &|| {
         k(&["get", "pod", "back", "-o", "jsonpath={.status.phase}"]).1 == "Running"
     });
+
+    // Joining with a wrong token or a wrong CA pin is refused with the reason, and
+    // nothing is written (from a worker VM, over the cluster network).
+    let j: skiff_vm::kubernetes::JoinSpec =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.join("join.json")).unwrap()).unwrap();
+    let wrong_token = format!("{}.0000000000000000", &j.token[..6]);
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    for (token, pin, reason) in [
+        (
+            wrong_token.as_str(),
+            j.ca_hash.as_str(),
+            "the token was refused",
+        ),
+        (
+            j.token.as_str(),
+            wrong_pin.as_str(),
+            "does not match --ca-cert-hash",
+        ),
+    ] {
+        let r = c
+            .exec(
+                &alive,
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "timeout 60 {}/skiff-kubelet --kubeconfig /tmp/intruder.kubeconfig --root-dir /tmp/intruder \
+                         --hostname-override intruder --port 0 --server {} --token {token} --ca-cert-hash {pin} 2>&1; \
+                         echo exit=$?; ls /tmp/intruder.kubeconfig 2>&1",
+                        j.bin_dir, j.server
+                    ),
+                ],
+                Duration::from_secs(90),
+            )
+            .unwrap();
+        assert!(
+            r.stdout.contains(reason)
+                && !r.stdout.contains("exit=0")
+                && !r.stdout.contains("exit=124")
+                && r.stdout.contains("No such file"),
+            "{reason}: {}",
+            r.stdout
+        );
+    }
+    let (_, nodes) = k(&["get", "nodes", "-o", "name"]);
+    assert!(!nodes.contains("intruder"), "{nodes}");
 }
 
 /// Three control planes (node-1..3: a 3-member etcd over TLS with certificates from the
@@ -452,15 +500,7 @@ fn three_control_planes_survive_losing_the_leader() {
     assert!(o.status.success(), "{o:?}");
     let name = "skiff-ha";
     let _ = Cluster::down(name);
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let opts = UpOptions {
         name: name.into(),
         nodes: 4,
@@ -486,45 +526,16 @@ fn three_control_planes_survive_losing_the_leader() {
     };
     skiff_vm::kubernetes::form(&c, &form).expect("form the cluster");
     let kc = |i: usize| c.dir.join(format!("kubeconfig-{i}")).display().to_string();
-    let k = |i: usize, args: &[&str]| -> (bool, String) {
-        let o = Command::new("kubectl")
-            .args(["--kubeconfig", &kc(i), "--request-timeout", "20s"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
+    let k = |i: usize, args: &[&str]| kubectl(&kc(i), args);
+    let logs = |c: &Cluster| {
+        tails(
+            c,
+            &["node-1", "node-2", "node-3", "node-4"],
+            "/var/log/skiff/control.log /var/log/skiff/etcd.log /var/log/skiff/kubelet.log",
         )
     };
-    let logs = |c: &Cluster| -> String {
-        let mut s = String::new();
-        for n in ["node-1", "node-2", "node-3", "node-4"] {
-            if let Ok(r) = c.exec(
-                n,
-                &[
-                    "sh",
-                    "-c",
-                    "tail -8 /var/log/skiff/control.log /var/log/skiff/etcd.log /var/log/skiff/kubelet.log 2>/dev/null",
-                ],
-                Duration::from_secs(20),
-            ) {
-                s.push_str(&format!("--- {n}\n{}", r.stdout));
-            }
-        }
-        s
-    };
-    let wait = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(Instant::now() < end, "{what}\n{}", logs(&c));
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
+    let wait =
+        |what: &str, secs: u64, f: &dyn Fn() -> bool| eventually(what, secs, f, &|| logs(&c));
     wait("the worker Ready", 300, &|| {
         k(1, &["get", "node", "node-4"]).1.contains(" Ready ")
     });
@@ -583,19 +594,7 @@ fn three_control_planes_survive_losing_the_leader() {
                   selector: {matchLabels: {app: after}}\n  template:\n    metadata: {labels: {app: after}}\n    spec:\n      \
                   containers:\n      - name: c\n        image: docker.io/skiff/busybox:latest\n        \
                   imagePullPolicy: IfNotPresent\n        command: [sleep, '3600']\n";
-    let mut apply = Command::new("kubectl")
-        .args(["--kubeconfig", &kc(other), "apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(deploy.as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success());
+    apply(&kc(other), deploy);
     let running = || -> Vec<String> {
         let (_, out) = k(
             other,

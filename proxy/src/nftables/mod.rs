@@ -110,6 +110,9 @@ impl Programmed {
     }
 }
 
+/// Reads and commits a repair tries before the table is written anew.
+const REPAIR_ATTEMPTS: usize = 3;
+
 pub struct Nftables {
     opts: Options,
     /// None until the table has been read back and repaired (start, failure).
@@ -193,28 +196,62 @@ impl Nftables {
     /// differs (the table is made if it is missing).
     fn repair(&mut self, ports: &[ServicePort]) -> Result<Outcome, ApplyError> {
         let t = self.opts.table.clone();
-        let (kernel, missing) = match run("nft", &["list", "table", "ip", &t], None) {
-            Ok(text) => (table::parse_listing(&text), false),
-            Err(ApplyError::Failed(_, e)) if e.contains("No such file or directory") => {
-                (Table::default(), true)
-            }
-            Err(e) => return Err(e),
-        };
         let (desired, ports, claims) = layout::assemble(ports, &self.opts);
-        let edits = Edits::between(&kernel, &desired);
         let prog = Programmed::new(ports, claims);
+        // Another writer may change the table between our read and our commit, and the
+        // edits then no longer apply: read again and retry. If they still do not apply,
+        // the listing and the kernel disagree about something that would fail every later
+        // repair the same way: the table is written anew.
+        let mut last = None;
+        for _ in 0..REPAIR_ATTEMPTS {
+            let (kernel, missing) = self.read_back()?;
+            let edits = Edits::between(&kernel, &desired);
+            let outcome = Outcome {
+                chains: edits.chains_touched,
+                elements: edits.elements_touched,
+                read_back: true,
+            };
+            if edits.is_empty() {
+                self.generation = generation::current().ok();
+                self.programmed = Some(prog);
+                return Ok(outcome);
+            }
+            match self.commit(edits, missing) {
+                Ok(()) => {
+                    self.programmed = Some(prog);
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    tracing::warn!(table = %t, error = %e, "repair did not apply: reading the table again");
+                    last = Some(e);
+                }
+            }
+        }
+        tracing::error!(table = %t, error = ?last, "repair failed {REPAIR_ATTEMPTS} times: the table is written anew");
+        let (_, missing) = self.read_back()?;
+        if !missing {
+            run("nft", &["delete", "table", "ip", &t], None)?;
+        }
+        let all = Edits::between(&Table::default(), &desired);
         let outcome = Outcome {
-            chains: edits.chains_touched,
-            elements: edits.elements_touched,
+            chains: all.chains_touched,
+            elements: all.elements_touched,
             read_back: true,
         };
-        if !edits.is_empty() {
-            self.commit(edits, missing)?;
-        } else {
-            self.generation = generation::current().ok();
-        }
+        self.commit(all, true)?;
         self.programmed = Some(prog);
         Ok(outcome)
+    }
+
+    /// The table as the kernel has it, and whether it is missing.
+    fn read_back(&self) -> Result<(Table, bool), ApplyError> {
+        match run("nft", &["list", "table", "ip", &self.opts.table], None) {
+            Ok(text) => Ok((table::parse_listing(&text), false)),
+            Err(ApplyError::Failed(_, e)) if e.contains("No such file or directory") => {
+                Ok((Table::default(), true))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Commits the edits: what only nft can write through `nft -f` (`create`: the

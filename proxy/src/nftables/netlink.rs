@@ -322,6 +322,9 @@ pub struct Batch {
     buf: Vec<u8>,
     seq: u32,
     messages: u32,
+    /// What each message does, by sequence number - 1: the kernel names a failure by
+    /// its sequence number only.
+    ops: Vec<String>,
 }
 
 impl Batch {
@@ -331,9 +334,16 @@ impl Batch {
             buf: Vec::new(),
             seq: 0,
             messages: 0,
+            ops: Vec::new(),
         };
+        b.op("batch begin".into());
         b.message(NFNL_MSG_BATCH_BEGIN, 0, &[], true);
         b
+    }
+
+    /// Describe the next message.
+    fn op(&mut self, what: String) {
+        self.ops.push(what);
     }
 
     fn message(&mut self, kind: u16, flags: u16, attrs: &[u8], control: bool) {
@@ -370,24 +380,28 @@ impl Batch {
     }
 
     pub fn add_chain(&mut self, chain: &str) {
+        self.op(format!("add chain {chain}"));
         let mut a = self.table_attrs(1);
         a.str(3, chain);
         self.message(NFT_MSG_NEWCHAIN, libc::NLM_F_CREATE as u16, &a.0, false);
     }
 
     pub fn delete_chain(&mut self, chain: &str) {
+        self.op(format!("delete chain {chain}"));
         let mut a = self.table_attrs(1);
         a.str(3, chain);
         self.message(NFT_MSG_DELCHAIN, 0, &a.0, false);
     }
 
     pub fn flush_chain(&mut self, chain: &str) {
+        self.op(format!("flush chain {chain}"));
         let mut a = self.table_attrs(1);
         a.str(2, chain);
         self.message(NFT_MSG_DELRULE, 0, &a.0, false);
     }
 
     pub fn add_rule(&mut self, chain: &str, rule: &ServiceRule, note: &str) {
+        self.op(format!("add rule to {chain} ({note})"));
         let mut a = self.table_attrs(1);
         a.str(2, chain)
             .nest(4, encode(rule).0)
@@ -431,7 +445,19 @@ impl Batch {
             }
             lists.last_mut().expect("one list").nest(1, e);
         }
+        let keys: Vec<String> = elems
+            .iter()
+            .map(|e| e.key.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        let what = format!(
+            "{} {} element(s) of {set} ({}{})",
+            if add { "add" } else { "delete" },
+            elems.len(),
+            keys.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+            if keys.len() > 4 { ", ..." } else { "" }
+        );
         for list in lists {
+            self.op(what.clone());
             let mut a = self.table_attrs(1);
             a.str(2, set).nest(3, list);
             let (kind, flags) = if add {
@@ -459,6 +485,7 @@ impl Batch {
         let flags = u16::from_ne_bytes([self.buf[last_flags_at], self.buf[last_flags_at + 1]])
             | libc::NLM_F_ACK as u16;
         self.buf[last_flags_at..last_flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
+        self.op("batch end".into());
         self.message(NFNL_MSG_BATCH_END, 0, &[], true);
         crate::generation::with_socket(|fd| self.send(fd, last_seq))
     }
@@ -511,7 +538,10 @@ impl Batch {
                         return Err(io::Error::new(
                             io::Error::from_raw_os_error(-errno).kind(),
                             format!(
-                                "nf_tables rejected message {seq} of the batch: {}",
+                                "nf_tables rejected message {seq} of the batch ({}): {}",
+                                self.ops
+                                    .get((seq as usize).wrapping_sub(1))
+                                    .map_or("?", String::as_str),
                                 io::Error::from_raw_os_error(-errno)
                             ),
                         ));
