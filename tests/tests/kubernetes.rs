@@ -385,7 +385,43 @@ fn a_three_node_cluster_runs_the_seed_examples() {
         "5 web pods Running on {alive} {:.1} s after the kill",
         t_kill.elapsed().as_secs_f64()
     );
-    // The Service answers every time now: only live endpoints are behind it.
+    // Once the Service's EndpointSlice names exactly the running pods as ready (the
+    // dead node's are Terminating and not ready), it answers every time: only live
+    // endpoints are behind it.
+    wait(
+        "the Service's ready endpoints are the running pods",
+        120,
+        &|| {
+            let live: std::collections::BTreeSet<String> = k(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.status.podIP} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+        .1
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 2 && f[1] == "Running").then(|| f[0].to_string())
+        })
+        .collect();
+            let ready: std::collections::BTreeSet<String> = k(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.addresses[0]}={.conditions.ready} {end}",
+            ])
+            .1
+            .split_whitespace()
+            .filter_map(|e| e.strip_suffix("=true").map(str::to_string))
+            .collect();
+            live.len() == 5 && ready == live
+        },
+    );
     for i in 0..10 {
         let (ok, out) = k(&[
             "exec",
