@@ -408,6 +408,26 @@ pub fn key_of(element: &str) -> &str {
     key.split(" comment \"").next().unwrap_or(key)
 }
 
+/// `element` with the key fields at `protocols` named as we write them (`tcp`, not `6`).
+fn protocols_by_name(element: &str, protocols: &[usize]) -> String {
+    if protocols.is_empty() {
+        return element.to_string();
+    }
+    let key = key_of(element);
+    let rest = &element[key.len()..];
+    let fields: Vec<&str> = key
+        .split(" . ")
+        .enumerate()
+        .map(|(i, f)| match (protocols.contains(&i), f) {
+            (true, "6") => "tcp",
+            (true, "17") => "udp",
+            (true, "132") => "sctp",
+            _ => f,
+        })
+        .collect();
+    format!("{}{rest}", fields.join(" . "))
+}
+
 /// The table as `nft list table` prints it. Rules become their comments; a rule without
 /// one reads as `?` followed by its text, which never equals a rule we wrote.
 pub fn parse_listing(text: &str) -> Table {
@@ -459,6 +479,10 @@ pub fn parse_listing(text: &str) -> Table {
             let mut set = Set::default();
             let mut body = String::new();
             let mut in_elements = false;
+            // Which key fields are protocols: nft prints them by number when the kernel
+            // does not give the set's field types back (Debian's 6.1 does not), `6`
+            // where we wrote `tcp`.
+            let mut protocols: Vec<usize> = Vec::new();
             for line in lines.by_ref() {
                 let l = line.trim();
                 if l == "}" && !in_elements {
@@ -472,13 +496,21 @@ pub fn parse_listing(text: &str) -> Table {
                     body.push_str(l);
                 } else if l.starts_with("flags") && l.contains("dynamic") {
                     set.dynamic = true;
+                } else if let Some(ty) = l.strip_prefix("type ") {
+                    let key = ty.split(" : ").next().unwrap_or(ty);
+                    protocols = key
+                        .split(" . ")
+                        .enumerate()
+                        .filter(|(_, f)| f.trim() == "inet_proto")
+                        .map(|(i, _)| i)
+                        .collect();
                 }
                 if in_elements && body.trim_end().ends_with('}') {
                     in_elements = false;
                     let inner = body.trim_end().trim_end_matches('}');
                     set.elements = inner
                         .split(',')
-                        .map(|e| e.trim().to_string())
+                        .map(|e| protocols_by_name(e.trim(), &protocols))
                         .filter(|e| !e.is_empty())
                         .collect();
                 }
@@ -492,6 +524,32 @@ pub fn parse_listing(text: &str) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Debian's 6.1 kernel does not give nft the sets' field types back, so nft prints a
+    /// protocol in a concatenated key by number. Read back, the element must still equal
+    /// the one we wrote (before, `6` was taken for a port: every repair deleted keys
+    /// that did not exist and failed with ENOENT).
+    #[test]
+    fn protocols_printed_by_number_read_as_written() {
+        let listing = "table ip t {\n\tmap address-endpoints {\n\t\ttype ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service\n\t\telements = { 10.96.0.5 . 6 . 80 . 0x00000000 : 10.1.0.5 . 8080,\n\t\t\t     192.0.2.10 . 17 . 53 . 0x00000001 : 10.1.0.3 . 8080 }\n\t}\n\tmap service-nodeports {\n\t\ttype inet_proto . inet_service : verdict\n\t\telements = { 132 . 30004 : drop, 6 . 30001 comment \"ns/a:http\" : goto external-x }\n\t}\n\tset hairpin {\n\t\ttype ipv4_addr . ipv4_addr\n\t\telements = { 10.1.0.6 . 10.1.0.6 }\n\t}\n}\n";
+        let t = parse_listing(listing);
+        let elements = |s: &str| t.sets[s].elements.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            elements("address-endpoints"),
+            [
+                "10.96.0.5 . tcp . 80 . 0x00000000 : 10.1.0.5 . 8080",
+                "192.0.2.10 . udp . 53 . 0x00000001 : 10.1.0.3 . 8080"
+            ]
+        );
+        assert_eq!(
+            elements("service-nodeports"),
+            [
+                "sctp . 30004 : drop",
+                "tcp . 30001 comment \"ns/a:http\" : goto external-x"
+            ]
+        );
+        assert_eq!(elements("hairpin"), ["10.1.0.6 . 10.1.0.6"]);
+    }
 
     fn chain(rules: &[&str]) -> Chain {
         Chain {
