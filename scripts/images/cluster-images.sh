@@ -11,8 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 LAYER_GZIP=1 "$here/busybox-oci.sh" "$out/busybox.tar" docker.io/library/busybox:latest >/dev/null
 "$here/nginx-oci.sh" "$out/nginx.tar" docker.io/library/nginx:latest >/dev/null
-bb=$(busybox 2>&1 | head -1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')
-deb=$(ls /var/tmp/skiff-images/nginx_*.deb | head -1)
+# sed reads everything (head would close the pipe early: SIGPIPE fails the pipeline).
+bb=$(busybox 2>&1 | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p')
+deb=$(ls /var/tmp/skiff-images/nginx_*.deb | sed -n 1p)
 ng=$(basename "$deb" | sed -n 's/^nginx_\([0-9.]*\).*/\1/p')
 [ -n "$bb" ] && [ -n "$ng" ] || { echo "cluster-images.sh: no version for busybox ($bb) or nginx ($ng)" >&2; exit 1; }
 for t in latest "$bb"; do echo "$out/busybox.tar=library/busybox:$t"; done
